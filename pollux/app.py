@@ -1,0 +1,161 @@
+"""The ASGI app: routes under /v1, /v1beta and /v1alpha, auth on each, errors in Gemini's shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import auth
+from .config import Settings
+from .engines.base import Engine
+from .engines.emulator import EmulatorEngine
+from .engines.fixtures import load_fixtures
+from .errors import ApiError, model_not_found
+from .generate import router as generate_router
+from .generate.service import GenerateService
+from .generate.signatures import Signer
+from .models import router as models_router
+from .models.service import ModelService
+from .store import Store
+from .wire import JSONResponse, error_response, read_body
+
+log = logging.getLogger("pollux")
+
+VERSIONS = "{version:apiversion}"
+# POST models/{model}:{verb} handlers, by verb.
+MODEL_VERBS = {**generate_router.VERBS}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    models: ModelService
+    generate: GenerateService
+    engines: dict[str, Engine]
+
+
+def build_services(settings: Settings, store: Store | None = None) -> Services:
+    fixtures = load_fixtures(settings.fixtures) if settings.fixtures else []
+    engines: dict[str, Engine] = {"emulator": EmulatorEngine(fixtures, stream_delay=settings.stream_delay)}
+    store = store or Store(settings.data_dir)
+    return Services(settings, store, ModelService(settings), GenerateService(settings, engines,
+                    Signer.from_data_dir(settings.data_dir)), engines)
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _authorize(request: Request) -> str:
+    return auth.authenticate(_services(request).store, request)
+
+
+async def list_models(request: Request) -> Response:
+    _authorize(request)
+    return await models_router.list_models(request, _services(request).models)
+
+
+async def get_model(request: Request) -> Response:
+    _authorize(request)
+    return await models_router.get_model(request, _services(request).models, request.path_params["name"])
+
+
+async def list_tuned_models(request: Request) -> Response:
+    _authorize(request)
+    return JSONResponse({})
+
+
+async def tuned_model(request: Request) -> Response:
+    """Tuning is not offered, so no tuned model exists."""
+    _authorize(request)
+    name, _, verb = request.path_params["name"].partition(":")
+    raise ApiError.not_found(f"tunedModels/{name} is not found.")
+
+
+async def model_action(request: Request) -> Response:
+    _authorize(request)
+    services = _services(request)
+    name, _, verb = request.path_params["name"].rpartition(":")
+    handler = MODEL_VERBS.get(verb)
+    if not name or handler is None:
+        raise model_not_found(name or verb, request.path_params["version"], verb or "this method")
+    body = await read_body(request, services.settings.limits.max_request_bytes)
+    return await handler(request, services.generate, name, body)
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(ApiError("INVALID_ARGUMENT", f"Method {request.method} is not allowed for "
+                                       f"{request.url.path}.", code=405))
+    return error_response(ApiError.not_found(f"The requested URL {request.url.path} was not found on this server."))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(ApiError("INTERNAL", "An internal error has occurred. Please retry or report in "
+                                   "https://developers.generativeai.google/guide/troubleshooting"))
+
+
+def _routes() -> list[Route]:
+    routes = [Route("/healthz", health)]
+    routes += [
+        Route(f"/{VERSIONS}/models", list_models, methods=["GET"]),
+        Route(f"/{VERSIONS}/models/{{name:path}}", get_model, methods=["GET"]),
+        Route(f"/{VERSIONS}/models/{{name:path}}", model_action, methods=["POST"]),
+        Route(f"/{VERSIONS}/tunedModels", list_tuned_models, methods=["GET"]),
+        Route(f"/{VERSIONS}/tunedModels/{{name:path}}", tuned_model, methods=["GET", "POST"]),
+    ]
+    return routes
+
+
+def build_app(settings: Settings, services: Services | None = None) -> Starlette:
+    services = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        for engine in services.engines.values():
+            await engine.close()
+        services.store.close()
+
+    app = Starlette(routes=_routes(), lifespan=lifespan, exception_handlers={
+        ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error})
+    app.state.services = services
+    return app
+
+
+def _register_convertors() -> None:
+    from starlette.convertors import Convertor, register_url_convertor
+
+    class ApiVersion(Convertor[str]):
+        regex = "v1|v1beta|v1alpha"
+
+        def convert(self, value: str) -> str:
+            return value
+
+        def to_string(self, value: str) -> str:
+            return value
+
+    register_url_convertor("apiversion", ApiVersion())
+
+
+_register_convertors()

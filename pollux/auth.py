@@ -1,0 +1,82 @@
+"""API keys and projects: issuing keys (stored only as hashes) and resolving a request's key to its project."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from .errors import ApiError, api_key_invalid, api_key_missing
+from .store import Store
+
+DEFAULT_PROJECT = "Default Gemini Project"
+
+
+def new_key() -> str:
+    """`AIza` + 35 URL-safe characters: Gemini's shape, so that secret scanners flag a committed Pollux key."""
+    return "AIza" + secrets.token_urlsafe(27)[:35]
+
+
+def hash_key(key: str) -> str:
+    # Keys carry ~208 random bits, so a fast hash is enough; a slow KDF would only cost every request.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_project_id() -> str:
+    return "gen-lang-client-" + "".join(secrets.choice("0123456789") for _ in range(10))
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    id: str
+    key: str
+    project_id: str
+    name: str
+
+
+def issue_key(store: Store, project_id: str, name: str) -> IssuedKey:
+    key = new_key()
+    key_id = secrets.token_hex(4)
+    store.create_key(key_id, project_id, name, hash_key(key), key[-4:])
+    return IssuedKey(key_id, key, project_id, name)
+
+
+def create_project(store: Store, name: str) -> dict:
+    if store.find_project(name):
+        raise ValueError(f"a project named {name!r} already exists")
+    return store.create_project(new_project_id(), name)
+
+
+def bootstrap(store: Store) -> IssuedKey | None:
+    """On an empty data dir: the default project and its first key (returned once, for printing)."""
+    if store.count_projects():
+        return None
+    project = create_project(store, DEFAULT_PROJECT)
+    return issue_key(store, project["id"], "Default key")
+
+
+def request_key(request: Request) -> str | None:
+    """The key from `x-goog-api-key`, `?key=` or `Authorization: Bearer`, as the SDKs, curl and openai send it."""
+    key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
+    if not key:
+        auth = request.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            key = auth[7:]
+    return key.strip() if key else None
+
+
+def authenticate(store: Store, request: Request) -> str:
+    """The project id the request acts for, or the real API's error for a missing or bad key."""
+    key = request_key(request)
+    if not key:
+        raise api_key_missing()
+    project_id = store.project_for_key_hash(hash_key(key))
+    if project_id is None:
+        raise api_key_invalid()
+    return project_id
+
+
+__all__ = ["ApiError", "DEFAULT_PROJECT", "IssuedKey", "authenticate", "bootstrap", "create_project", "hash_key",
+           "issue_key", "new_key", "request_key"]

@@ -1,0 +1,150 @@
+"""The `pollux` command: serve, keys, projects."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import auth
+from .config import Settings, default_data_dir, load_config
+from .store import Store
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings(data_dir=Path(args.data_dir) if args.data_dir else default_data_dir())
+    if getattr(args, "host", None):
+        settings.host = args.host
+    if getattr(args, "port", None):
+        settings.port = args.port
+    if getattr(args, "fixtures", None):
+        settings.fixtures = Path(args.fixtures)
+    return load_config(Path(args.config) if getattr(args, "config", None) else None, settings)
+
+
+def _print_key_exports(base_url: str, key: str) -> None:
+    print("Point the Gemini SDKs at this server:")
+    print(f"  export GOOGLE_GEMINI_BASE_URL={base_url}")
+    print(f"  export GEMINI_API_KEY={key}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import build_app
+
+    settings = _settings(args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    store = Store(settings.data_dir)
+    issued = auth.bootstrap(store)
+    base_url = f"http://{settings.host}:{settings.port}"
+    if issued:
+        print(f'Created the project "{auth.DEFAULT_PROJECT}" ({issued.project_id}) and its first API key.')
+        print("The key is shown only this once; Pollux stores only its hash:")
+        print(f"  {issued.key}")
+        _print_key_exports(base_url, issued.key)
+    print(f"Pollux serves the Gemini API at {base_url} (data in {settings.data_dir})", flush=True)
+    from .app import build_services
+    app = build_app(settings, build_services(settings, store))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5)
+    return 0
+
+
+def _project(store: Store, name: str | None) -> dict:
+    project = store.find_project(name or auth.DEFAULT_PROJECT)
+    if project is None:
+        raise SystemExit(f"pollux: no project {name or auth.DEFAULT_PROJECT!r} (see `pollux projects list`)")
+    return project
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    store = Store(_settings(args).data_dir)
+    if args.action == "create":
+        project = _project(store, args.project)
+        issued = auth.issue_key(store, project["id"], args.name or "API key")
+        print(f'Created key {issued.id} "{issued.name}" for project "{project["name"]}" ({project["id"]}).')
+        print("The key is shown only this once:")
+        print(issued.key)
+    elif args.action == "list":
+        rows = store.list_keys()
+        print(f"{'ID':<10} {'NAME':<20} {'KEY':<12} {'PROJECT':<28} {'CREATED':<20} STATUS")
+        for r in rows:
+            status = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active"
+            print(f"{r['id']:<10} {r['name'][:20]:<20} {'...' + r['hint']:<12} {r['project_name'][:28]:<28} "
+                  f"{r['created_at']:%Y-%m-%d %H:%M:%S}  {status}")
+    elif args.action == "revoke":
+        if not store.revoke_key(args.id):
+            print(f"pollux: no active key with id {args.id!r}", file=sys.stderr)
+            return 1
+        print(f"Revoked key {args.id}.")
+    return 0
+
+
+def cmd_projects(args: argparse.Namespace) -> int:
+    store = Store(_settings(args).data_dir)
+    if args.action == "create":
+        try:
+            project = auth.create_project(store, args.name)
+        except ValueError as exc:
+            print(f"pollux: {exc}", file=sys.stderr)
+            return 1
+        print(f'Created project "{project["name"]}" ({project["id"]}).')
+    elif args.action == "list":
+        print(f"{'ID':<28} {'NAME':<32} CREATED")
+        for p in store.list_projects():
+            print(f"{p['id']:<28} {p['name'][:32]:<32} {p['created_at']:%Y-%m-%d %H:%M:%S}")
+    elif args.action == "rename":
+        project = _project(store, args.project)
+        if store.find_project(args.new_name):
+            print(f"pollux: a project named {args.new_name!r} already exists", file=sys.stderr)
+            return 1
+        store.rename_project(project["id"], args.new_name)
+        print(f'Renamed project {project["id"]} to "{args.new_name}".')
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="state directory (default: $POLLUX_DATA_DIR or ~/.pollux)")
+    common.add_argument("--config", help="TOML config file (models, limits)")
+
+    p = argparse.ArgumentParser(prog="pollux", description="A self-hosted Gemini API.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help="run the API server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--fixtures", help="YAML/JSON rules with scripted answers for the emulator")
+    serve.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", parents=[common], help="issue a key (printed once, on the last line)")
+    create.add_argument("--project", help="project name or id (default: the default project)")
+    create.add_argument("--name", help="a label for the key")
+    keys.add_parser("list", parents=[common], help="list keys (never their secrets)")
+    revoke = keys.add_parser("revoke", parents=[common], help="revoke a key at once")
+    revoke.add_argument("id")
+    for action in ("create", "list", "revoke"):
+        keys.choices[action].set_defaults(func=cmd_keys)
+
+    projects = sub.add_parser("projects", help="projects").add_subparsers(dest="action", required=True)
+    pcreate = projects.add_parser("create", parents=[common])
+    pcreate.add_argument("name")
+    projects.add_parser("list", parents=[common])
+    rename = projects.add_parser("rename", parents=[common])
+    rename.add_argument("project", help="project id or current name")
+    rename.add_argument("new_name")
+    for action in ("create", "list", "rename"):
+        projects.choices[action].set_defaults(func=cmd_projects)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

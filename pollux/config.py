@@ -1,0 +1,155 @@
+"""Settings and the model catalogue: which model ids exist, their published limits, and the engine behind each.
+
+A config file (TOML, `--config FILE`) may change any of it:
+
+    [limits]
+    max_request_bytes = 20971520
+
+    [models."gemini-2.5-flash"]        # override fields of a catalogue entry
+    engine = "emulator"
+
+    [models."my-model"]                # or add a new id, starting from an existing entry
+    base = "gemini-2.5-flash"
+    display_name = "My model"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+GENERATE_METHODS = ("generateContent", "countTokens", "createCachedContent", "batchGenerateContent")
+EMBED_METHODS = ("embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as `models.get` describes it, plus how Pollux serves it."""
+
+    id: str
+    display_name: str
+    description: str
+    version: str
+    input_token_limit: int
+    output_token_limit: int
+    methods: tuple[str, ...] = GENERATE_METHODS
+    temperature: float | None = 1.0
+    max_temperature: float | None = 2.0
+    top_p: float | None = 0.95
+    top_k: int | None = 64
+    thinking: bool = False
+    # Thinking controls: "budget" (2.5 family) or "level" (Gemini 3); the range of thinkingBudget; whether 0 is allowed.
+    thinking_control: str | None = None
+    thinking_budget_range: tuple[int, int] = (0, 24576)
+    thinking_can_disable: bool = True
+    thinks_by_default: bool = True
+    thinking_levels: tuple[str, ...] = ("LOW", "HIGH")
+    embedding_dimensions: int | None = None
+    engine: str = "emulator"
+    engine_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"models/{self.id}"
+
+
+def _gemini(id: str, display: str, description: str, version: str, **kw: Any) -> ModelSpec:
+    defaults: dict[str, Any] = dict(input_token_limit=1_048_576, output_token_limit=65_536, thinking=True,
+                                    thinking_control="budget")
+    defaults.update(kw)
+    return ModelSpec(id=id, display_name=display, description=description, version=version, **defaults)
+
+
+_FLASH = dict(thinking_budget_range=(0, 24576))
+_PRO = dict(thinking_budget_range=(128, 32768), thinking_can_disable=False)
+_LITE = dict(thinking_budget_range=(512, 24576), thinks_by_default=False)
+_G3 = dict(thinking_control="level", thinking_can_disable=False, thinking_budget_range=(128, 32768))
+_G20 = dict(output_token_limit=8192, top_k=40, thinking=False, thinking_control=None)
+
+# The current Gemini ids with their published limits (reference/semantics.md §9).
+DEFAULT_CATALOGUE: tuple[ModelSpec, ...] = (
+    _gemini("gemini-2.5-flash", "Gemini 2.5 Flash",
+            "Stable version of Gemini 2.5 Flash, our mid-size multimodal model that supports up to 1 million tokens, "
+            "released in June of 2025.", "001", **_FLASH),
+    _gemini("gemini-2.5-pro", "Gemini 2.5 Pro", "Stable release (June 17th, 2025) of Gemini 2.5 Pro", "2.5", **_PRO),
+    _gemini("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite", "Stable version of Gemini 2.5 Flash-Lite, released in July of 2025",
+            "001", **_LITE),
+    _gemini("gemini-2.0-flash", "Gemini 2.0 Flash", "Gemini 2.0 Flash", "2.0", **_G20),
+    _gemini("gemini-2.0-flash-001", "Gemini 2.0 Flash 001",
+            "Stable version of Gemini 2.0 Flash, our fast and versatile multimodal model for scaling across diverse tasks, "
+            "released in January of 2025.", "2.0", **_G20),
+    _gemini("gemini-2.0-flash-lite", "Gemini 2.0 Flash-Lite", "Gemini 2.0 Flash-Lite", "2.0", **_G20),
+    _gemini("gemini-3-pro-preview", "Gemini 3 Pro Preview", "Gemini 3 Pro Preview", "3-pro-preview-11-2025", **_G3),
+    _gemini("gemini-flash-latest", "Gemini Flash Latest", "Latest release of Gemini Flash", "Gemini Flash Latest", **_FLASH),
+    _gemini("gemini-flash-lite-latest", "Gemini Flash-Lite Latest", "Latest release of Gemini Flash-Lite",
+            "Gemini Flash-Lite Latest", **_LITE),
+    _gemini("gemini-pro-latest", "Gemini Pro Latest", "Latest release of Gemini Pro", "Gemini Pro Latest", **_PRO),
+    ModelSpec(id="gemini-embedding-001", display_name="Gemini Embedding 001",
+              description="Obtain a distributed representation of a text.", version="001",
+              input_token_limit=2048, output_token_limit=1, methods=EMBED_METHODS,
+              temperature=None, max_temperature=None, top_p=None, top_k=None, embedding_dimensions=3072),
+)
+
+
+@dataclass
+class Limits:
+    max_request_bytes: int = 20 * 1024 * 1024  # Gemini's inline request limit
+    models_page_default: int = 50
+    models_page_max: int = 1000
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    fixtures: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    models: dict[str, ModelSpec] = field(default_factory=lambda: {m.id: m for m in DEFAULT_CATALOGUE})
+    # Emulator pacing for streams (seconds between chunks); 0 streams as fast as it can.
+    stream_delay: float = 0.0
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "pollux.db"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("POLLUX_DATA_DIR") or Path.home() / ".pollux")
+
+
+_SPEC_FIELDS = {f.name for f in fields(ModelSpec)}
+
+
+def load_config(path: Path | None, settings: Settings) -> Settings:
+    """Apply a TOML config file to `settings`; unknown keys are an error, not silently ignored."""
+    if path is None:
+        return settings
+    with open(path, "rb") as fh:
+        doc = tomllib.load(fh)
+    unknown = set(doc) - {"limits", "models", "emulator"}
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}")
+    for key, value in doc.get("limits", {}).items():
+        if not hasattr(settings.limits, key):
+            raise ValueError(f"{path}: unknown limit {key!r}")
+        setattr(settings.limits, key, value)
+    if "stream_delay" in doc.get("emulator", {}):
+        settings.stream_delay = float(doc["emulator"]["stream_delay"])
+    for model_id, entry in doc.get("models", {}).items():
+        entry = dict(entry)
+        base_id = entry.pop("base", model_id)
+        base = settings.models.get(base_id)
+        if base is None:
+            raise ValueError(f"{path}: model {model_id!r} has no catalogue entry to start from; set base = \"<id>\"")
+        bad = set(entry) - _SPEC_FIELDS
+        if bad:
+            raise ValueError(f"{path}: model {model_id!r}: unknown field(s) {sorted(bad)}")
+        for key in ("methods", "thinking_budget_range", "thinking_levels"):
+            if key in entry:
+                entry[key] = tuple(entry[key])
+        settings.models[model_id] = replace(base, id=model_id, **entry)
+    return settings

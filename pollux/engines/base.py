@@ -1,0 +1,143 @@
+"""The engine interface: normalised turns in, events out. No HTTP and no Gemini JSON below this line.
+
+Every engine (the built-in emulator, transformers in-process, vLLM upstreams) implements `Engine`.
+`generate` is an async generator; closing it (the client went away) cancels the generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, Union
+
+
+# Inputs -------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Text:
+    text: str
+    thought: bool = False
+
+
+@dataclass(frozen=True)
+class Media:
+    """Inline or referenced media. `modality` is the usage-accounting bucket (IMAGE, AUDIO, VIDEO, DOCUMENT)."""
+
+    mime_type: str
+    modality: str
+    data: bytes = b""
+    uri: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    args: dict[str, Any]
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    name: str
+    response: dict[str, Any]
+    id: str | None = None
+
+
+Segment = Union[Text, Media, ToolCall, ToolResult]
+
+
+@dataclass
+class Turn:
+    role: Literal["user", "model"]
+    segments: list[Segment]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any] | None  # JSON Schema (OpenAPI declarations are converted before they get here)
+
+
+@dataclass
+class Sampling:
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int = 0
+    max_output_tokens: int = 8192
+    stop_sequences: list[str] = field(default_factory=list)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+@dataclass
+class ResponseFormat:
+    kind: Literal["text", "json", "enum"] = "text"
+    schema: dict[str, Any] | None = None  # JSON Schema for "json"; {"enum": [...]} for "enum"
+
+
+@dataclass
+class Thinking:
+    enabled: bool = False
+    budget: int | None = None  # None = dynamic: the engine decides
+    include_thoughts: bool = False
+
+
+@dataclass
+class GenerateRequest:
+    model: str
+    turns: list[Turn]
+    system: list[Segment] = field(default_factory=list)
+    functions: list[FunctionSpec] = field(default_factory=list)
+    tool_mode: Literal["AUTO", "ANY", "NONE", "VALIDATED"] = "AUTO"
+    allowed_functions: list[str] | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    thinking: Thinking = field(default_factory=Thinking)
+    candidate_index: int = 0
+
+
+# Events -------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    thought: bool = False
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    call: ToolCall
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: str  # a Gemini FinishReason name: STOP, MAX_TOKENS, ...
+
+
+Event = Union[TextDelta, CallEvent, Finish]
+
+
+@dataclass
+class TokenCount:
+    """Prompt tokens per modality (TEXT, IMAGE, AUDIO, VIDEO, DOCUMENT)."""
+
+    by_modality: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_modality.values())
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
+        """Stream events; the last one is a `Finish`. Thought text arrives as `TextDelta(thought=True)`."""
+        ...
+
+    async def count_tokens(self, model: str, turns: list[Turn], system: list[Segment],
+                           functions: list[FunctionSpec]) -> TokenCount: ...
+
+    async def close(self) -> None: ...

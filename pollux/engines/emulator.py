@@ -1,0 +1,264 @@
+"""The built-in model: deterministic answers that follow Gemini's semantics, with no weights.
+
+Same request and seed, same bytes. It answers in text derived from the conversation, makes JSON that validates
+against the requested schema, calls the functions the conversation points to with schema-valid arguments,
+"thinks" within the budget, and honours maxOutputTokens and stop sequences. Fixtures script exact answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..errors import ApiError
+from ..schemas import SchemaMismatch, instance_for, words_of
+from .base import (CallEvent, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TextDelta,
+                   TokenCount, ToolCall, ToolResult, Turn)
+from .fixtures import Rule, Scripted, find
+
+# A token is a short run of word characters or one symbol, with the whitespace before it: about 4 characters of
+# English per token, like Gemini's. Joining the tokens gives the text back exactly, so truncation is exact.
+_TOKEN = re.compile(r"\s*(?:\w{1,5}|[^\w\s])|\s+")
+
+MEDIA_TOKENS = 258  # Gemini's flat charge for an image up to 384 px and for a PDF page
+
+_FILLER = (
+    "This answer comes from the Pollux emulator, a deterministic stand-in for a real model.",
+    "It repeats the same words for the same request and seed, so tests can rely on them.",
+    "Point Pollux at real weights to get real answers.",
+    "The emulator follows the request's limits, schemas and tools as a real model would.",
+    "Each sentence here is chosen from a fixed list by a seeded generator.",
+    "Streaming splits this text into several chunks.",
+)
+
+
+def tokenize(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def count_text(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+def _segment_tokens(seg: Segment) -> tuple[str, int]:
+    if isinstance(seg, Text):
+        return "TEXT", count_text(seg.text)
+    if isinstance(seg, ToolCall):
+        return "TEXT", count_text(seg.name + json.dumps(seg.args, sort_keys=True))
+    if isinstance(seg, ToolResult):
+        return "TEXT", count_text(seg.name + json.dumps(seg.response, sort_keys=True))
+    return seg.modality, MEDIA_TOKENS
+
+
+class EmulatorEngine:
+    name = "emulator"
+
+    def __init__(self, fixtures: list[Rule] | None = None, stream_delay: float = 0.0, chunk_tokens: int = 8) -> None:
+        self.fixtures = fixtures or []
+        self.stream_delay = stream_delay
+        self.chunk_tokens = chunk_tokens
+
+    async def close(self) -> None:
+        pass
+
+    async def count_tokens(self, model: str, turns: list[Turn], system: list[Segment],
+                           functions: list[FunctionSpec]) -> TokenCount:
+        counts: dict[str, int] = {}
+        segments = [s for t in turns for s in t.segments] + list(system)
+        for seg in segments:
+            modality, n = _segment_tokens(seg)
+            counts[modality] = counts.get(modality, 0) + n
+        for fn in functions:
+            n = count_text(fn.name + " " + fn.description + json.dumps(fn.parameters or {}, sort_keys=True))
+            counts["TEXT"] = counts.get("TEXT", 0) + n
+        return TokenCount({k: v for k, v in counts.items() if v})
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
+        rng = random.Random(_fingerprint(request))
+        last_text = _last_user_text(request.turns)
+        scripted = find(self.fixtures, request.model, last_text)
+        if scripted and scripted.error:
+            err = scripted.error
+            raise ApiError(err.get("status", "INTERNAL"), err.get("message", "Scripted error."), code=err.get("code"))
+
+        budget = request.sampling.max_output_tokens
+        if request.thinking.enabled:
+            thought_tokens = tokenize(_thought(request, last_text, scripted, rng))
+            if request.thinking.budget is not None:
+                thought_tokens = thought_tokens[:max(request.thinking.budget, 0)]
+            thought_tokens = thought_tokens[:budget]
+            budget -= len(thought_tokens)
+            async for event in self._stream(thought_tokens, thought=True):
+                yield event
+            if budget <= 0:
+                yield Finish("MAX_TOKENS")
+                return
+
+        calls = _function_calls(request, last_text, scripted, rng)
+        if calls:
+            for call in calls:
+                yield CallEvent(call, tokens=_segment_tokens(call)[1])
+            yield Finish("STOP")
+            return
+
+        answer = _answer(request, last_text, scripted, rng)
+        reason = "STOP"
+        for stop in request.sampling.stop_sequences:
+            if stop and stop in answer:
+                answer = answer[:answer.index(stop)]
+        tokens = tokenize(answer)
+        if len(tokens) > budget:
+            tokens, reason = tokens[:budget], "MAX_TOKENS"
+        async for event in self._stream(tokens, thought=False):
+            yield event
+        yield Finish(reason)
+
+    async def _stream(self, tokens: list[str], thought: bool) -> AsyncIterator[TextDelta]:
+        for i in range(0, len(tokens), self.chunk_tokens):
+            if self.stream_delay:
+                await asyncio.sleep(self.stream_delay)
+            chunk = tokens[i:i + self.chunk_tokens]
+            yield TextDelta("".join(chunk), thought=thought, tokens=len(chunk))
+
+
+def _fingerprint(request: GenerateRequest) -> int:
+    """A seed for the request's random choices: the conversation, the model, the seed and the candidate."""
+    h = hashlib.sha256()
+    h.update(f"{request.model}|{request.sampling.seed}|{request.candidate_index}|".encode())
+    for turn in request.turns:
+        h.update(turn.role.encode())
+        for seg in turn.segments:
+            h.update(repr(seg).encode())
+    return int.from_bytes(h.digest()[:8], "big")
+
+
+def _last_user_text(turns: list[Turn]) -> str:
+    for turn in reversed(turns):
+        if turn.role == "user":
+            texts = [s.text for s in turn.segments if isinstance(s, Text) and not s.thought]
+            if texts or any(isinstance(s, ToolResult) for s in turn.segments):
+                return "\n".join(texts)
+    return ""
+
+
+def _pending_results(turns: list[Turn]) -> list[ToolResult]:
+    """Function results in the last user turn: the model now answers with them."""
+    if not turns or turns[-1].role != "user":
+        return []
+    return [s for s in turns[-1].segments if isinstance(s, ToolResult)]
+
+
+def _thought(request: GenerateRequest, last_text: str, scripted: Scripted | None, rng: random.Random) -> str:
+    if scripted and scripted.thought:
+        return scripted.thought
+    topic = " ".join(last_text.split()[:12]) or "the conversation so far"
+    steps = [
+        f"**Understanding the request**\n\nThe user wrote: \"{topic}\". ",
+        "I should work out what is being asked and which facts matter. ",
+        "I will check the constraints of the request before I answer. ",
+        "Then I will write the answer plainly and keep it short. ",
+    ]
+    if request.functions and request.tool_mode != "NONE":
+        steps.append("Some tools are available, so I will consider whether one of them fits. ")
+    steps += rng.sample(_FILLER, 2)
+    return " ".join(s.strip() for s in steps)
+
+
+def _callable(request: GenerateRequest) -> list[FunctionSpec]:
+    if request.tool_mode == "NONE":
+        return []
+    allowed = request.allowed_functions
+    return [f for f in request.functions if not allowed or f.name in allowed]
+
+
+def _function_calls(request: GenerateRequest, last_text: str, scripted: Scripted | None,
+                    rng: random.Random) -> list[ToolCall]:
+    functions = _callable(request)
+    if scripted is not None:
+        return [ToolCall(c["name"], dict(c.get("args") or {}), c.get("id") or _call_id(rng))
+                for c in scripted.function_calls] if scripted.function_calls else []
+    if not functions:
+        return []
+    forced = request.tool_mode == "ANY"
+    if _pending_results(request.turns) and not forced:
+        return []
+    wanted = [f for f in functions if _points_to(f, last_text)]
+    if not wanted and forced:
+        wanted = [functions[0]]
+    words = _prompt_words(last_text)
+    return [ToolCall(f.name, _arguments(f, rng, words), _call_id(rng)) for f in wanted]
+
+
+def _points_to(fn: FunctionSpec, text: str) -> bool:
+    """Whether the user's words name the function, or share a word with its name (e.g. "weather" for get_weather)."""
+    lowered = text.lower()
+    if fn.name.lower() in lowered:
+        return True
+    name_words = {w for w in re.split(r"[_\W\d]+|(?<=[a-z])(?=[A-Z])", fn.name) if len(w) >= 4}
+    text_words = set(words_of(text))
+    return any(w.lower() in text_words for w in name_words)
+
+
+def _prompt_words(text: str) -> list[str]:
+    """Capitalised words first (names, places), then the rest: string arguments read like the prompt."""
+    proper = [w for w in re.findall(r"\b[A-Z][a-zA-Z]+\b", text) if w.lower() not in ("what", "the", "please")]
+    return proper + [w for w in words_of(text) if w.capitalize() not in proper]
+
+
+def _arguments(fn: FunctionSpec, rng: random.Random, words: list[str]) -> dict[str, Any]:
+    schema = fn.parameters or {"type": "object", "properties": {}}
+    try:
+        args = instance_for(schema, rng, words)
+    except SchemaMismatch as exc:
+        raise ApiError.invalid(f"Function {fn.name}: its parameters schema cannot be satisfied: {exc}") from None
+    return args if isinstance(args, dict) else {}
+
+
+def _call_id(rng: random.Random) -> str:
+    return "call-" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
+
+
+def _answer(request: GenerateRequest, last_text: str, scripted: Scripted | None, rng: random.Random) -> str:
+    fmt = request.response_format
+    if scripted and scripted.text is not None:
+        return scripted.text
+    if fmt.kind == "enum":
+        values = (fmt.schema or {}).get("enum") or [""]
+        return str(rng.choice(values))
+    if fmt.kind == "json":
+        try:
+            value = instance_for(fmt.schema or {"type": "object"}, rng, _prompt_words(last_text))
+        except SchemaMismatch as exc:
+            raise ApiError.invalid(f"The response schema cannot be satisfied: {exc}") from None
+        return json.dumps(value, ensure_ascii=False)
+    results = _pending_results(request.turns)
+    if results:
+        return " ".join(f"The {r.name} function returned {_describe(r.response)}." for r in results)
+    return _prose(request, last_text, rng)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        if set(value) == {"result"} or set(value) == {"output"}:
+            return _describe(next(iter(value.values())))
+        return ", ".join(f"{k} {_describe(v)}" for k, v in value.items()) or "nothing"
+    if isinstance(value, list):
+        return "[" + ", ".join(_describe(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+
+
+def _prose(request: GenerateRequest, last_text: str, rng: random.Random) -> str:
+    snippet = " ".join(last_text.split()[:16])
+    parts = [f'You asked: "{snippet}".' if snippet else "Hello."]
+    media = [s for t in request.turns[-1:] for s in t.segments if isinstance(s, Media)]
+    if media:
+        listed = ", ".join(f"{m.mime_type} ({len(m.data)} bytes)" if m.data else f"{m.mime_type} ({m.uri})"
+                           for m in media)
+        parts.append(f"I received {len(media)} attachment{'s' if len(media) > 1 else ''}: {listed}.")
+    parts += rng.sample(_FILLER, rng.randint(2, 4))
+    return " ".join(parts)

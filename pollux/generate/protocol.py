@@ -1,0 +1,232 @@
+"""Wire types of generateContent, streamGenerateContent and countTokens (google.ai.generativelanguage v1beta).
+
+Fields typed `dict[str, Any]` or `Any` are user data (proto `Struct`/`Value`): passed through, never re-cased.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..wire import ProtoModel, enum
+
+Modality = enum("GenerationConfig.Modality", "MODALITY_UNSPECIFIED", "TEXT", "IMAGE", "AUDIO", "VIDEO")
+MediaResolution = enum("MediaResolution", "MEDIA_RESOLUTION_UNSPECIFIED", "MEDIA_RESOLUTION_LOW",
+                       "MEDIA_RESOLUTION_MEDIUM", "MEDIA_RESOLUTION_HIGH", "MEDIA_RESOLUTION_ULTRA_HIGH")
+ThinkingLevel = enum("ThinkingConfig.ThinkingLevel", "THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH")
+FunctionCallingMode = enum("FunctionCallingConfig.Mode", "MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED")
+HarmCategory = enum("HarmCategory", "HARM_CATEGORY_UNSPECIFIED", "HARM_CATEGORY_DEROGATORY", "HARM_CATEGORY_TOXICITY",
+                    "HARM_CATEGORY_VIOLENCE", "HARM_CATEGORY_SEXUAL", "HARM_CATEGORY_MEDICAL",
+                    "HARM_CATEGORY_DANGEROUS", "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH",
+                    "HARM_CATEGORY_SEXUALLY_EXPLICIT", "HARM_CATEGORY_DANGEROUS_CONTENT",
+                    "HARM_CATEGORY_CIVIC_INTEGRITY")
+HarmBlockThreshold = enum("SafetySetting.HarmBlockThreshold", "HARM_BLOCK_THRESHOLD_UNSPECIFIED",
+                          "BLOCK_LOW_AND_ABOVE", "BLOCK_MEDIUM_AND_ABOVE", "BLOCK_ONLY_HIGH", "BLOCK_NONE", "OFF")
+SchemaType = enum("Type", "TYPE_UNSPECIFIED", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL")
+Language = enum("ExecutableCode.Language", "LANGUAGE_UNSPECIFIED", "PYTHON")
+Outcome = enum("CodeExecutionResult.Outcome", "OUTCOME_UNSPECIFIED", "OUTCOME_OK", "OUTCOME_FAILED",
+               "OUTCOME_DEADLINE_EXCEEDED")
+Scheduling = enum("FunctionResponse.Scheduling", "SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT")
+Behavior = enum("FunctionDeclaration.Behavior", "UNSPECIFIED", "BLOCKING", "NON_BLOCKING")
+
+
+# Content ------------------------------------------------------------------------------------------------------------
+class Blob(ProtoModel):
+    mime_type: str | None = None
+    data: str | None = None  # base64
+
+
+class FileData(ProtoModel):
+    mime_type: str | None = None
+    file_uri: str | None = None
+
+
+class FunctionCall(ProtoModel):
+    id: str | None = None
+    name: str | None = None
+    args: dict[str, Any] | None = None
+
+
+class FunctionResponsePart(ProtoModel):
+    inline_data: Blob | None = None
+    file_data: FileData | None = None
+
+
+class FunctionResponse(ProtoModel):
+    id: str | None = None
+    name: str | None = None
+    response: dict[str, Any] | None = None
+    parts: list[FunctionResponsePart] | None = None
+    will_continue: bool | None = None
+    scheduling: Scheduling | None = None
+
+
+class ExecutableCode(ProtoModel):
+    language: Language | None = None
+    code: str | None = None
+
+
+class CodeExecutionResult(ProtoModel):
+    outcome: Outcome | None = None
+    output: str | None = None
+
+
+class VideoMetadata(ProtoModel):
+    start_offset: str | None = None
+    end_offset: str | None = None
+    fps: float | None = None
+
+
+class PartMediaResolution(ProtoModel):
+    level: MediaResolution | None = None
+
+
+class Part(ProtoModel):
+    # oneof data
+    text: str | None = None
+    inline_data: Blob | None = None
+    file_data: FileData | None = None
+    function_call: FunctionCall | None = None
+    function_response: FunctionResponse | None = None
+    executable_code: ExecutableCode | None = None
+    code_execution_result: CodeExecutionResult | None = None
+    # metadata
+    thought: bool | None = None
+    thought_signature: str | None = None
+    video_metadata: VideoMetadata | None = None
+    media_resolution: PartMediaResolution | None = None
+    part_metadata: dict[str, Any] | None = None
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("text", "inline_data", "file_data", "function_call", "function_response", "executable_code",
+                   "code_execution_result")
+
+    def data_fields(self) -> list[str]:
+        return [f for f in self.DATA_FIELDS if getattr(self, f) is not None]
+
+
+class Content(ProtoModel):
+    role: str | None = None
+    parts: list[Part] | None = None
+
+
+# Schemas and tools --------------------------------------------------------------------------------------------------
+class Schema(ProtoModel):
+    """Gemini's OpenAPI-3.0 subset. `properties` keys are user names and stay as sent."""
+
+    type: SchemaType | None = None
+    format: str | None = None
+    title: str | None = None
+    description: str | None = None
+    nullable: bool | None = None
+    enum: list[str] | None = None
+    items: Schema | None = None
+    max_items: int | None = None
+    min_items: int | None = None
+    properties: dict[str, Schema] | None = None
+    required: list[str] | None = None
+    min_properties: int | None = None
+    max_properties: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    example: Any = None
+    any_of: list[Schema] | None = None
+    property_ordering: list[str] | None = None
+    default: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class FunctionDeclaration(ProtoModel):
+    name: str | None = None
+    description: str | None = None
+    parameters: Schema | None = None
+    parameters_json_schema: Any = None
+    response: Schema | None = None
+    response_json_schema: Any = None
+    behavior: Behavior | None = None
+
+
+class Tool(ProtoModel):
+    function_declarations: list[FunctionDeclaration] | None = None
+    # Built-in tools are accepted on the wire; the emulator does not run them.
+    google_search_retrieval: dict[str, Any] | None = None
+    code_execution: dict[str, Any] | None = None
+    google_search: dict[str, Any] | None = None
+    computer_use: dict[str, Any] | None = None
+    url_context: dict[str, Any] | None = None
+    file_search: dict[str, Any] | None = None
+    google_maps: dict[str, Any] | None = None
+    mcp_servers: list[dict[str, Any]] | None = None
+
+
+class FunctionCallingConfig(ProtoModel):
+    mode: FunctionCallingMode | None = None
+    allowed_function_names: list[str] | None = None
+    stream_function_call_arguments: bool | None = None
+
+
+class ToolConfig(ProtoModel):
+    function_calling_config: FunctionCallingConfig | None = None
+    retrieval_config: dict[str, Any] | None = None
+    include_server_side_tool_invocations: bool | None = None
+
+
+class SafetySetting(ProtoModel):
+    category: HarmCategory | None = None
+    threshold: HarmBlockThreshold | None = None
+    method: str | None = None
+
+
+class ThinkingConfig(ProtoModel):
+    include_thoughts: bool | None = None
+    thinking_budget: int | None = None
+    thinking_level: ThinkingLevel | None = None
+
+
+class GenerationConfig(ProtoModel):
+    stop_sequences: list[str] | None = None
+    response_mime_type: str | None = None
+    response_schema: Schema | None = None
+    response_json_schema: Any = None
+    response_modalities: list[Modality] | None = None
+    candidate_count: int | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_logprobs: bool | None = None
+    logprobs: int | None = None
+    enable_enhanced_civic_answers: bool | None = None
+    speech_config: dict[str, Any] | None = None
+    thinking_config: ThinkingConfig | None = None
+    image_config: dict[str, Any] | None = None
+    media_resolution: MediaResolution | None = None
+    audio_timestamp: bool | None = None
+    audio_transcription_config: dict[str, Any] | None = None
+    enable_affective_dialog: bool | None = None
+
+
+# Requests -----------------------------------------------------------------------------------------------------------
+class GenerateContentRequest(ProtoModel):
+    model: str | None = None
+    contents: list[Content] | None = None
+    system_instruction: Content | None = None
+    tools: list[Tool] | None = None
+    tool_config: ToolConfig | None = None
+    safety_settings: list[SafetySetting] | None = None
+    generation_config: GenerationConfig | None = None
+    cached_content: str | None = None
+    labels: dict[str, str] | None = None
+    service_tier: str | None = None
+    store: bool | None = None
+
+
+class CountTokensRequest(ProtoModel):
+    contents: list[Content] | None = None
+    generate_content_request: GenerateContentRequest | None = None

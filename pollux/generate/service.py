@@ -1,0 +1,365 @@
+"""generateContent, streamGenerateContent and countTokens: Gemini semantics between the wire and the engines.
+
+Requests become an engine `GenerateRequest` (turns, tools, sampling, schema, thinking); engine events become
+candidates, parts, finish reasons and usage, the same way for the streamed and the whole response.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..config import ModelSpec, Settings
+from ..engines.base import (CallEvent, Engine, Finish, FunctionSpec, GenerateRequest, Media, ResponseFormat, Sampling,
+                            Segment, Text, TextDelta, Thinking, TokenCount, ToolCall, ToolResult, Turn)
+from ..errors import ApiError, model_not_found
+from ..schemas import openapi_to_json_schema
+from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
+from .signatures import Signer
+from .validation import check_contents, check_request
+
+# Thinking levels as budgets (Gemini 3 maps levels to its own budgets; these keep the emulator's output in scale).
+LEVEL_BUDGETS = {"MINIMAL": 128, "LOW": 1024, "MEDIUM": 8192, "HIGH": None}
+
+
+def modality_of(mime_type: str) -> str:
+    major = mime_type.split("/", 1)[0].lower()
+    if major in ("image", "audio", "video"):
+        return major.upper()
+    if mime_type == "application/pdf":
+        return "DOCUMENT"
+    return "TEXT"
+
+
+def _details(counts: dict[str, int]) -> list[dict[str, Any]]:
+    return [{"modality": m, "tokenCount": n} for m, n in counts.items()]
+
+
+@dataclass
+class Prepared:
+    """A validated request, ready for the engine."""
+
+    model: ModelSpec
+    engine: Engine
+    request: GenerateRequest
+    candidates: int
+    include_thoughts: bool
+    prompt: TokenCount
+    response_id: str = field(default_factory=lambda: secrets.token_urlsafe(16)[:22])
+
+
+@dataclass
+class _Candidate:
+    """What one candidate has produced so far."""
+
+    index: int
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    thought: list[str] = field(default_factory=list)
+    output_tokens: int = 0
+    thought_tokens: int = 0
+    finish: str | None = None
+    signed: bool = False
+
+
+class GenerateService:
+    def __init__(self, settings: Settings, engines: dict[str, Engine], signer: Signer) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.signer = signer
+
+    # Models -----------------------------------------------------------------------------------------------------
+    def resolve(self, name: str, version: str, method: str) -> ModelSpec:
+        """The model named in the path, if it exists and supports `method`; else the real API's 404."""
+        model_id = name.removeprefix("models/")
+        model = self.settings.models.get(model_id)
+        if model is None or method not in model.methods:
+            raise model_not_found(model_id, version, method)
+        return model
+
+    # Entry points -----------------------------------------------------------------------------------------------
+    async def generate(self, model: ModelSpec, req: GenerateContentRequest) -> dict[str, Any]:
+        prepared = await self.prepare(model, req)
+        candidates = []
+        for index in range(prepared.candidates):
+            cand = _Candidate(index)
+            async for event in prepared.engine.generate(self._for_candidate(prepared, index)):
+                self._apply(prepared, cand, event, cand.parts)
+            candidates.append(cand)
+        return self._response(prepared, candidates, [self._candidate_json(c, c.parts) for c in candidates])
+
+    async def stream(self, model: ModelSpec, req: GenerateContentRequest) -> AsyncIterator[dict[str, Any]]:
+        """Validates before the first chunk (so errors are plain HTTP errors), then yields response chunks."""
+        prepared = await self.prepare(model, req)
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            done: list[_Candidate] = []
+            for index in range(prepared.candidates):
+                cand = _Candidate(index)
+                events = prepared.engine.generate(self._for_candidate(prepared, index))
+                try:
+                    async for event in events:
+                        delta: list[dict[str, Any]] = []
+                        self._apply(prepared, cand, event, delta)
+                        if delta or cand.finish:
+                            yield self._response(prepared, done + [cand], [self._candidate_json(cand, delta)])
+                finally:
+                    await events.aclose()  # a client that went away stops its generation here
+                done.append(cand)
+
+        return chunks()
+
+    async def count_tokens(self, model: ModelSpec, req: CountTokensRequest) -> dict[str, Any]:
+        if req.contents and req.generate_content_request:
+            raise ApiError.invalid("* CountTokensRequest: contents and generate_content_request are mutually exclusive.\n")
+        if req.generate_content_request is not None:
+            inner = req.generate_content_request
+            check_request(inner, model)
+            turns = self._turns(inner.contents or [], model)
+            system = self._system(inner.system_instruction)
+            functions = self._functions(inner)
+        else:
+            check_contents(req.contents)
+            turns, system, functions = self._turns(req.contents or [], model), [], []
+        count = await self._engine(model).count_tokens(model.id, turns, system, functions)
+        out: dict[str, Any] = {"totalTokens": count.total}
+        if count.by_modality:
+            out["promptTokensDetails"] = _details(count.by_modality)
+        return out
+
+    # Request → engine -------------------------------------------------------------------------------------------
+    def _engine(self, model: ModelSpec) -> Engine:
+        engine = self.engines.get(model.engine)
+        if engine is None:
+            raise ApiError("UNAVAILABLE", f"The engine {model.engine!r} for {model.name} is not running.")
+        return engine
+
+    async def prepare(self, model: ModelSpec, req: GenerateContentRequest) -> Prepared:
+        check_request(req, model)
+        if req.cached_content:
+            # No cache can exist yet for any project: the real API's answer to an unknown cache.
+            raise ApiError("PERMISSION_DENIED", "CachedContent not found (or permission denied)")
+        cfg = req.generation_config or GenerationConfig()
+        turns = self._turns(req.contents or [], model)
+        system = self._system(req.system_instruction)
+        functions = self._functions(req)
+        fcc = req.tool_config.function_calling_config if req.tool_config else None
+        thinking = self._thinking(cfg, model)
+        request = GenerateRequest(
+            model=model.id, turns=turns, system=system, functions=functions,
+            tool_mode=(fcc.mode if fcc and fcc.mode not in (None, "MODE_UNSPECIFIED") else "AUTO"),
+            allowed_functions=(fcc.allowed_function_names or None) if fcc else None,
+            sampling=Sampling(
+                temperature=cfg.temperature if cfg.temperature is not None else model.temperature,
+                top_p=cfg.top_p if cfg.top_p is not None else model.top_p,
+                top_k=cfg.top_k if cfg.top_k is not None else model.top_k,
+                seed=cfg.seed or 0,
+                max_output_tokens=cfg.max_output_tokens or model.output_token_limit,
+                stop_sequences=list(cfg.stop_sequences or []),
+                presence_penalty=cfg.presence_penalty, frequency_penalty=cfg.frequency_penalty),
+            response_format=self._response_format(cfg),
+            thinking=thinking,
+        )
+        engine = self._engine(model)
+        prompt = await engine.count_tokens(model.id, turns, system, functions)
+        if prompt.total > model.input_token_limit:
+            raise ApiError.invalid(f"The input token count ({prompt.total}) exceeds the maximum number of tokens "
+                                   f"allowed ({model.input_token_limit}).")
+        return Prepared(model, engine, request, cfg.candidate_count or 1, thinking.include_thoughts, prompt)
+
+    @staticmethod
+    def _for_candidate(prepared: Prepared, index: int) -> GenerateRequest:
+        return replace(prepared.request, candidate_index=index) if index else prepared.request
+
+    def _turns(self, contents: list[Content], model: ModelSpec) -> list[Turn]:
+        turns = []
+        for i, content in enumerate(contents):
+            role = "model" if content.role == "model" else "user"
+            segments: list[Segment] = []
+            for j, part in enumerate(content.parts or []):
+                segments.extend(self._segments(part, f"contents[{i}].parts[{j}]"))
+            turns.append(Turn(role, segments))
+        self._check_signatures(contents, model)
+        return turns
+
+    def _system(self, content: Content | None) -> list[Segment]:
+        if content is None:
+            return []
+        return [Text(p.text) for p in content.parts or [] if p.text]
+
+    def _segments(self, part: Part, path: str) -> list[Segment]:
+        out: list[Segment] = []
+        if part.thought_signature:
+            restored = self.signer.open(part.thought_signature)
+            if restored:
+                out.append(Text(restored, thought=True))
+        if part.text is not None:
+            out.append(Text(part.text, thought=bool(part.thought)))
+        elif part.inline_data is not None:
+            blob = part.inline_data
+            mime = (blob.mime_type or "").lower()
+            if not mime:
+                raise ApiError.invalid(f"* GenerateContentRequest.{path}.inline_data.mime_type: mime_type is not specified\n")
+            data = _b64(blob.data or "", f"{path}.inline_data.data")
+            modality = modality_of(mime)
+            if modality == "TEXT":
+                out.append(Text(data.decode("utf-8", errors="replace")))
+            else:
+                out.append(Media(mime, modality, data=data))
+        elif part.file_data is not None:
+            # The Files API is not served yet, so no uploaded file exists for any project.
+            file_id = (part.file_data.file_uri or "").rstrip("/").rsplit("/", 1)[-1]
+            raise ApiError("PERMISSION_DENIED",
+                           f"You do not have permission to access the File {file_id} or it may not exist.")
+        elif part.function_call is not None:
+            fc = part.function_call
+            out.append(ToolCall(fc.name or "", dict(fc.args or {}), fc.id))
+        elif part.function_response is not None:
+            fr = part.function_response
+            out.append(ToolResult(fr.name or "", dict(fr.response or {}), fr.id))
+        elif part.executable_code is not None:
+            out.append(Text(part.executable_code.code or ""))
+        elif part.code_execution_result is not None:
+            out.append(Text(part.code_execution_result.output or ""))
+        return out
+
+    def _check_signatures(self, contents: list[Content], model: ModelSpec) -> None:
+        """Gemini 3 requires the signature on each model function call of the current turn (since the last user text)."""
+        if model.thinking_control != "level":
+            return
+        start = 0
+        for i, content in enumerate(contents):
+            if content.role != "model" and any(p.text for p in content.parts or []):
+                start = i
+        for content in contents[start:]:
+            if content.role != "model":
+                continue
+            calls = [p for p in content.parts or [] if p.function_call is not None]
+            if calls and not calls[0].thought_signature:
+                position = (content.parts or []).index(calls[0]) + 1
+                raise ApiError.invalid(
+                    "Function call is missing a thought_signature in functionCall parts. This is required for tools "
+                    "to work correctly, and missing thought_signature may lead to degraded model performance. "
+                    f"Additional data, function call `default_api:{calls[0].function_call.name}` , position "
+                    f"{position}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more "
+                    "details.")
+
+    @staticmethod
+    def _functions(req: GenerateContentRequest) -> list[FunctionSpec]:
+        specs = []
+        for tool in req.tools or []:
+            for fd in tool.function_declarations or []:
+                if fd.parameters is not None:
+                    params = openapi_to_json_schema(fd.parameters.to_dict())
+                else:
+                    params = fd.parameters_json_schema if isinstance(fd.parameters_json_schema, dict) else None
+                specs.append(FunctionSpec(fd.name or "", fd.description or "", params))
+        return specs
+
+    @staticmethod
+    def _response_format(cfg: GenerationConfig) -> ResponseFormat:
+        mime = cfg.response_mime_type
+        if cfg.response_schema is not None:
+            schema: Any = openapi_to_json_schema(cfg.response_schema.to_dict())
+        else:
+            schema = cfg.response_json_schema
+        if mime == "text/x.enum":
+            return ResponseFormat("enum", schema)
+        if mime == "application/json":
+            return ResponseFormat("json", schema if isinstance(schema, dict) else {})
+        return ResponseFormat("text")
+
+    @staticmethod
+    def _thinking(cfg: GenerationConfig, model: ModelSpec) -> Thinking:
+        if not model.thinking:
+            return Thinking(enabled=False)
+        tc = cfg.thinking_config
+        budget = tc.thinking_budget if tc else None
+        level = tc.thinking_level if tc else None
+        include = bool(tc and tc.include_thoughts)
+        if budget == 0:
+            return Thinking(enabled=False)
+        if budget is not None and budget > 0:
+            return Thinking(enabled=True, budget=budget, include_thoughts=include)
+        if level and level in LEVEL_BUDGETS:
+            return Thinking(enabled=True, budget=LEVEL_BUDGETS[level], include_thoughts=include)
+        # Unset or -1: dynamic thinking where the model thinks by default.
+        enabled = model.thinks_by_default or budget == -1
+        return Thinking(enabled=enabled, budget=None, include_thoughts=include and enabled)
+
+    # Engine events → response -----------------------------------------------------------------------------------
+    def _apply(self, prepared: Prepared, cand: _Candidate, event: Any, parts: list[dict[str, Any]]) -> None:
+        """Fold one engine event into the candidate; the parts it adds go to `parts` (all parts, or this chunk's)."""
+        if isinstance(event, TextDelta):
+            if event.thought:
+                cand.thought.append(event.text)
+                cand.thought_tokens += event.tokens
+                if prepared.include_thoughts:
+                    _append_text(parts, event.text, thought=True)
+            else:
+                cand.output_tokens += event.tokens
+                _append_text(parts, event.text)
+        elif isinstance(event, CallEvent):
+            call = event.call
+            cand.output_tokens += event.tokens
+            part: dict[str, Any] = {"functionCall": {"id": call.id, "name": call.name, "args": call.args}}
+            if cand.thought and not cand.signed:
+                part["thoughtSignature"] = self.signer.sign("".join(cand.thought))
+                cand.signed = True
+            parts.append(part)
+        elif isinstance(event, Finish):
+            cand.finish = event.reason
+            if cand.thought and not cand.signed:
+                signature = self.signer.sign("".join(cand.thought))
+                if parts and "text" in parts[-1] and not parts[-1].get("thought"):
+                    parts[-1]["thoughtSignature"] = signature
+                else:
+                    parts.append({"thoughtSignature": signature})
+                cand.signed = True
+
+    @staticmethod
+    def _candidate_json(cand: _Candidate, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        content: dict[str, Any] = {"parts": parts, "role": "model"} if parts else {"role": "model"}
+        out: dict[str, Any] = {"content": content}
+        if cand.finish:
+            out["finishReason"] = cand.finish
+        out["index"] = cand.index
+        return out
+
+    def _response(self, prepared: Prepared, cands: list[_Candidate], candidates_json: list[dict[str, Any]]) -> dict:
+        prompt = prepared.prompt.total
+        output = sum(c.output_tokens for c in cands)
+        thoughts = sum(c.thought_tokens for c in cands)
+        usage: dict[str, Any] = {"promptTokenCount": prompt}
+        if output:
+            usage["candidatesTokenCount"] = output
+        usage["totalTokenCount"] = prompt + output + thoughts
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        usage["promptTokensDetails"] = _details(prepared.prompt.by_modality or {"TEXT": 0})
+        return {
+            "candidates": candidates_json,
+            "usageMetadata": usage,
+            "modelVersion": f"{prepared.model.id} (pollux {prepared.engine.name})",
+            "responseId": prepared.response_id,
+        }
+
+
+def _append_text(parts: list[dict[str, Any]], text: str, thought: bool = False) -> None:
+    """Consecutive text of one kind joins one part, as Gemini returns it."""
+    if parts and "text" in parts[-1] and bool(parts[-1].get("thought")) == thought and "thoughtSignature" not in parts[-1]:
+        parts[-1]["text"] += text
+    else:
+        parts.append({"text": text, "thought": True} if thought else {"text": text})
+
+
+def _b64(data: str, path: str) -> bytes:
+    try:
+        if "-" in data or "_" in data:
+            return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+        return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError.invalid(f"Invalid value at '{path}' (TYPE_BYTES), Base64 decoding failed for \"{data[:40]}\"") from None

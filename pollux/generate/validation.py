@@ -1,0 +1,179 @@
+"""Gemini's checks on a GenerateContentRequest: ranges, combinations, roles, tools. Messages follow the real API's.
+
+The real API reports semantic errors as `* <Message>.<field path>: <what is wrong>\n`; range errors as
+"Unable to submit request because it has a <field> value of <v> but the supported range is from ...".
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..config import ModelSpec
+from ..errors import ApiError
+from .protocol import Content, GenerateContentRequest, GenerationConfig, ThinkingConfig, Tool, ToolConfig
+
+ROLES = ("user", "model")
+MAX_CANDIDATES = 8
+MAX_STOP_SEQUENCES = 5
+MAX_LOGPROBS = 20
+RESPONSE_MIME_TYPES = ("text/plain", "application/json", "application/xml", "application/yaml", "text/x.enum")
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
+
+
+def _field(path: str, message: str) -> ApiError:
+    return ApiError.invalid(f"* GenerateContentRequest.{path}: {message}\n")
+
+
+def _range(name: str, value: float, low: float, high: float, high_inclusive: bool = True) -> ApiError:
+    upper = f"{high} (inclusive)" if high_inclusive else f"{high} (exclusive)"
+    return ApiError.invalid(f"Unable to submit request because it has a {name} value of {value:g} but the supported "
+                            f"range is from {low:g} (inclusive) to {upper}. Update the value and try again.")
+
+
+def check_contents(contents: list[Content] | None, path: str = "contents") -> None:
+    if not contents:
+        raise _field(path, "contents is not specified")
+    for i, content in enumerate(contents):
+        if content.role is not None and content.role not in ROLES:
+            raise ApiError.invalid("Please use a valid role: user, model.")
+        if not content.parts:
+            raise _field(f"{path}[{i}].parts", "contents.parts must not be empty.")
+        for j, part in enumerate(content.parts):
+            fields = part.data_fields()
+            if not fields and part.thought_signature is None:
+                raise _field(f"{path}[{i}].parts[{j}].data", "required oneof field 'data' must have one initialized field")
+            if len(fields) > 1:
+                raise _field(f"{path}[{i}].parts[{j}].data", f"oneof field 'data' is already set. Cannot set '{fields[1]}'")
+
+
+def check_system_instruction(system: Content | None) -> None:
+    if system is None:
+        return
+    for j, part in enumerate(system.parts or []):
+        if part.data_fields() not in ([], ["text"]):
+            raise _field(f"system_instruction.parts[{j}]", "system_instruction only supports text parts")
+
+
+def check_generation_config(cfg: GenerationConfig, model: ModelSpec) -> None:
+    if cfg.temperature is not None and not 0 <= cfg.temperature <= (model.max_temperature or 2.0):
+        raise _range("temperature", cfg.temperature, 0, model.max_temperature or 2.0)
+    if cfg.top_p is not None and not 0 <= cfg.top_p <= 1:
+        raise _range("top_p", cfg.top_p, 0, 1)
+    if cfg.top_k is not None and cfg.top_k < 1:
+        raise _field("generation_config.top_k", f"top_k must be positive, got {cfg.top_k}")
+    if cfg.candidate_count is not None and not 1 <= cfg.candidate_count <= MAX_CANDIDATES:
+        raise _range("candidate_count", cfg.candidate_count, 1, MAX_CANDIDATES)
+    if cfg.max_output_tokens is not None and not 1 <= cfg.max_output_tokens <= model.output_token_limit:
+        raise _range("max_output_tokens", cfg.max_output_tokens, 1, model.output_token_limit + 1, high_inclusive=False)
+    if cfg.stop_sequences is not None and len(cfg.stop_sequences) > MAX_STOP_SEQUENCES:
+        raise _field("generation_config.stop_sequences",
+                     f"stop_sequences must have at most {MAX_STOP_SEQUENCES} items, got {len(cfg.stop_sequences)}")
+    if cfg.logprobs is not None:
+        if not cfg.response_logprobs:
+            raise _field("generation_config.logprobs", "logprobs is only valid when response_logprobs is true")
+        if not 0 <= cfg.logprobs <= MAX_LOGPROBS:
+            raise _range("logprobs", cfg.logprobs, 0, MAX_LOGPROBS)
+    if cfg.seed is not None and not -2**31 <= cfg.seed < 2**31:
+        raise ApiError.invalid(f"Invalid value at 'generation_config.seed' (TYPE_INT32), {cfg.seed}")
+    _check_response_format(cfg)
+    for modality in cfg.response_modalities or []:
+        if modality not in ("TEXT", "MODALITY_UNSPECIFIED"):
+            raise ApiError.invalid(f"Model does not support the requested response modalities: {modality.lower()}")
+    if cfg.thinking_config is not None:
+        check_thinking(cfg.thinking_config, model)
+
+
+def _check_response_format(cfg: GenerationConfig) -> None:
+    mime = cfg.response_mime_type
+    if mime is not None and mime not in RESPONSE_MIME_TYPES:
+        raise _field("generation_config.response_mime_type",
+                     "allowed mimetypes are `text/plain`, `application/json`, `application/xml`, `application/yaml` "
+                     "and `text/x.enum`.")
+    if cfg.response_schema is not None and cfg.response_json_schema is not None:
+        raise _field("generation_config.response_schema",
+                     "response_schema and response_json_schema cannot both be set. Use only one of them.")
+    has_schema = cfg.response_schema is not None or cfg.response_json_schema is not None
+    if has_schema and mime not in ("application/json", "text/x.enum"):
+        which = "response_schema" if cfg.response_schema is not None else "response_json_schema"
+        raise _field(f"generation_config.{which}",
+                     f"specifying {which} requires setting response_mime_type to 'application/json' or 'text/x.enum'.")
+    if mime == "text/x.enum":
+        schema = cfg.response_schema.to_dict() if cfg.response_schema else cfg.response_json_schema
+        if not isinstance(schema, dict) or not schema.get("enum"):
+            raise _field("generation_config.response_schema",
+                         "response_mime_type 'text/x.enum' requires a schema with an enum of strings.")
+    if cfg.response_json_schema is not None and not isinstance(cfg.response_json_schema, (dict, bool)):
+        raise _field("generation_config.response_json_schema", "response_json_schema must be a JSON Schema object.")
+
+
+def check_thinking(tc: ThinkingConfig, model: ModelSpec) -> None:
+    if not model.thinking:
+        if tc.include_thoughts or tc.thinking_level or (tc.thinking_budget or 0) > 0:
+            raise ApiError.invalid(f"Thinking is not supported by {model.name}.")
+        return
+    if tc.thinking_budget is not None and tc.thinking_level is not None:
+        raise ApiError.invalid("You can only set only one of thinking budget and thinking level.")
+    budget = tc.thinking_budget
+    if budget is not None and budget != -1:
+        low, high = model.thinking_budget_range
+        if budget == 0:
+            if not model.thinking_can_disable:
+                raise ApiError.invalid("Budget 0 is invalid. This model only works in thinking mode.")
+        elif not low <= budget <= high:
+            raise ApiError.invalid(f"The thinking budget {budget} is invalid. Please choose a value between {low} and {high}.")
+    level = tc.thinking_level
+    if level is not None and level != "THINKING_LEVEL_UNSPECIFIED":
+        if model.thinking_control != "level":
+            raise ApiError.invalid(f"Thinking level is not supported for this model ({model.name}).")
+        if level not in model.thinking_levels:
+            raise ApiError.invalid(f"Thinking level {level} is not supported for this model. "
+                                   f"Supported levels: {', '.join(model.thinking_levels)}.")
+
+
+def check_tools(tools: list[Tool] | None, tool_config: ToolConfig | None) -> list[str]:
+    """Validate declarations and the calling config; returns the declared function names."""
+    names: list[str] = []
+    for i, tool in enumerate(tools or []):
+        for j, fd in enumerate(tool.function_declarations or []):
+            path = f"tools[{i}].function_declarations[{j}]"
+            if not fd.name or not _FUNCTION_NAME.match(fd.name):
+                raise _field(f"{path}.name", "Invalid function name. Must start with a letter or an underscore. "
+                             "Must be a-z, A-Z, 0-9, or contain underscores, dots, colons and dashes, with a maximum "
+                             "length of 64.")
+            if fd.parameters is not None and fd.parameters_json_schema is not None:
+                raise _field(f"{path}.parameters", "parameters and parameters_json_schema cannot both be set.")
+            if fd.response is not None and fd.response_json_schema is not None:
+                raise _field(f"{path}.response", "response and response_json_schema cannot both be set.")
+            names.append(fd.name)
+    fcc = tool_config.function_calling_config if tool_config else None
+    if fcc is not None:
+        mode = fcc.mode or "AUTO"
+        if fcc.allowed_function_names:
+            if mode not in ("ANY", "VALIDATED"):
+                raise _field("tool_config.function_calling_config.allowed_function_names",
+                             "allowed_function_names should only be set when the mode is ANY or VALIDATED.")
+            unknown = [n for n in fcc.allowed_function_names if n not in names]
+            if unknown:
+                raise _field("tool_config.function_calling_config.allowed_function_names",
+                             f"function name(s) {', '.join(unknown)} not found in the function declarations.")
+        if mode in ("ANY", "VALIDATED") and not names:
+            raise _field("tool_config.function_calling_config.mode",
+                         f"function calling mode {mode} requires at least one function declaration.")
+    return names
+
+
+def check_request(req: GenerateContentRequest, model: ModelSpec) -> None:
+    check_contents(req.contents)
+    check_system_instruction(req.system_instruction)
+    if req.generation_config is not None:
+        check_generation_config(req.generation_config, model)
+    check_tools(req.tools, req.tool_config)
+    seen = set()
+    for setting in req.safety_settings or []:
+        if setting.category in seen:
+            raise _field("safety_settings", f"duplicate category {setting.category} in safety_settings.")
+        seen.add(setting.category)
+    if req.cached_content and (req.system_instruction or req.tools or req.tool_config):
+        raise ApiError.invalid(
+            "CachedContent can not be used with GenerateContent request setting system_instruction, tools or "
+            "tool_config.\n\nProposed fix: move those values to CachedContent from GenerateContent request.")

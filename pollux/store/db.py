@@ -1,0 +1,119 @@
+"""Tables and the queries the services need. Every resource row carries `project_id`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (Column, DateTime, ForeignKey, Index, MetaData, String, Table, create_engine, event, func,
+                        select, update)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+projects = Table(
+    "projects", metadata,
+    Column("id", String, primary_key=True),
+    Column("name", String, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String, primary_key=True),
+    Column("project_id", String, ForeignKey("projects.id"), nullable=False),
+    Column("name", String, nullable=False),
+    Column("key_hash", String, nullable=False, unique=True),
+    Column("hint", String, nullable=False),  # the last 4 characters, to tell keys apart in listings
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+Index("ix_api_keys_project", api_keys.c.project_id)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")   # readers (the server) never block the CLI's writes
+    cur.execute("PRAGMA synchronous=FULL")   # acknowledged means on disk
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def _migrate(engine: Engine) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """The database of one data dir. Opening it brings its schema up to date."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(f"sqlite:///{data_dir / 'pollux.db'}")
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        _migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Projects ---------------------------------------------------------------------------------------------------
+    def create_project(self, project_id: str, name: str) -> dict:
+        row = {"id": project_id, "name": name, "created_at": utcnow()}
+        with self.engine.begin() as conn:
+            conn.execute(projects.insert().values(**row))
+        return row
+
+    def list_projects(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(projects).order_by(projects.c.created_at))]
+
+    def find_project(self, id_or_name: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(projects).where(
+                (projects.c.id == id_or_name) | (projects.c.name == id_or_name))).first()
+        return dict(row._mapping) if row else None
+
+    def rename_project(self, project_id: str, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(projects).where(projects.c.id == project_id).values(name=name))
+
+    def count_projects(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(projects)).scalar_one()
+
+    # API keys ---------------------------------------------------------------------------------------------------
+    def create_key(self, key_id: str, project_id: str, name: str, key_hash: str, hint: str) -> dict:
+        row = {"id": key_id, "project_id": project_id, "name": name, "key_hash": key_hash, "hint": hint,
+               "created_at": utcnow(), "revoked_at": None}
+        with self.engine.begin() as conn:
+            conn.execute(api_keys.insert().values(**row))
+        return row
+
+    def list_keys(self) -> list[dict]:
+        query = (select(api_keys.c.id, api_keys.c.name, api_keys.c.hint, api_keys.c.created_at, api_keys.c.revoked_at,
+                        projects.c.id.label("project_id"), projects.c.name.label("project_name"))
+                 .join(projects, projects.c.id == api_keys.c.project_id).order_by(api_keys.c.created_at))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                                  .values(revoked_at=utcnow()))
+        return result.rowcount == 1
+
+    def project_for_key_hash(self, key_hash: str) -> str | None:
+        """The project of a live key, or None for an unknown or revoked one. Called on every request."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(api_keys.c.project_id).where(
+                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))).scalar()
