@@ -8,7 +8,7 @@ import random
 import re
 import uuid
 from enum import Enum
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -47,6 +47,24 @@ class Person(BaseModel):
     score: float = Field(gt=0, lt=1)
     kind: Literal["a", "b"]
     id: uuid.UUID
+
+
+class Cat(BaseModel):
+    pet_type: Literal["cat"]
+    meows: int
+
+
+class Dog(BaseModel):
+    pet_type: Literal["dog"]
+    barks: float
+
+
+class Owner(BaseModel):
+    pet: Union[Cat, Dog] = Field(discriminator="pet_type")
+    pets: list[Union[Cat, Dog]]
+    counts: dict[str, int]
+    pair: tuple[int, str]
+    ids: set[int]
 
 
 class Category(BaseModel):
@@ -169,6 +187,15 @@ SCHEMAS: dict[str, dict | bool] = {
         ]
     },
     "not": {"type": "integer", "minimum": 0, "maximum": 3, "not": {"enum": [0, 1, 2]}},
+    "not_type": {"not": {"type": ["string", "number"]}},
+    "if_then_else": {
+        "type": "object",
+        "properties": {"kind": {"enum": ["a", "b"]}, "size": {"type": "integer"}},
+        "required": ["kind"],
+        "if": {"properties": {"kind": {"const": "a"}}},
+        "then": {"required": ["size"], "properties": {"size": {"minimum": 100}}},
+        "else": {"properties": {"size": {"maximum": -100}}},
+    },
     "ref_with_siblings": {
         "$defs": {"Amount": {"type": "number", "minimum": 0}},
         "type": "object",
@@ -200,6 +227,7 @@ SCHEMAS: dict[str, dict | bool] = {
     },
     "pydantic_person": Person.model_json_schema(),
     "pydantic_recursive": Category.model_json_schema(),
+    "pydantic_union": Owner.model_json_schema(),
     "sdk_person": openapi_to_json_schema(SDK_PERSON),
     "sdk_people": openapi_to_json_schema(SDK_PEOPLE),
     "sdk_nullable_enum": openapi_to_json_schema(
@@ -259,6 +287,7 @@ def test_pydantic_models_accept_instances() -> None:
     for seed in range(20):
         Person.model_validate(instance_for(Person.model_json_schema(), random.Random(seed)))
         Category.model_validate(instance_for(Category.model_json_schema(), random.Random(seed)))
+        Owner.model_validate(instance_for(Owner.model_json_schema(), random.Random(seed)))
 
 
 def test_formats_are_real() -> None:
@@ -329,6 +358,7 @@ def test_one_of_matches_exactly_one_branch() -> None:
         {"$ref": "#/$defs/missing"},
         {"type": "array", "items": {"type": "boolean"}, "minItems": 3, "uniqueItems": True},
         {"type": "object", "properties": {"x": {"$ref": "#"}}, "required": ["x"]},
+        {"$defs": {"a": {"allOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"},
         {"type": "integer", "minimum": "five"},
         False,
     ],

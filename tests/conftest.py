@@ -1,0 +1,116 @@
+"""Tests drive a real `pollux serve` process over HTTP, as a user's program would."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running `pollux serve` with its data dir, first key and captured output."""
+
+    base_url: str
+    api_key: str
+    data_dir: Path
+    process: subprocess.Popen
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """Run the `pollux` CLI against this server's data dir."""
+        return subprocess.run([sys.executable, "-m", "pollux.cli", *args, "--data-dir", str(self.data_dir)],
+                              capture_output=True, text=True, check=True)
+
+    def new_key(self, project: str | None = None) -> str:
+        args = ["keys", "create"] + (["--project", project] if project else [])
+        return self.cli(*args).stdout.strip().splitlines()[-1]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(data_dir: Path, *extra: str) -> Server:
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"{data_dir.name}-server-{port}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "pollux.cli", "serve", "--port", str(port),
+                             "--data-dir", str(data_dir), *extra], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pollux serve exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError(f"pollux serve did not come up:\n{log_path.read_text()}")
+    match = re.search(r"export GEMINI_API_KEY=(\S+)", log_path.read_text())
+    key = match.group(1) if match else ""
+    return Server(base_url, key, data_dir, proc, log_path, list(extra))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("pollux") / "data")
+    assert srv.api_key.startswith("AIza"), srv.log()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def genai_env(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The two environment variables of the README: the only change a user makes to the docs' examples."""
+    for var in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_API_VERSION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.base_url)
+    monkeypatch.setenv("GEMINI_API_KEY", server.api_key)
+    return server
+
+
+@pytest.fixture
+def client(genai_env: Server):
+    from google import genai
+    return genai.Client()
+
+
+@pytest.fixture
+def beta_client(genai_env: Server):
+    """A client on /v1beta, the default of SDK 2.x."""
+    from google import genai
+    from google.genai import types
+    return genai.Client(http_options=types.HttpOptions(api_version="v1beta"))
