@@ -47,7 +47,7 @@ _DEFAULT_WORDS = ["example", "sample", "value", "item", "text", "data"]
 
 _STOP_WORDS = frozenset(
     """
-    about above after again against all also and any are because been before being below
+    about above after again against all also and any are because been before being below give
     between both but can could did does doing down during each few for from further had has
     have having her here hers herself him himself his how into its itself just let like more
     most much must myself nor not now off once only other ought our ours ourselves out over own
