@@ -1,0 +1,130 @@
+"""Raw HTTP as curl users send it: the docs' REST examples run as written, SSE and JSON-array framing, cancellation."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+import httpx
+import pytest
+from conftest import SHARED, start_server
+
+DOCS = SHARED / "reference" / "gemini-docs.txt"
+DOCS_HOST = "https://generativelanguage.googleapis.com"
+
+
+def native_curl_examples() -> list[str]:
+    """The `### REST` blocks of the docs that call the native generateContent route."""
+    text = DOCS.read_text()
+    blocks = re.findall(r"### REST\n\n((?:    .*\n|\n)+)", text)
+    commands = [re.sub(r"^    ", "", b, flags=re.M).strip() for b in blocks]
+    return [c for c in commands if c.startswith("curl") and ":generateContent" in c and "/openai/" not in c]
+
+
+EXAMPLES = native_curl_examples()
+
+
+def test_docs_have_native_examples():
+    assert len(EXAMPLES) >= 3
+
+
+@pytest.mark.parametrize("command", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
+def test_docs_curl_example_runs_unchanged(server, command):
+    # Only the host and the key change, as a user would change them.
+    command = command.replace(DOCS_HOST, server.base_url)
+    command = command.replace('<var translate="no">YOUR_API_KEY</var>', "$GEMINI_API_KEY")
+    result = subprocess.run(["bash", "-c", command + " --silent --show-error --fail-with-body"],
+                            capture_output=True, text=True, timeout=30,
+                            env={"PATH": "/usr/bin:/bin", "GEMINI_API_KEY": server.api_key})
+    assert result.returncode == 0, result.stdout + result.stderr
+    body = json.loads(result.stdout)
+    assert body["candidates"][0]["content"]["parts"][0]["text"]
+    assert body["usageMetadata"]["promptTokenCount"] > 0
+
+
+def test_snake_case_rest_body_with_key_in_query(server):
+    body = {"system_instruction": {"parts": [{"text": "You are a cat."}]},
+            "contents": [{"role": "user", "parts": [{"text": "Hello there"}]}],
+            "generation_config": {"max_output_tokens": 200, "stop_sequences": ["zzz"],
+                                  "thinking_config": {"thinking_budget": 0}}}
+    response = httpx.post(f"{server.base_url}/v1beta/models/gemini-2.5-flash:generateContent?key={server.api_key}",
+                          json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert "thoughtsTokenCount" not in response.json()["usageMetadata"]
+
+
+def test_sse_framing(server):
+    url = f"{server.base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    with httpx.stream("POST", url, headers={"x-goog-api-key": server.api_key},
+                      json={"contents": [{"parts": [{"text": "Tell me a story"}]}]}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        raw = response.read().decode()
+    events = raw.split("\r\n\r\n")
+    assert events[-1] == ""  # the last event is terminated too
+    events = events[:-1]
+    assert len(events) > 2
+    for event in events:
+        assert event.startswith("data: ") and "\n" not in event  # one line, no event:/id:/comments
+        chunk = json.loads(event[len("data: "):])
+        assert chunk["usageMetadata"]["promptTokenCount"] > 0 and chunk["modelVersion"] and chunk["responseId"]
+    assert "[DONE]" not in raw
+    assert json.loads(events[-1][6:])["candidates"][0]["finishReason"] == "STOP"
+
+
+def test_stream_without_alt_sse_is_a_json_array(server):
+    url = f"{server.base_url}/v1/models/gemini-2.5-flash:streamGenerateContent?key={server.api_key}"
+    response = httpx.post(url, json={"contents": [{"parts": [{"text": "Tell me a story"}]}]})
+    assert response.status_code == 200
+    chunks = json.loads(response.text)
+    assert isinstance(chunks, list) and len(chunks) > 2
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+
+
+def test_engine_error_before_any_chunk_is_a_plain_http_error(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text('- match: {contains: "fail"}\n  respond: {error: {code: 503, status: UNAVAILABLE, '
+                     'message: "The model is overloaded. Please try again later."}}\n')
+    srv = start_server(tmp_path / "data", "--fixtures", str(rules))
+    try:
+        url = f"{srv.base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={srv.api_key}"
+        response = httpx.post(url, json={"contents": [{"parts": [{"text": "fail now"}]}]})
+        assert response.status_code == 503
+        assert response.json()["error"]["status"] == "UNAVAILABLE"
+    finally:
+        srv.stop()
+
+
+def test_client_disconnect_cancels_the_generation(tmp_path):
+    config = tmp_path / "pollux.toml"
+    config.write_text("[emulator]\nstream_delay = 0.3\n")
+    srv = start_server(tmp_path / "data", "--config", str(config))
+    try:
+        url = f"{srv.base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={srv.api_key}"
+        with httpx.stream("POST", url, json={"contents": [{"parts": [{"text": "Tell me a long story"}]}]}) as r:
+            first = next(r.iter_lines())
+            assert first.startswith("data: ")
+        # The server notices within a chunk or two and stops generating.
+        deadline = time.monotonic() + 5
+        while "stream cancelled" not in srv.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "stream cancelled" in srv.log()
+    finally:
+        srv.stop()
+
+
+async def test_error_after_the_first_chunk_ends_the_stream_with_an_error_event():
+    from pollux.errors import ApiError
+    from pollux.generate.router import _frames
+
+    async def chunks():
+        yield {"candidates": [{"index": 0}]}
+        raise ApiError("RESOURCE_EXHAUSTED", "Quota exceeded.")
+
+    sse = [f async for f in _frames(chunks(), {"candidates": []}, sse=True)]
+    assert sse[-1] == b'data: {"error":{"code":429,"message":"Quota exceeded.","status":"RESOURCE_EXHAUSTED"}}\r\n\r\n'
+    array = b"".join([f async for f in _frames(chunks(), {"candidates": []}, sse=False)])
+    assert json.loads(array)[-1]["error"]["code"] == 429
