@@ -46,6 +46,9 @@ class Services:
 def build_services(settings: Settings, store: Store | None = None) -> Services:
     fixtures = load_fixtures(settings.fixtures) if settings.fixtures else []
     engines: dict[str, Engine] = {"emulator": EmulatorEngine(fixtures, stream_delay=settings.stream_delay)}
+    for model in settings.models.values():
+        if model.engine not in engines:
+            raise ValueError(f"model {model.id!r}: unknown engine {model.engine!r} (available: {', '.join(engines)})")
     store = store or Store(settings.data_dir)
     return Services(settings, store, ModelService(settings), GenerateService(settings, engines,
                     Signer.from_data_dir(settings.data_dir)), engines)

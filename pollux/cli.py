@@ -32,11 +32,16 @@ def _print_key_exports(base_url: str, key: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import build_app
+    from .app import build_app, build_services
 
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+        store = Store(settings.data_dir)
+        services = build_services(settings, store)
+    except (OSError, ValueError) as exc:
+        print(f"pollux: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    store = Store(settings.data_dir)
     issued = auth.bootstrap(store)
     base_url = f"http://{settings.host}:{settings.port}"
     if issued:
@@ -45,8 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  {issued.key}")
         _print_key_exports(base_url, issued.key)
     print(f"Pollux serves the Gemini API at {base_url} (data in {settings.data_dir})", flush=True)
-    from .app import build_services
-    app = build_app(settings, build_services(settings, store))
+    app = build_app(settings, services)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=5)
     return 0

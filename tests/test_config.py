@@ -1,0 +1,37 @@
+"""The config file: the catalogue maps model ids to engines and limits; mistakes stop the server at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+from conftest import start_server
+
+
+def test_config_changes_and_adds_models(tmp_path):
+    config = tmp_path / "pollux.toml"
+    config.write_text('[models."gemini-2.5-flash"]\noutput_token_limit = 1000\n\n'
+                      '[models."my-model"]\nbase = "gemini-2.0-flash"\ndisplay_name = "My model"\nengine = "emulator"\n')
+    srv = start_server(tmp_path / "data", "--config", str(config))
+    try:
+        headers = {"x-goog-api-key": srv.api_key}
+        mine = httpx.get(f"{srv.base_url}/v1beta/models/my-model", headers=headers).json()
+        assert mine["displayName"] == "My model" and mine["outputTokenLimit"] == 8192
+        url = f"{srv.base_url}/v1beta/models/gemini-2.5-flash:generateContent"
+        body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 2000}}
+        assert httpx.post(url, headers=headers, json=body).status_code == 400
+        reply = httpx.post(f"{srv.base_url}/v1beta/models/my-model:generateContent", headers=headers,
+                           json={"contents": [{"parts": [{"text": "hi"}]}]}).json()
+        assert reply["modelVersion"].startswith("my-model")
+    finally:
+        srv.stop()
+
+
+def test_bad_config_fails_at_start_with_a_message(tmp_path):
+    config = tmp_path / "pollux.toml"
+    config.write_text('[models."gemini-2.5-flash"]\nengine = "warp-drive"\n')
+    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
+                             "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "unknown engine 'warp-drive'" in result.stderr
