@@ -354,3 +354,17 @@ def test_fixtures_script_answers(scripted):
     assert exc.value.code == 429 and exc.value.status == "RESOURCE_EXHAUSTED"
     with pytest.raises(errors.ClientError):
         list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="please rate limit me"))
+
+
+def test_logprobs_of_a_deterministic_model(client):
+    response = client.models.generate_content(
+        model="gemini-2.0-flash", contents=PROMPT,
+        config=types.GenerateContentConfig(response_logprobs=True, logprobs=2))
+    cand = response.candidates[0]
+    chosen = cand.logprobs_result.chosen_candidates
+    assert "".join(c.token for c in chosen) == response.text
+    assert len(chosen) == response.usage_metadata.candidates_token_count
+    assert all(c.log_probability == 0.0 for c in chosen) and cand.avg_logprobs == 0.0
+    assert len(cand.logprobs_result.top_candidates) == len(chosen)
+    plain = client.models.generate_content(model="gemini-2.0-flash", contents=PROMPT)
+    assert plain.candidates[0].logprobs_result is None

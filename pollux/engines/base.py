@@ -68,6 +68,7 @@ class Sampling:
     stop_sequences: list[str] = field(default_factory=list)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    logprobs: int | None = None  # None: no log probabilities; N: the chosen token and the top N alternatives
 
 
 @dataclass
@@ -99,10 +100,19 @@ class GenerateRequest:
 
 # Events -------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    token_id: int
+    logprob: float
+    top: tuple[tuple[str, int, float], ...] = ()  # (token, id, logprob) of the most likely alternatives
+
+
+@dataclass(frozen=True)
 class TextDelta:
     text: str
     thought: bool = False
     tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token, when the request asked for them
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ import hashlib
 import json
 import random
 import re
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import ApiError
 from ..schemas import SchemaMismatch, instance_for, words_of
 from .base import (CallEvent, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TextDelta,
-                   TokenCount, ToolCall, ToolResult, Turn)
+                   TokenCount, TokenLogprob, ToolCall, ToolResult, Turn)
 from .fixtures import Rule, Scripted, find
 
 # A token is a short run of word characters or one symbol, with the whitespace before it: about 4 characters of
@@ -39,6 +40,11 @@ _FILLER = (
 
 def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
+
+
+def token_id(token: str) -> int:
+    """A stable id for a token: the emulator has no vocabulary, so ids are hashes."""
+    return zlib.crc32(token.encode()) & 0xFFFFF
 
 
 def count_text(text: str) -> int:
@@ -93,7 +99,7 @@ class EmulatorEngine:
                 thought_tokens = thought_tokens[:max(request.thinking.budget, 0)]
             thought_tokens = thought_tokens[:budget]
             budget -= len(thought_tokens)
-            async for event in self._stream(thought_tokens, thought=True):
+            async for event in self._stream(thought_tokens, thought=True, logprobs=None):
                 yield event
             if budget <= 0:
                 yield Finish("MAX_TOKENS")
@@ -114,16 +120,19 @@ class EmulatorEngine:
         tokens = tokenize(answer)
         if len(tokens) > budget:
             tokens, reason = tokens[:budget], "MAX_TOKENS"
-        async for event in self._stream(tokens, thought=False):
+        async for event in self._stream(tokens, thought=False, logprobs=request.sampling.logprobs):
             yield event
         yield Finish(reason)
 
-    async def _stream(self, tokens: list[str], thought: bool) -> AsyncIterator[TextDelta]:
+    async def _stream(self, tokens: list[str], thought: bool, logprobs: int | None) -> AsyncIterator[TextDelta]:
         for i in range(0, len(tokens), self.chunk_tokens):
             if self.stream_delay:
                 await asyncio.sleep(self.stream_delay)
             chunk = tokens[i:i + self.chunk_tokens]
-            yield TextDelta("".join(chunk), thought=thought, tokens=len(chunk))
+            # A deterministic model gives each token it emits probability 1, and no alternative a chance.
+            probs = tuple(TokenLogprob(t, token_id(t), 0.0, ((t, token_id(t), 0.0),) if logprobs else ())
+                          for t in chunk) if logprobs is not None else ()
+            yield TextDelta("".join(chunk), thought=thought, tokens=len(chunk), logprobs=probs)
 
 
 def _fingerprint(request: GenerateRequest) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import ModelSpec, Settings
 from ..engines.base import (CallEvent, Engine, Finish, FunctionSpec, GenerateRequest, Media, ResponseFormat, Sampling,
-                            Segment, Text, TextDelta, Thinking, TokenCount, ToolCall, ToolResult, Turn)
+                            Segment, Text, TextDelta, Thinking, TokenCount, TokenLogprob, ToolCall, ToolResult, Turn)
 from ..errors import ApiError, model_not_found
 from ..schemas import openapi_to_json_schema
 from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
@@ -63,6 +63,7 @@ class _Candidate:
     thought_tokens: int = 0
     finish: str | None = None
     signed: bool = False
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 class GenerateService:
@@ -89,7 +90,7 @@ class GenerateService:
             async for event in prepared.engine.generate(self._for_candidate(prepared, index)):
                 self._apply(prepared, cand, event, cand.parts)
             candidates.append(cand)
-        return self._response(prepared, candidates, [self._candidate_json(c, c.parts) for c in candidates])
+        return self._response(prepared, candidates, [self._candidate_json(c, c.parts, c.logprobs) for c in candidates])
 
     async def stream(self, model: ModelSpec, req: GenerateContentRequest) -> AsyncIterator[dict[str, Any]]:
         """Validates before the first chunk (so errors are plain HTTP errors), then yields response chunks."""
@@ -103,9 +104,11 @@ class GenerateService:
                 try:
                     async for event in events:
                         delta: list[dict[str, Any]] = []
+                        seen = len(cand.logprobs)
                         self._apply(prepared, cand, event, delta)
                         if delta or cand.finish:
-                            yield self._response(prepared, done + [cand], [self._candidate_json(cand, delta)])
+                            yield self._response(prepared, done + [cand],
+                                                 [self._candidate_json(cand, delta, cand.logprobs[seen:])])
                 finally:
                     await events.aclose()  # a client that went away stops its generation here
                 done.append(cand)
@@ -159,7 +162,8 @@ class GenerateService:
                 seed=cfg.seed or 0,
                 max_output_tokens=cfg.max_output_tokens or model.output_token_limit,
                 stop_sequences=list(cfg.stop_sequences or []),
-                presence_penalty=cfg.presence_penalty, frequency_penalty=cfg.frequency_penalty),
+                presence_penalty=cfg.presence_penalty, frequency_penalty=cfg.frequency_penalty,
+                logprobs=(cfg.logprobs or 0) if cfg.response_logprobs else None),
             response_format=self._response_format(cfg),
             thinking=thinking,
         )
@@ -301,6 +305,7 @@ class GenerateService:
                     _append_text(parts, event.text, thought=True)
             else:
                 cand.output_tokens += event.tokens
+                cand.logprobs.extend(event.logprobs)
                 _append_text(parts, event.text)
         elif isinstance(event, CallEvent):
             call = event.call
@@ -321,11 +326,22 @@ class GenerateService:
                 cand.signed = True
 
     @staticmethod
-    def _candidate_json(cand: _Candidate, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    def _candidate_json(cand: _Candidate, parts: list[dict[str, Any]],
+                        logprobs: list[TokenLogprob] | None = None) -> dict[str, Any]:
         content: dict[str, Any] = {"parts": parts, "role": "model"} if parts else {"role": "model"}
         out: dict[str, Any] = {"content": content}
         if cand.finish:
             out["finishReason"] = cand.finish
+        if logprobs:
+            total = sum(lp.logprob for lp in logprobs)
+            out["avgLogprobs"] = total / len(logprobs)
+            out["logprobsResult"] = {
+                "topCandidates": [{"candidates": [{"token": t, "tokenId": i, "logProbability": p} for t, i, p in lp.top]}
+                                  for lp in logprobs],
+                "chosenCandidates": [{"token": lp.token, "tokenId": lp.token_id, "logProbability": lp.logprob}
+                                     for lp in logprobs],
+                "logProbabilitySum": total,
+            }
         out["index"] = cand.index
         return out
 
