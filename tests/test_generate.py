@@ -368,3 +368,10 @@ def test_logprobs_of_a_deterministic_model(client):
     assert len(cand.logprobs_result.top_candidates) == len(chosen)
     plain = client.models.generate_content(model="gemini-2.0-flash", contents=PROMPT)
     assert plain.candidates[0].logprobs_result is None
+
+
+def test_free_text_arguments_take_the_names_in_the_prompt(client):
+    response = client.models.generate_content(
+        model="gemini-2.5-flash", contents="What's the weather in New York?",
+        config=types.GenerateContentConfig(tools=[types.Tool(function_declarations=[WEATHER])]))
+    assert response.function_calls[0].args["location"] == "New York"

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import ApiError
-from ..schemas import SchemaMismatch, instance_for, words_of
+from ..schemas import SchemaMismatch, instance_for, validate_instance, words_of
 from .base import (CallEvent, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TextDelta,
                    TokenCount, TokenLogprob, ToolCall, ToolResult, Turn)
 from .fixtures import Rule, Scripted, find
@@ -199,8 +199,7 @@ def _function_calls(request: GenerateRequest, last_text: str, scripted: Scripted
     wanted = [f for f in functions if _points_to(f, last_text)]
     if not wanted and forced:
         wanted = [functions[0]]
-    words = _prompt_words(last_text)
-    return [ToolCall(f.name, _arguments(f, rng, words), _call_id(rng)) for f in wanted]
+    return [ToolCall(f.name, _arguments(f, rng, last_text), _call_id(rng)) for f in wanted]
 
 
 def _points_to(fn: FunctionSpec, text: str) -> bool:
@@ -213,19 +212,38 @@ def _points_to(fn: FunctionSpec, text: str) -> bool:
     return any(w.lower() in text_words for w in name_words)
 
 
+def _proper_nouns(text: str) -> list[str]:
+    """Capitalised words that do not start a sentence: names and places."""
+    return list(dict.fromkeys(re.findall(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)*\b", text.strip())))
+
+
 def _prompt_words(text: str) -> list[str]:
-    """Capitalised words first (names, places), then the rest: string arguments read like the prompt."""
-    proper = [w for w in re.findall(r"\b[A-Z][a-zA-Z]+\b", text) if w.lower() not in ("what", "the", "please")]
+    """Names first, then the other words: string values read like the prompt."""
+    proper = _proper_nouns(text)
     return proper + [w for w in words_of(text) if w.capitalize() not in proper]
 
 
-def _arguments(fn: FunctionSpec, rng: random.Random, words: list[str]) -> dict[str, Any]:
+def _arguments(fn: FunctionSpec, rng: random.Random, text: str) -> dict[str, Any]:
     schema = fn.parameters or {"type": "object", "properties": {}}
     try:
-        args = instance_for(schema, rng, words)
+        args = instance_for(schema, rng, _prompt_words(text))
     except SchemaMismatch as exc:
         raise ApiError.invalid(f"Function {fn.name}: its parameters schema cannot be satisfied: {exc}") from None
-    return args if isinstance(args, dict) else {}
+    if not isinstance(args, dict):
+        return {}
+    # Free-text arguments take the names the prompt mentions ("Boston"), as a model would.
+    names = _proper_nouns(text)
+    free = [k for k, sub in (schema.get("properties") or {}).items()
+            if k in args and isinstance(sub, dict) and sub.get("type") == "string"
+            and not set(sub) & {"enum", "const", "pattern", "format"}]
+    if names and free:
+        named = {**args, **{k: names[i % len(names)] for i, k in enumerate(free)}}
+        try:
+            validate_instance(named, schema)
+            return named
+        except SchemaMismatch:
+            pass
+    return args
 
 
 def _call_id(rng: random.Random) -> str:
