@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from .errors import ApiError, api_key_invalid, api_key_missing
+from .errors import api_key_invalid, api_key_missing
 from .store import Store
 
 DEFAULT_PROJECT = "Default Gemini Project"
@@ -77,6 +77,3 @@ def authenticate(store: Store, request: Request) -> str:
         raise api_key_invalid()
     return project_id
 
-
-__all__ = ["ApiError", "DEFAULT_PROJECT", "IssuedKey", "authenticate", "bootstrap", "create_project", "hash_key",
-           "issue_key", "new_key", "request_key"]

@@ -104,13 +104,6 @@ def parse(model: type[M], body: bytes) -> M:
         raise payload_error(exc) from None
 
 
-def parse_obj(model: type[M], data: Any) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise payload_error(exc) from None
-
-
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused as soon as it passes `limit` bytes (never read whole first)."""
     too_large = ApiError.invalid(f"Request payload size exceeds the limit: {limit} bytes.")
