@@ -96,6 +96,7 @@ class GenerateRequest:
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
     thinking: Thinking = field(default_factory=Thinking)
     candidate_index: int = 0
+    stream: bool = False  # a hint: whole answers may come as one delta when nobody watches them arrive
 
 
 # Events -------------------------------------------------------------------------------------------------------------

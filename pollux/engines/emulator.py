@@ -99,7 +99,7 @@ class EmulatorEngine:
                 thought_tokens = thought_tokens[:max(request.thinking.budget, 0)]
             thought_tokens = thought_tokens[:budget]
             budget -= len(thought_tokens)
-            async for event in self._stream(thought_tokens, thought=True, logprobs=None):
+            async for event in self._stream(request, thought_tokens, thought=True, logprobs=None):
                 yield event
             if budget <= 0:
                 yield Finish("MAX_TOKENS")
@@ -120,15 +120,17 @@ class EmulatorEngine:
         tokens = tokenize(answer)
         if len(tokens) > budget:
             tokens, reason = tokens[:budget], "MAX_TOKENS"
-        async for event in self._stream(tokens, thought=False, logprobs=request.sampling.logprobs):
+        async for event in self._stream(request, tokens, thought=False, logprobs=request.sampling.logprobs):
             yield event
         yield Finish(reason)
 
-    async def _stream(self, tokens: list[str], thought: bool, logprobs: int | None) -> AsyncIterator[TextDelta]:
-        for i in range(0, len(tokens), self.chunk_tokens):
-            if self.stream_delay:
+    async def _stream(self, request: GenerateRequest, tokens: list[str], thought: bool,
+                      logprobs: int | None) -> AsyncIterator[TextDelta]:
+        size = self.chunk_tokens if request.stream else max(len(tokens), 1)
+        for i in range(0, len(tokens), size):
+            if self.stream_delay and request.stream:
                 await asyncio.sleep(self.stream_delay)
-            chunk = tokens[i:i + self.chunk_tokens]
+            chunk = tokens[i:i + size]
             # A deterministic model gives each token it emits probability 1, and no alternative a chance.
             probs = tuple(TokenLogprob(t, token_id(t), 0.0, ((t, token_id(t), 0.0),) if logprobs else ())
                           for t in chunk) if logprobs is not None else ()

@@ -83,7 +83,7 @@ class GenerateService:
 
     # Entry points -----------------------------------------------------------------------------------------------
     async def generate(self, model: ModelSpec, req: GenerateContentRequest) -> dict[str, Any]:
-        prepared = await self.prepare(model, req)
+        prepared = await self.prepare(model, req, stream=False)
         candidates = []
         for index in range(prepared.candidates):
             cand = _Candidate(index)
@@ -94,7 +94,7 @@ class GenerateService:
 
     async def stream(self, model: ModelSpec, req: GenerateContentRequest) -> AsyncIterator[dict[str, Any]]:
         """Validates before the first chunk (so errors are plain HTTP errors), then yields response chunks."""
-        prepared = await self.prepare(model, req)
+        prepared = await self.prepare(model, req, stream=True)
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:
             done: list[_Candidate] = []
@@ -140,7 +140,7 @@ class GenerateService:
             raise ApiError("UNAVAILABLE", f"The engine {model.engine!r} for {model.name} is not running.")
         return engine
 
-    async def prepare(self, model: ModelSpec, req: GenerateContentRequest) -> Prepared:
+    async def prepare(self, model: ModelSpec, req: GenerateContentRequest, stream: bool) -> Prepared:
         check_request(req, model)
         if req.cached_content:
             # No cache can exist yet for any project: the real API's answer to an unknown cache.
@@ -166,6 +166,7 @@ class GenerateService:
                 logprobs=(cfg.logprobs or 0) if cfg.response_logprobs else None),
             response_format=self._response_format(cfg),
             thinking=thinking,
+            stream=stream,
         )
         engine = self._engine(model)
         prompt = await engine.count_tokens(model.id, turns, system, functions)

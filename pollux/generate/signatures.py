@@ -1,6 +1,6 @@
 """Thought signatures: the model's reasoning, sealed for the client to send back with the history.
 
-A signature is `v1 | zlib(thought text) | HMAC-SHA256`, base64. The server can restore the reasoning of an
+A signature is `v1 | thought text | HMAC-SHA256`, base64. The server can restore the reasoning of an
 earlier turn from it, and rejects one that was altered. The key lives in the data dir, so signatures survive
 restarts.
 """
@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import zlib
 from pathlib import Path
 
 from ..errors import ApiError
@@ -40,7 +39,7 @@ class Signer:
         return cls(path.read_bytes())
 
     def sign(self, thought: str) -> str:
-        body = _VERSION + zlib.compress(thought.encode())
+        body = _VERSION + thought.encode()
         mac = hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.b64encode(body + mac).decode()
 
@@ -57,4 +56,4 @@ class Signer:
         expected = hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]
         if len(raw) <= _MAC_BYTES or not body.startswith(_VERSION) or not hmac.compare_digest(mac, expected):
             raise ApiError.invalid("Corrupted thought signature.")
-        return zlib.decompress(body[1:]).decode()
+        return body[1:].decode()

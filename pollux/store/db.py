@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,11 +60,17 @@ class Store:
 
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(f"sqlite:///{data_dir / 'pollux.db'}")
+        path = data_dir / "pollux.db"
+        self.engine = create_engine(f"sqlite:///{path}")
         event.listen(self.engine, "connect", _sqlite_pragmas)
         _migrate(self.engine)
+        # The per-request key lookup skips SQLAlchemy: a plain indexed SELECT on one connection costs
+        # microseconds and always sees the CLI's latest commit (keys revoked while the server runs).
+        self._lookup = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        _sqlite_pragmas(self._lookup, None)
 
     def close(self) -> None:
+        self._lookup.close()
         self.engine.dispose()
 
     # Projects ---------------------------------------------------------------------------------------------------
@@ -114,6 +121,6 @@ class Store:
 
     def project_for_key_hash(self, key_hash: str) -> str | None:
         """The project of a live key, or None for an unknown or revoked one. Called on every request."""
-        with self.engine.connect() as conn:
-            return conn.execute(select(api_keys.c.project_id).where(
-                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))).scalar()
+        row = self._lookup.execute(
+            "SELECT project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)).fetchone()
+        return row[0] if row else None
