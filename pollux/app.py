@@ -119,11 +119,12 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def _routes() -> list[Route]:
-    routes = [Route("/healthz", health)]
+    # The generation route first: it carries nearly all the traffic.
+    routes = [Route(f"/{VERSIONS}/models/{{name:path}}", model_action, methods=["POST"])]
     routes += [
+        Route("/healthz", health),
         Route(f"/{VERSIONS}/models", list_models, methods=["GET"]),
         Route(f"/{VERSIONS}/models/{{name:path}}", get_model, methods=["GET"]),
-        Route(f"/{VERSIONS}/models/{{name:path}}", model_action, methods=["POST"]),
         Route(f"/{VERSIONS}/tunedModels", list_tuned_models, methods=["GET"]),
         Route(f"/{VERSIONS}/tunedModels/{{name:path}}", tuned_model, methods=["GET", "POST"]),
     ]

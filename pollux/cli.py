@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -51,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _print_key_exports(base_url, issued.key)
     print(f"Pollux serves the Gemini API at {base_url} (data in {settings.data_dir})", flush=True)
     app = build_app(settings, services)
+    gc.freeze()  # start-up objects live forever: keep them out of every collection under load
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=5)
     return 0

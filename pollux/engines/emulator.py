@@ -8,6 +8,7 @@ against the requested schema, calls the functions the conversation points to wit
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import random
@@ -38,8 +39,21 @@ _FILLER = (
 )
 
 
+_THINKING_STEPS = (
+    "I should work out what is being asked and which facts matter.",
+    "I will check the constraints of the request before I answer.",
+    "Then I will write the answer plainly and keep it short.",
+)
+
+
 def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
+
+
+@functools.cache
+def _fixed(sentence: str) -> tuple[str, ...]:
+    """The tokens of one of the emulator's own sentences, after a space: tokenized once, not per request."""
+    return tuple(tokenize(" " + sentence))
 
 
 def token_id(token: str) -> int:
@@ -94,7 +108,7 @@ class EmulatorEngine:
 
         budget = request.sampling.max_output_tokens
         if request.thinking.enabled:
-            thought_tokens = tokenize(_thought(request, last_text, scripted, rng))
+            thought_tokens = _thought(request, last_text, scripted, rng)
             if request.thinking.budget is not None:
                 thought_tokens = thought_tokens[:max(request.thinking.budget, 0)]
             thought_tokens = thought_tokens[:budget]
@@ -112,12 +126,13 @@ class EmulatorEngine:
             yield Finish("STOP")
             return
 
-        answer = _answer(request, last_text, scripted, rng)
+        tokens = _answer(request, last_text, scripted, rng)
         reason = "STOP"
-        for stop in request.sampling.stop_sequences:
-            if stop and stop in answer:
-                answer = answer[:answer.index(stop)]
-        tokens = tokenize(answer)
+        stops = [s for s in request.sampling.stop_sequences if s]
+        if stops:
+            answer = "".join(tokens)
+            cut = min((answer.index(s) for s in stops if s in answer), default=len(answer))
+            tokens = tokenize(answer[:cut])
         if len(tokens) > budget:
             tokens, reason = tokens[:budget], "MAX_TOKENS"
         async for event in self._stream(request, tokens, thought=False, logprobs=request.sampling.logprobs):
@@ -139,13 +154,17 @@ class EmulatorEngine:
 
 def _fingerprint(request: GenerateRequest) -> int:
     """A seed for the request's random choices: the conversation, the model, the seed and the candidate."""
-    h = hashlib.sha256()
-    h.update(f"{request.model}|{request.sampling.seed}|{request.candidate_index}|".encode())
+    h = hashlib.blake2b(f"{request.model}|{request.sampling.seed}|{request.candidate_index}".encode(), digest_size=8)
     for turn in request.turns:
-        h.update(turn.role.encode())
+        h.update(b"\x00" + turn.role.encode())
         for seg in turn.segments:
-            h.update(repr(seg).encode())
-    return int.from_bytes(h.digest()[:8], "big")
+            if isinstance(seg, Text):
+                h.update(b"\x01" + seg.text.encode())
+            elif isinstance(seg, Media):
+                h.update(f"\x02{seg.mime_type}{seg.uri}".encode() + hashlib.blake2b(seg.data, digest_size=8).digest())
+            else:
+                h.update(b"\x03" + json.dumps(seg.__dict__, sort_keys=True, default=str).encode())
+    return int.from_bytes(h.digest(), "big")
 
 
 def _last_user_text(turns: list[Turn]) -> str:
@@ -164,20 +183,19 @@ def _pending_results(turns: list[Turn]) -> list[ToolResult]:
     return [s for s in turns[-1].segments if isinstance(s, ToolResult)]
 
 
-def _thought(request: GenerateRequest, last_text: str, scripted: Scripted | None, rng: random.Random) -> str:
+def _thought(request: GenerateRequest, last_text: str, scripted: Scripted | None,
+             rng: random.Random) -> list[str]:
     if scripted and scripted.thought:
-        return scripted.thought
+        return tokenize(scripted.thought)
     topic = " ".join(last_text.split()[:12]) or "the conversation so far"
-    steps = [
-        f"**Understanding the request**\n\nThe user wrote: \"{topic}\". ",
-        "I should work out what is being asked and which facts matter. ",
-        "I will check the constraints of the request before I answer. ",
-        "Then I will write the answer plainly and keep it short. ",
-    ]
+    tokens = tokenize(f"**Understanding the request**\n\nThe user wrote: \"{topic}\".")
+    steps = list(_THINKING_STEPS)
     if request.functions and request.tool_mode != "NONE":
-        steps.append("Some tools are available, so I will consider whether one of them fits. ")
+        steps.append("Some tools are available, so I will consider whether one of them fits.")
     steps += rng.sample(_FILLER, 2)
-    return " ".join(s.strip() for s in steps)
+    for step in steps:
+        tokens += _fixed(step)
+    return tokens
 
 
 def _callable(request: GenerateRequest) -> list[FunctionSpec]:
@@ -252,22 +270,24 @@ def _call_id(rng: random.Random) -> str:
     return "call-" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
 
 
-def _answer(request: GenerateRequest, last_text: str, scripted: Scripted | None, rng: random.Random) -> str:
+def _answer(request: GenerateRequest, last_text: str, scripted: Scripted | None,
+            rng: random.Random) -> list[str]:
+    """The answer's tokens."""
     fmt = request.response_format
     if scripted and scripted.text is not None:
-        return scripted.text
+        return tokenize(scripted.text)
     if fmt.kind == "enum":
         values = (fmt.schema or {}).get("enum") or [""]
-        return str(rng.choice(values))
+        return tokenize(str(rng.choice(values)))
     if fmt.kind == "json":
         try:
             value = instance_for(fmt.schema or {"type": "object"}, rng, _prompt_words(last_text))
         except SchemaMismatch as exc:
             raise ApiError.invalid(f"The response schema cannot be satisfied: {exc}") from None
-        return json.dumps(value, ensure_ascii=False)
+        return tokenize(json.dumps(value, ensure_ascii=False))
     results = _pending_results(request.turns)
     if results:
-        return " ".join(f"The {r.name} function returned {_describe(r.response)}." for r in results)
+        return tokenize(" ".join(f"The {r.name} function returned {_describe(r.response)}." for r in results))
     return _prose(request, last_text, rng)
 
 
@@ -281,13 +301,15 @@ def _describe(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
 
 
-def _prose(request: GenerateRequest, last_text: str, rng: random.Random) -> str:
+def _prose(request: GenerateRequest, last_text: str, rng: random.Random) -> list[str]:
     snippet = " ".join(last_text.split()[:16])
-    parts = [f'You asked: "{snippet}".' if snippet else "Hello."]
+    opening = f'You asked: "{snippet}".' if snippet else "Hello."
     media = [s for t in request.turns[-1:] for s in t.segments if isinstance(s, Media)]
     if media:
         listed = ", ".join(f"{m.mime_type} ({len(m.data)} bytes)" if m.data else f"{m.mime_type} ({m.uri})"
                            for m in media)
-        parts.append(f"I received {len(media)} attachment{'s' if len(media) > 1 else ''}: {listed}.")
-    parts += rng.sample(_FILLER, rng.randint(2, 4))
-    return " ".join(parts)
+        opening += f" I received {len(media)} attachment{'s' if len(media) > 1 else ''}: {listed}."
+    tokens = tokenize(opening)
+    for sentence in rng.sample(_FILLER, rng.randint(2, 4)):
+        tokens += _fixed(sentence)
+    return tokens

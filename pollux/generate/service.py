@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,20 @@ def _details(counts: dict[str, int]) -> list[dict[str, Any]]:
     return [{"modality": m, "tokenCount": n} for m, n in counts.items()]
 
 
+class _ResponseIds:
+    """Unique 22-character ids like Gemini's: a random per-process prefix and a counter (no syscall per request)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_bytes(8)
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return base64.urlsafe_b64encode(self._prefix + next(self._count).to_bytes(8, "big")).decode()[:22]
+
+
+_response_ids = _ResponseIds()
+
+
 @dataclass
 class Prepared:
     """A validated request, ready for the engine."""
@@ -49,7 +64,7 @@ class Prepared:
     candidates: int
     include_thoughts: bool
     prompt: TokenCount
-    response_id: str = field(default_factory=lambda: secrets.token_urlsafe(16)[:22])
+    response_id: str = field(default_factory=lambda: _response_ids.next())
 
 
 @dataclass

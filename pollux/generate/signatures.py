@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import secrets
@@ -40,7 +39,7 @@ class Signer:
 
     def sign(self, thought: str) -> str:
         body = _VERSION + thought.encode()
-        mac = hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]
+        mac = hmac.digest(self._key, body, "sha256")[:_MAC_BYTES]
         return base64.b64encode(body + mac).decode()
 
     def open(self, signature: str) -> str | None:
@@ -53,7 +52,7 @@ class Signer:
         except (binascii.Error, ValueError):
             raw = b""
         body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-        expected = hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]
+        expected = hmac.digest(self._key, body, "sha256")[:_MAC_BYTES]
         if len(raw) <= _MAC_BYTES or not body.startswith(_VERSION) or not hmac.compare_digest(mac, expected):
             raise ApiError.invalid("Corrupted thought signature.")
         return body[1:].decode()
