@@ -52,6 +52,7 @@ class _ResponseIds:
 
 
 _response_ids = _ResponseIds()
+_NO_CONFIG = GenerationConfig()  # read-only stand-in for an absent generationConfig
 
 
 @dataclass
@@ -160,7 +161,7 @@ class GenerateService:
         if req.cached_content:
             # No cache can exist yet for any project: the real API's answer to an unknown cache.
             raise ApiError("PERMISSION_DENIED", "CachedContent not found (or permission denied)")
-        cfg = req.generation_config or GenerationConfig()
+        cfg = req.generation_config or _NO_CONFIG
         turns = self._turns(req.contents or [], model)
         system = self._system(req.system_instruction)
         functions = self._functions(req)
