@@ -65,7 +65,7 @@ class Prepared:
     candidates: int
     include_thoughts: bool
     prompt: TokenCount
-    response_id: str = field(default_factory=lambda: _response_ids.next())
+    response_id: str = field(default_factory=_response_ids.next)
 
 
 @dataclass
