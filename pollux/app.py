@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -46,9 +46,21 @@ class Services:
 def build_services(settings: Settings, store: Store | None = None) -> Services:
     fixtures = load_fixtures(settings.fixtures) if settings.fixtures else []
     engines: dict[str, Engine] = {"emulator": EmulatorEngine(fixtures, stream_delay=settings.stream_delay)}
-    for model in settings.models.values():
-        if model.engine not in engines:
-            raise ValueError(f"model {model.id!r}: unknown engine {model.engine!r} (available: {', '.join(engines)})")
+    for model in list(settings.models.values()):
+        if model.engine == "transformers":
+            if model.engine_key not in engines:
+                try:
+                    from .engines.hf import HFOptions, TransformersEngine
+                except ImportError as exc:
+                    raise ValueError(f"model {model.id!r} needs the transformers engine, which is not installed "
+                                     f"({exc.name} is missing): pip install 'pollux[transformers]'") from None
+                engines[model.engine_key] = TransformersEngine(HFOptions.from_dict(model.engine_options))
+            # The served limits are the loaded model's, not the catalogue's.
+            context = engines[model.engine_key].context_length
+            settings.models[model.id] = replace(model, input_token_limit=context,
+                                                output_token_limit=min(model.output_token_limit, context))
+        elif model.engine_key not in engines:
+            raise ValueError(f"model {model.id!r}: unknown engine {model.engine!r} (available: emulator, transformers)")
     store = store or Store(settings.data_dir)
     return Services(settings, store, ModelService(settings), GenerateService(settings, engines,
                     Signer.from_data_dir(settings.data_dir)), engines)

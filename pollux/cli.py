@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import auth
-from .config import Settings, default_data_dir, load_config
+from .config import Settings, default_data_dir, load_config, serve_model
 from .store import Store
 
 
@@ -21,7 +21,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.port = args.port
     if getattr(args, "fixtures", None):
         settings.fixtures = Path(args.fixtures)
-    return load_config(Path(args.config) if getattr(args, "config", None) else None, settings)
+    settings = load_config(Path(args.config) if getattr(args, "config", None) else None, settings)
+    for spec in getattr(args, "model", None) or []:
+        serve_model(settings, spec)
+    return settings
 
 
 def _print_key_exports(base_url: str, key: str) -> None:
@@ -123,6 +126,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--fixtures", help="YAML/JSON rules with scripted answers for the emulator")
+    serve.add_argument("--model", action="append", metavar="ID=SOURCE",
+                       help="serve ID with a Hugging Face model: ID=hf:ORG/NAME or ID=/local/dir (repeatable)")
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)

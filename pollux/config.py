@@ -55,6 +55,13 @@ class ModelSpec:
     def name(self) -> str:
         return f"models/{self.id}"
 
+    @property
+    def engine_key(self) -> str:
+        """Which running engine serves this id: ids with the same engine and options share one loaded model."""
+        if not self.engine_options:
+            return self.engine
+        return self.engine + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.engine_options.items()))
+
 
 def _gemini(id: str, display: str, description: str, version: str, **kw: Any) -> ModelSpec:
     defaults: dict[str, Any] = dict(input_token_limit=1_048_576, output_token_limit=65_536, thinking=True,
@@ -115,6 +122,18 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "pollux.db"
+
+
+def serve_model(settings: Settings, spec: str) -> None:
+    """`--model ID=SOURCE`: serve ID with the transformers engine from SOURCE (`hf:ORG/NAME` or a local directory)."""
+    model_id, sep, source = spec.partition("=")
+    model_id = model_id.strip().removeprefix("models/")
+    if not sep or not model_id or not source:
+        raise ValueError(f"--model {spec!r}: expected ID=hf:ORG/NAME or ID=/path/to/model")
+    base = settings.models.get(model_id) or settings.models["gemini-2.5-flash"]
+    display = base.display_name if model_id in settings.models else model_id
+    settings.models[model_id] = replace(base, id=model_id, display_name=display, engine="transformers",
+                                        engine_options={"source": source.strip()})
 
 
 def default_data_dir() -> Path:

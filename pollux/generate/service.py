@@ -6,6 +6,7 @@ candidates, parts, finish reasons and usage, the same way for the streamed and t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import itertools
@@ -100,34 +101,58 @@ class GenerateService:
     # Entry points -----------------------------------------------------------------------------------------------
     async def generate(self, model: ModelSpec, req: GenerateContentRequest) -> dict[str, Any]:
         prepared = await self.prepare(model, req, stream=False)
-        candidates = []
-        for index in range(prepared.candidates):
-            cand = _Candidate(index)
-            async for event in prepared.engine.generate(self._for_candidate(prepared, index)):
+        candidates = [_Candidate(i) for i in range(prepared.candidates)]
+
+        async def run(cand: _Candidate) -> None:
+            async for event in prepared.engine.generate(self._for_candidate(prepared, cand.index)):
                 self._apply(prepared, cand, event, cand.parts)
-            candidates.append(cand)
+
+        # Candidates run side by side, so an engine that batches can decode them together.
+        tasks = [asyncio.create_task(run(c)) for c in candidates]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
         return self._response(prepared, candidates, [self._candidate_json(c, c.parts, c.logprobs) for c in candidates])
 
     async def stream(self, model: ModelSpec, req: GenerateContentRequest) -> AsyncIterator[dict[str, Any]]:
         """Validates before the first chunk (so errors are plain HTTP errors), then yields response chunks."""
         prepared = await self.prepare(model, req, stream=True)
+        candidates = [_Candidate(i) for i in range(prepared.candidates)]
+        merged: asyncio.Queue[tuple[_Candidate, Any]] = asyncio.Queue()
+        _END = object()
+
+        async def run(cand: _Candidate) -> None:
+            try:
+                async for event in prepared.engine.generate(self._for_candidate(prepared, cand.index)):
+                    await merged.put((cand, event))
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+                await merged.put((cand, exc))
+            finally:
+                await merged.put((cand, _END))
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:
-            done: list[_Candidate] = []
-            for index in range(prepared.candidates):
-                cand = _Candidate(index)
-                events = prepared.engine.generate(self._for_candidate(prepared, index))
-                try:
-                    async for event in events:
-                        delta: list[dict[str, Any]] = []
-                        seen = len(cand.logprobs)
-                        self._apply(prepared, cand, event, delta)
-                        if delta or cand.finish:
-                            yield self._response(prepared, done + [cand],
-                                                 [self._candidate_json(cand, delta, cand.logprobs[seen:])])
-                finally:
-                    await events.aclose()  # a client that went away stops its generation here
-                done.append(cand)
+            tasks = [asyncio.create_task(run(c)) for c in candidates]
+            running = len(tasks)
+            try:
+                while running:
+                    cand, event = await merged.get()
+                    if event is _END:
+                        running -= 1
+                        continue
+                    if isinstance(event, Exception):
+                        raise event
+                    delta: list[dict[str, Any]] = []
+                    seen = len(cand.logprobs)
+                    self._apply(prepared, cand, event, delta)
+                    if delta or cand.finish:
+                        yield self._response(prepared, candidates, [self._candidate_json(cand, delta,
+                                                                                           cand.logprobs[seen:])])
+            finally:
+                for task in tasks:  # a client that went away stops its generations here
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
         return chunks()
 
@@ -151,7 +176,7 @@ class GenerateService:
 
     # Request → engine -------------------------------------------------------------------------------------------
     def _engine(self, model: ModelSpec) -> Engine:
-        engine = self.engines.get(model.engine)
+        engine = self.engines.get(model.engine_key)
         if engine is None:
             raise ApiError("UNAVAILABLE", f"The engine {model.engine!r} for {model.name} is not running.")
         return engine

@@ -1,0 +1,238 @@
+"""One sequence's decoding state for in-process models: sampling, grammar, thinking, tool calls, stops, text.
+
+A `Sequence` is driven one token at a time by the batch loop (`hf.py`): `choose` picks the next token from the
+model's logits row and `accept` folds it into the output, emitting engine events (one per token, so usage counts
+stay exact). Nothing here knows about batches, HTTP or Gemini JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .base import CallEvent, Event, Finish, TextDelta, TokenLogprob, ToolCall
+from .constrain import Matcher
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The ids that change the decoding state, as the model's vocabulary has them (None when absent)."""
+
+    eos: frozenset[int]
+    think_open: int | None = None
+    think_close: int | None = None
+    tool_open: int | None = None
+    tool_close: int | None = None
+
+
+@dataclass
+class SequenceParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    max_new_tokens: int = 256
+    stop_sequences: list[str] = field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None
+    thinking_budget: int | None = None  # None: the model decides; 0: no thinking
+    starts_thinking: bool = False        # the prompt itself opened a <think> block
+    tools: bool = False                  # tool-call markers become calls
+    tool_names: frozenset[str] = frozenset()
+
+
+class _Detokenizer:
+    """Incremental text of a growing id list that never splits a UTF-8 character (the TGI prefix-window method)."""
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self.ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        before = self._decode(self.ids[self._prefix:self._read])
+        after = self._decode(self.ids[self._prefix:])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self.ids)
+            return after[len(before):]
+        return ""
+
+    def reset(self) -> None:
+        self.ids, self._prefix, self._read = [], 0, 0
+
+
+class Sequence:
+    def __init__(self, params: SequenceParams, special: SpecialTokens, decode: Callable[[list[int]], str],
+                 emit: Callable[[Event], None], answer_matcher: Matcher | None = None) -> None:
+        self.params = params
+        self.special = special
+        self.decode = decode
+        self.emit = emit
+        self.answer_matcher = answer_matcher  # applied once the answer starts (after any thinking)
+        self.done = False
+        self.generated = 0
+        self.thought_tokens = 0
+        self._phase = "thinking" if params.starts_thinking else "start"  # start | thinking | answer | tool
+        self._text = _Detokenizer(decode)
+        self._answer = ""
+        self._tool_ids: list[int] = []
+        self._counts: dict[int, int] = {}
+        self._logprob: TokenLogprob | None = None
+        self._generator = torch.Generator().manual_seed(params.seed)
+
+    # Choosing ---------------------------------------------------------------------------------------------------
+    def choose(self, logits: torch.Tensor) -> int:
+        """The next token, from the model's logits for this sequence (a 1-D tensor)."""
+        p, s = self.params, self.special
+        forced = self._forced()
+        if forced is not None:
+            self._logprob = None
+            return forced
+        logits = logits.float().clone()
+        if self._counts and (p.presence_penalty or p.frequency_penalty):
+            ids = torch.tensor(list(self._counts), dtype=torch.long)
+            counts = torch.tensor(list(self._counts.values()), dtype=logits.dtype)
+            logits[ids] -= p.presence_penalty + p.frequency_penalty * counts
+        may_think = self._phase == "start" and p.thinking_budget != 0 and s.think_open is not None
+        if self._phase != "thinking" and self.answer_matcher is not None:
+            think_logit = logits[s.think_open].clone() if may_think else None
+            self.answer_matcher.mask(logits)
+            if think_logit is not None:  # thinking may still come before the constrained answer
+                logits[s.think_open] = think_logit
+        if self._phase == "start" and p.thinking_budget == 0 and s.think_open is not None:
+            logits[s.think_open] = float("-inf")
+        if p.temperature <= 0:
+            scaled = logits
+            token = int(torch.argmax(logits))
+        else:
+            scaled = logits / p.temperature
+            token = self._sample(scaled)
+        if p.logprobs is not None:
+            self._logprob = self._logprob_of(scaled, token)
+        return token
+
+    def _forced(self) -> int | None:
+        """Tokens the engine decides alone: close thinking when the budget is spent, end after a complete grammar."""
+        p, s = self.params, self.special
+        if self._phase == "thinking" and s.think_close is not None and p.thinking_budget is not None \
+                and self.thought_tokens >= p.thinking_budget:
+            return s.think_close
+        if self._phase != "thinking" and self.answer_matcher is not None and self.answer_matcher.finished:
+            return min(s.eos)
+        return None
+
+    def _sample(self, logits: torch.Tensor) -> int:
+        p = self.params
+        logits = logits.clone()
+        if p.top_k and p.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, p.top_k).values[-1]
+            logits[logits < kth] = float("-inf")
+        probs = torch.softmax(logits, dim=-1)
+        if 0 < p.top_p < 1:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= p.top_p
+            probs[order[drop]] = 0.0
+        return int(torch.multinomial(probs, 1, generator=self._generator))
+
+    def _logprob_of(self, logits: torch.Tensor, token: int) -> TokenLogprob:
+        logp = torch.log_softmax(logits, dim=-1)
+        k = self.params.logprobs or 0
+        top: tuple[tuple[str, int, float], ...] = ()
+        if k:
+            values, ids = torch.topk(logp, k)
+            top = tuple((self.decode([int(i)]), int(i), float(v)) for v, i in zip(values, ids, strict=True))
+        return TokenLogprob(self.decode([token]), token, float(logp[token]), top)
+
+    # Accepting --------------------------------------------------------------------------------------------------
+    def accept(self, token: int) -> None:
+        """Fold the chosen token into the output and emit what it adds."""
+        if self.done:
+            return
+        s, p = self.special, self.params
+        self.generated += 1
+        self._counts[token] = self._counts.get(token, 0) + 1
+        logprob, self._logprob = self._logprob, None
+        if token in s.eos:
+            return self.finish("MALFORMED_FUNCTION_CALL" if self._phase == "tool" else "STOP")
+        if self.answer_matcher is not None and self._phase != "thinking" \
+                and not (self._phase == "start" and token == s.think_open):
+            self.answer_matcher.advance(token)  # the grammar covers the whole answer, tool-call markers included
+        if self._phase == "tool":
+            if token != s.tool_close:
+                self._tool_ids.append(token)
+            elif not self._emit_calls():
+                return self.finish("MALFORMED_FUNCTION_CALL")
+            else:
+                self._phase = "answer"
+        elif token == s.think_open and self._phase == "start":
+            self._phase = "thinking"
+            self._thought("")
+        elif token == s.think_close and self._phase == "thinking":
+            self._thought("")
+            self._phase = "answer"
+            self._text.reset()
+        elif token == s.tool_open and p.tools and self._phase in ("start", "answer"):
+            self._phase, self._tool_ids = "tool", []
+        elif self._phase == "thinking":
+            self._thought(self._text.push(token))
+        else:
+            self._phase = "answer"
+            self._answer_delta(self._text.push(token), logprob)
+        if not self.done and self.generated >= p.max_new_tokens:
+            self.finish("MAX_TOKENS")
+
+    def _thought(self, text: str) -> None:
+        self.thought_tokens += 1
+        self.emit(TextDelta(text, thought=True, tokens=1))
+
+    def _answer_delta(self, text: str, logprob: TokenLogprob | None) -> None:
+        before = self._answer
+        self._answer += text
+        for stop in self.params.stop_sequences:
+            at = self._answer.find(stop) if stop else -1
+            if at != -1:
+                self._answer = self._answer[:at]
+                self.emit(TextDelta(self._answer[len(before):], tokens=1))
+                return self.finish("STOP")
+        self.emit(TextDelta(text, tokens=1, logprobs=(logprob,) if logprob else ()))
+
+    def _emit_calls(self) -> bool:
+        """Parse a finished `<tool_call>` body: one call object, or a list of them."""
+        try:
+            payload = json.loads(self.decode(self._tool_ids))
+        except json.JSONDecodeError:
+            return False
+        calls = payload if isinstance(payload, list) else [payload]
+        parsed = []
+        for call in calls:
+            if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+                return False
+            args = call.get("arguments", call.get("parameters", {}))
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except json.JSONDecodeError:
+                    return False
+            if not isinstance(args, dict) or (self.params.tool_names and call["name"] not in self.params.tool_names):
+                return False
+            parsed.append(ToolCall(call["name"], args, "call-" + secrets.token_hex(4)))
+        tokens = len(self._tool_ids) + 2  # with the two markers
+        for i, call in enumerate(parsed):
+            self.emit(CallEvent(call, tokens=tokens if i == 0 else 0))
+        return True
+
+    def finish(self, reason: str) -> None:
+        if not self.done:
+            self.done = True
+            self.emit(Finish(reason))
+
+    def cancel(self) -> None:
+        """Stop at the next step; the client went away, so nothing more is emitted."""
+        self.done = True

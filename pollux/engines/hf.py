@@ -1,0 +1,383 @@
+"""Hugging Face models in-process (engine `transformers`): chat templates, batched generation, streaming.
+
+One worker thread owns the model. Requests wait in a bounded queue; the worker takes up to `max_batch_size` of
+them at a time and runs them as one left-padded batch through `model.generate`, with a logits processor that lets
+each sequence (`decoding.Sequence`) choose its own token: its sampling parameters, seed, grammar, thinking budget
+and stops. Events go back to each request's asyncio queue as they are made, so streams are token by token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ApiError
+from ..media import image_tokens
+from .base import (Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount, ToolCall,
+                   ToolResult, Turn)
+from .constrain import GrammarError, TokenizerGrammars, choice_grammar, json_grammar, tool_call_grammar
+from .decoding import Sequence, SequenceParams, SpecialTokens
+
+log = logging.getLogger("pollux.engines.hf")
+
+OVERLOADED = "The model is overloaded. Please try again later."
+_END_OF_TURN = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "</s>")
+
+
+@dataclass(frozen=True)
+class HFOptions:
+    """How to load and run one model. `source` is `hf:ORG/NAME` (the hub, through its cache) or a local directory."""
+
+    source: str
+    device: str = "auto"          # auto: cuda if present, else cpu
+    dtype: str = "auto"           # auto: bfloat16 on a GPU that supports it, else float32
+    trust_remote_code: bool = False
+    revision: str | None = None
+    max_batch_size: int = 16
+    max_queue: int = 64
+    batch_wait_ms: float = 10.0   # how long the worker waits for more requests to join a batch
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> HFOptions:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"unknown transformers engine option(s) {sorted(unknown)}")
+        if "source" not in options:
+            raise ValueError("the transformers engine needs a source: hf:ORG/NAME or a local directory")
+        return cls(**options)
+
+
+class EngineLoadError(ValueError):
+    pass
+
+
+def _load(options: HFOptions) -> tuple[Any, Any, Any | None]:
+    """(model, tokenizer, processor or None), on the chosen device and dtype."""
+    import torch
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
+                              AutoTokenizer)
+
+    source = options.source
+    if source.startswith("hf:"):
+        name = source[3:]
+    else:
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            raise EngineLoadError(f"model directory {source!r} does not exist (use hf:ORG/NAME for a hub model)")
+        name = str(path)
+    kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code, "revision": options.revision}
+    device = options.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = options.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    log.info("loading %s on %s (%s)", name, device, dtype)
+    try:
+        config = AutoConfig.from_pretrained(name, **kwargs)
+        multimodal = getattr(config, "vision_config", None) is not None
+        if multimodal:
+            processor = AutoProcessor.from_pretrained(name, **kwargs)
+            tokenizer = processor.tokenizer
+            model = AutoModelForImageTextToText.from_pretrained(name, dtype=getattr(torch, dtype), **kwargs)
+        else:
+            processor = None
+            tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=getattr(torch, dtype), **kwargs)
+    except OSError as exc:
+        raise EngineLoadError(
+            f"cannot load model {name!r}: {exc}\nIf this machine is offline, download the model where the hub is "
+            f"reachable (`hf download {name}`) and copy the Hugging Face cache (~/.cache/huggingface) here, or give "
+            "a local directory instead.") from None
+    model.to(device).eval()
+    tokenizer.padding_side = "left"
+    return model, tokenizer, processor
+
+
+def _token_id(tokenizer: Any, text: str) -> int | None:
+    vocab = tokenizer.get_vocab()
+    return vocab.get(text)
+
+
+@dataclass
+class _Job:
+    sequences: list[Sequence]
+    prompt_ids: list[int]
+    images: list[Any]
+    prompt_text: str
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, options: HFOptions, model: Any = None, tokenizer: Any = None, processor: Any = None) -> None:
+        self.options = options
+        if model is None:
+            model, tokenizer, processor = _load(options)
+        self.model, self.tokenizer, self.processor = model, tokenizer, processor
+        self.multimodal = processor is not None
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or 8192
+        vocab_size = int(getattr(config, "vocab_size", 0) or len(tokenizer))
+        eos = set()
+        for source in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+            eos.update(source if isinstance(source, list) else [source] if source is not None else [])
+        eos.update(i for t in _END_OF_TURN if (i := _token_id(tokenizer, t)) is not None)
+        self.special = SpecialTokens(
+            eos=frozenset(eos),
+            think_open=_token_id(tokenizer, "<think>"), think_close=_token_id(tokenizer, "</think>"),
+            tool_open=_token_id(tokenizer, "<tool_call>"), tool_close=_token_id(tokenizer, "</tool_call>"))
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+        self._grammars: TokenizerGrammars | None = None
+        self._grammars_lock = threading.Lock()
+        self._vocab_size = vocab_size
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._work, name="pollux-hf", daemon=True)
+        self._worker.start()
+
+    async def close(self) -> None:
+        self._queue.put(None)
+        await asyncio.to_thread(self._worker.join, 10)
+
+    # Prompts ----------------------------------------------------------------------------------------------------
+    def _messages(self, turns: list[Turn], system: list[Segment]) -> tuple[list[dict[str, Any]], list[Any]]:
+        """Turns in the chat-template shape transformers uses; images decoded with Pillow."""
+        messages: list[dict[str, Any]] = []
+        images: list[Any] = []
+        system_text = "\n".join(s.text for s in system if isinstance(s, Text))
+        if system_text:
+            messages.append({"role": "system", "content": system_text})
+        for turn in turns:
+            if turn.role == "model":
+                msg: dict[str, Any] = {"role": "assistant", "content": ""}
+                thoughts = [s.text for s in turn.segments if isinstance(s, Text) and s.thought]
+                if thoughts:
+                    msg["reasoning_content"] = "".join(thoughts)
+                msg["content"] = "".join(s.text for s in turn.segments if isinstance(s, Text) and not s.thought)
+                calls = [s for s in turn.segments if isinstance(s, ToolCall)]
+                if calls:
+                    msg["tool_calls"] = [{"type": "function", "id": c.id, "function": {"name": c.name,
+                                          "arguments": c.args}} for c in calls]
+                messages.append(msg)
+                continue
+            parts: list[dict[str, Any]] = []
+            for seg in turn.segments:
+                if isinstance(seg, ToolResult):
+                    messages.append({"role": "tool", "name": seg.name, "tool_call_id": seg.id,
+                                     "content": json.dumps(seg.response, ensure_ascii=False)})
+                elif isinstance(seg, Text) and not seg.thought:
+                    parts.append({"type": "text", "text": seg.text})
+                elif isinstance(seg, Media):
+                    parts.append({"type": "image"})
+                    images.append(self._image(seg))
+            if parts:
+                if images and self.multimodal:
+                    messages.append({"role": "user", "content": parts})
+                else:
+                    messages.append({"role": "user", "content": "".join(p.get("text", "") for p in parts)})
+        return messages, images
+
+    def _image(self, media: Media) -> Any:
+        if media.modality != "IMAGE":
+            raise ApiError.invalid(f"This model cannot read {media.mime_type} input.")
+        if not self.multimodal:
+            raise ApiError.invalid("This model cannot read images: it is a text-only model. Send text, or configure "
+                                   "a vision-language model for this model id.")
+        from PIL import Image, UnidentifiedImageError
+        try:
+            image = Image.open(io.BytesIO(media.data))
+            image.load()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ApiError.invalid(f"Unable to process input image: {exc}") from None
+        return image.convert("RGB")
+
+    def _render(self, messages: list[dict[str, Any]], functions: list[FunctionSpec], thinking: bool) -> str:
+        tools = [{"type": "function", "function": {"name": f.name, "description": f.description,
+                                                   "parameters": f.parameters or {"type": "object", "properties": {}}}}
+                 for f in functions] or None
+        target = self.processor if self.multimodal else self.tokenizer
+        return target.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False,
+                                          enable_thinking=thinking)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    async def count_tokens(self, model: str, turns: list[Turn], system: list[Segment],
+                           functions: list[FunctionSpec]) -> TokenCount:
+        messages, images = self._messages(turns, system)
+        text_only = [m if isinstance(m.get("content"), str) else
+                     {**m, "content": "".join(p.get("text", "") for p in m["content"])} for m in messages]
+        counts = {"TEXT": len(self._encode(self._render(text_only, functions, thinking=True)))}
+        if images:
+            counts["IMAGE"] = sum(image_tokens(img.width, img.height, model) for img in images)
+        return TokenCount(counts)
+
+    # Generation -------------------------------------------------------------------------------------------------
+    def _grammar_for(self, request: GenerateRequest) -> str | None:
+        if request.tool_mode == "ANY" and request.functions:
+            if self.special.tool_open is None or self.special.tool_close is None:
+                raise ApiError.invalid("Function calling mode ANY is not available for this model: its vocabulary "
+                                       "has no <tool_call> markers to force.")
+            allowed = [f for f in request.functions
+                       if not request.allowed_functions or f.name in request.allowed_functions]
+            return tool_call_grammar([(f.name, f.parameters or {}) for f in allowed], "<tool_call>", "</tool_call>")
+        fmt = request.response_format
+        if fmt.kind == "json":
+            return json_grammar(fmt.schema or {"type": "object"})
+        if fmt.kind == "enum":
+            return choice_grammar([str(v) for v in (fmt.schema or {}).get("enum", [])])
+        return None
+
+    def _matcher(self, grammar: str) -> Any:
+        with self._grammars_lock:
+            if self._grammars is None:
+                self._grammars = TokenizerGrammars(self.tokenizer, self._vocab_size)
+        try:
+            return self._grammars.matcher(grammar)
+        except GrammarError as exc:
+            raise ApiError.invalid(str(exc)) from None
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
+        thinking = request.thinking
+        functions = request.functions if request.tool_mode != "NONE" else []
+        messages, images = self._messages(request.turns, request.system)
+        prompt = self._render(messages, functions, thinking=thinking.enabled)
+        prompt_ids = self._encode(prompt)
+        if len(prompt_ids) >= self.context_length:
+            raise ApiError.invalid(f"The input token count ({len(prompt_ids)}) exceeds the maximum number of tokens "
+                                   f"allowed ({self.context_length}).")
+        grammar = self._grammar_for(request)
+        s = request.sampling
+        params = SequenceParams(
+            temperature=s.temperature if s.temperature is not None else 1.0,
+            top_p=s.top_p if s.top_p is not None else 1.0, top_k=s.top_k or 0,
+            seed=s.seed * 1000 + request.candidate_index,
+            max_new_tokens=min(s.max_output_tokens, self.context_length - len(prompt_ids)),
+            stop_sequences=list(s.stop_sequences),
+            presence_penalty=s.presence_penalty or 0.0, frequency_penalty=s.frequency_penalty or 0.0,
+            logprobs=s.logprobs,
+            thinking_budget=(thinking.budget if thinking.enabled else 0),
+            starts_thinking=(thinking.enabled and self.special.think_open is not None
+                             and prompt.rstrip().endswith("<think>")),
+            tools=bool(functions), tool_names=frozenset(f.name for f in functions))
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+
+        def emit(event: Event | BaseException) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        sequence = Sequence(params, self.special, self._decode, emit,
+                            self._matcher(grammar) if grammar else None)
+        job = _Job([sequence], prompt_ids, images, prompt)
+        self._submit(job)
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, Finish):
+                    return
+        finally:
+            if not sequence.done:
+                sequence.cancel()
+                job.cancelled.set()
+                log.info("generation cancelled: the client went away")
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def _submit(self, job: _Job) -> None:
+        with self._pending_lock:
+            if self._pending >= self.options.max_queue:
+                raise ApiError("UNAVAILABLE", OVERLOADED, details=[
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}])
+            self._pending += 1
+        self._queue.put(job)
+
+    # The worker -------------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        import torch
+        torch.set_grad_enabled(False)
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.options.batch_wait_ms / 1000
+            while len(batch) < self.options.max_batch_size:
+                try:
+                    job = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._queue.put(None)
+                    break
+                batch.append(job)
+            with self._pending_lock:
+                self._pending -= len(batch)
+            live = [j for j in batch if not j.cancelled.is_set()]
+            # Image requests go one at a time: their pixel inputs do not pad together like token ids.
+            text_jobs = [j for j in live if not j.images]
+            groups = ([text_jobs] if text_jobs else []) + [[j] for j in live if j.images]
+            for group in groups:
+                try:
+                    self._run(group)
+                except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
+                    log.exception("generation failed")
+                    error = ApiError("INTERNAL", f"The model failed to generate: {exc}")
+                    for job in group:
+                        for seq in job.sequences:
+                            if not seq.done:
+                                seq.done = True
+                                seq.emit(error)
+
+    def _run(self, jobs: list[_Job]) -> None:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, \
+            StoppingCriteriaList
+
+        sequences = [s for j in jobs for s in j.sequences]
+
+        class Choose(LogitsProcessor):
+            def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+                chosen = torch.full_like(scores, float("-inf"))
+                for row, seq in enumerate(sequences):
+                    token = seq.choose(scores[row]) if not seq.done else 0
+                    chosen[row, token] = 0.0
+                    seq.accept(token)
+                return chosen
+
+        class Stop(StoppingCriteria):
+            def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+                return torch.tensor([seq.done for seq in sequences], dtype=torch.bool, device=input_ids.device)
+
+        device = self.model.device
+        if jobs[0].images:
+            inputs = self.processor(text=[jobs[0].prompt_text], images=[jobs[0].images], return_tensors="pt")
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+        else:
+            width = max(len(j.prompt_ids) for j in jobs)
+            ids = [[self.pad_id] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs]
+            mask = [[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs]
+            inputs = {"input_ids": torch.tensor(ids, device=device), "attention_mask": torch.tensor(mask, device=device)}
+        config = GenerationConfig(max_new_tokens=max(s.params.max_new_tokens for s in sequences), do_sample=False,
+                                  pad_token_id=self.pad_id, eos_token_id=sorted(self.special.eos))
+        self.model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList([Choose()]),
+                            stopping_criteria=StoppingCriteriaList([Stop()]))
+        for seq in sequences:  # the model ran out of room before the sequence ended on its own
+            if not seq.done:
+                seq.finish("MAX_TOKENS")
