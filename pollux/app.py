@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -31,7 +32,7 @@ log = logging.getLogger("pollux")
 
 VERSIONS = "{version:apiversion}"
 # POST models/{model}:{verb} handlers, by verb.
-MODEL_VERBS = {**generate_router.VERBS}
+MODEL_VERBS = generate_router.VERBS
 
 
 @dataclass
@@ -70,34 +71,45 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
-def _authorize(request: Request) -> str:
-    return auth.authenticate(_services(request).store, request)
+Handler = Callable[[Request], Awaitable[Response]]
 
 
+def authorized(handler: Handler) -> Handler:
+    """Every API route goes through this: the key resolves to a project (`request.state.project_id`) or the request
+    gets the real API's error."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        request.state.project_id = auth.authenticate(_services(request).store, request)
+        return await handler(request)
+
+    return wrapper
+
+
+@authorized
 async def list_models(request: Request) -> Response:
-    _authorize(request)
     return await models_router.list_models(request, _services(request).models)
 
 
+@authorized
 async def get_model(request: Request) -> Response:
-    _authorize(request)
     return await models_router.get_model(request, _services(request).models, request.path_params["name"])
 
 
+@authorized
 async def list_tuned_models(request: Request) -> Response:
-    _authorize(request)
     return JSONResponse({})
 
 
+@authorized
 async def tuned_model(request: Request) -> Response:
     """Tuning is not offered, so no tuned model exists."""
-    _authorize(request)
-    name, _, verb = request.path_params["name"].partition(":")
+    name = request.path_params["name"].partition(":")[0]
     raise ApiError.not_found(f"tunedModels/{name} is not found.")
 
 
+@authorized
 async def model_action(request: Request) -> Response:
-    _authorize(request)
     services = _services(request)
     name, _, verb = request.path_params["name"].rpartition(":")
     handler = MODEL_VERBS.get(verb)
@@ -118,9 +130,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        return error_response(ApiError("INVALID_ARGUMENT", f"Method {request.method} is not allowed for "
-                                       f"{request.url.path}.", code=405))
+    # A known path with the wrong method is, to Google's front end, a path that does not exist.
     return error_response(ApiError.not_found(f"The requested URL {request.url.path} was not found on this server."))
 
 

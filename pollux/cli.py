@@ -47,7 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     issued = auth.bootstrap(store)
-    base_url = f"http://{settings.host}:{settings.port}"
+    # A wildcard listen address is not one a client can connect to; loopback is.
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(settings.host, settings.host)
+    base_url = f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{settings.port}"
     if issued:
         print(f'Created the project "{auth.DEFAULT_PROJECT}" ({issued.project_id}) and its first API key.')
         print("The key is shown only this once; Pollux stores only its hash:")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .errors import model_not_found
+
 GENERATE_METHODS = ("generateContent", "countTokens", "createCachedContent", "batchGenerateContent")
 EMBED_METHODS = ("embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent")
 
@@ -47,7 +49,6 @@ class ModelSpec:
     thinking_can_disable: bool = True
     thinks_by_default: bool = True
     thinking_levels: tuple[str, ...] = ("LOW", "HIGH")
-    embedding_dimensions: int | None = None
     engine: str = "emulator"
     engine_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -97,7 +98,7 @@ DEFAULT_CATALOGUE: tuple[ModelSpec, ...] = (
     ModelSpec(id="gemini-embedding-001", display_name="Gemini Embedding 001",
               description="Obtain a distributed representation of a text.", version="001",
               input_token_limit=2048, output_token_limit=1, methods=EMBED_METHODS,
-              temperature=None, max_temperature=None, top_p=None, top_k=None, embedding_dimensions=3072),
+              temperature=None, max_temperature=None, top_p=None, top_k=None),
 )
 
 
@@ -119,9 +120,14 @@ class Settings:
     # Emulator pacing for streams (seconds between chunks); 0 streams as fast as it can.
     stream_delay: float = 0.0
 
-    @property
-    def database_path(self) -> Path:
-        return self.data_dir / "pollux.db"
+
+def find_model(settings: Settings, name: str, version: str, method: str) -> ModelSpec:
+    """The model a path names (`gemini-x` or `models/gemini-x`) if it supports `method`; else the real API's 404."""
+    model_id = name.removeprefix("models/")
+    model = settings.models.get(model_id)
+    if model is None or method not in model.methods and method != "get":
+        raise model_not_found(model_id, version, method)
+    return model
 
 
 def serve_model(settings: Settings, spec: str) -> None:
@@ -155,6 +161,8 @@ def load_config(path: Path | None, settings: Settings) -> Settings:
     for key, value in doc.get("limits", {}).items():
         if not hasattr(settings.limits, key):
             raise ValueError(f"{path}: unknown limit {key!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{path}: limit {key!r} must be a positive whole number")
         setattr(settings.limits, key, value)
     if "stream_delay" in doc.get("emulator", {}):
         settings.stream_delay = float(doc["emulator"]["stream_delay"])

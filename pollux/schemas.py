@@ -33,6 +33,7 @@ _SHALLOW = 2
 _DEEP = 4
 # Nesting that only an endlessly recursive schema reaches.
 _MAX_DEPTH = 32
+MAX_STRING = 100_000  # characters: more than any answer within Gemini's output limit
 # Values generated per instance_for call, all attempts together: bounds the work on pathological
 # schemas (endless recursion with many failing branches).
 _MAX_STEPS = 20_000
@@ -560,6 +561,8 @@ class _Generator:
     def make_string(self, schema: dict[str, Any], depth: int) -> str:
         low = schema.get("minLength", 0)
         high = schema.get("maxLength")
+        if low > MAX_STRING:
+            raise SchemaMismatch(f"a string of at least {low} characters is longer than any answer can be")
         if high is not None and low > high:
             raise SchemaMismatch(f"string needs minLength {low} but allows maxLength {high}")
         if "pattern" in schema:
@@ -571,9 +574,12 @@ class _Generator:
 
     def text(self, low: int, high: int | None) -> str:
         count = min(self.rng.randint(1, 3), len(self.words))
-        text = " ".join(self.rng.sample(self.words, count))
-        while len(text) < low:
-            text += " " + self.rng.choice(self.words)
+        words = self.rng.sample(self.words, count)
+        size = len(" ".join(words))
+        while size < low:
+            words.append(self.rng.choice(self.words))
+            size += len(words[-1]) + 1
+        text = " ".join(words)
         return text if high is None else text[:high]
 
     def from_pattern(self, pattern: str, low: int, high: int | None) -> str:

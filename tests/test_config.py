@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 from conftest import start_server
 
 
@@ -35,3 +36,27 @@ def test_bad_config_fails_at_start_with_a_message(tmp_path):
                              "--config", str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "unknown engine 'warp-drive'" in result.stderr
+
+
+@pytest.mark.parametrize("rules, message", [
+    ('- match: {contains: x}\n  respond: {error: {code: "503", status: UNAVAILABLE}}\n', "error.code"),
+    ('- match: {contains: x}\n  respond: {error: {code: 200, status: UNAVAILABLE}}\n', "error.code"),
+    ('- match: {contains: x}\n  respond: {function_calls: [{name: f, args: [1]}]}\n', "args"),
+    ('- match: {regex: "(unclosed"}\n  respond: {text: hi}\n', "bad regex"),
+    ("- match: {contains: x\n  respond: [\n", "not valid YAML"),
+], ids=["code-string", "code-200", "args-list", "bad-regex", "bad-yaml"])
+def test_bad_fixtures_fail_at_start_with_a_message(tmp_path, rules, message):
+    path = tmp_path / "rules.yaml"
+    path.write_text(rules)
+    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
+                             "--fixtures", str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_limit_of_the_wrong_type_fails_at_start(tmp_path):
+    config = tmp_path / "pollux.toml"
+    config.write_text('[limits]\nmax_request_bytes = "20MB"\n')
+    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
+                             "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "positive whole number" in result.stderr

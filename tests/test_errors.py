@@ -429,6 +429,60 @@ def test_unknown_paths_and_methods(server, method, path):
     assert_error(r, r.status_code)
 
 
+# Inputs that once cost a 500 or a hang ------------------------------------------------------------------------------
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "minLength": 30_000_000},
+    {"type": "object", "properties": {"a": {"type": "string", "minLength": 10**9}}, "required": ["a"]},
+    {"type": "array", "minItems": 10**7, "items": {"type": "string"}},
+], ids=["huge-string", "huge-nested-string", "huge-array"])
+def test_schema_larger_than_any_answer_is_refused_promptly(server, schema):
+    started = time.monotonic()
+    r = post(server, GENERATE, with_config(responseMimeType="application/json", responseJsonSchema=schema))
+    assert_error(r, 400, "INVALID_ARGUMENT", contains="cannot be satisfied")
+    assert time.monotonic() - started < 5
+
+
+def test_huge_string_parameter_in_a_function_declaration(server):
+    tools = [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": {
+        "type": "object", "properties": {"x": {"type": "string", "minLength": 30_000_000}}, "required": ["x"]}}]}]
+    body = {"contents": HELLO, "tools": tools, "toolConfig": {"functionCallingConfig": {"mode": "ANY"}}}
+    assert_error(post(server, GENERATE, body), 400, "INVALID_ARGUMENT")
+
+
+def test_deeply_nested_schema(server):
+    schema: dict = {"type": "string"}
+    for _ in range(300):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    r = post(server, GENERATE, with_config(responseMimeType="application/json", responseJsonSchema=schema))
+    assert_error(r, 400, "INVALID_ARGUMENT")
+
+
+def test_enormous_integer(server):
+    r = post(server, GENERATE, content=b'{"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": '
+                                         b'{"candidateCount": 1' + b"0" * 400 + b"}}")
+    assert_error(r, 400, "INVALID_ARGUMENT")
+
+
+def test_enum_mime_type_needs_string_values(server):
+    r = post(server, GENERATE, with_config(responseMimeType="text/x.enum", responseJsonSchema={"enum": [{"a": 1}]}))
+    assert_error(r, 400, "INVALID_ARGUMENT", contains="enum of strings")
+
+
+@pytest.mark.parametrize("tool", [{"googleSearch": {"bogus": 1}}, {"codeExecution": {"x": 1}},
+                                  {"urlContext": {"y": True}}], ids=["googleSearch", "codeExecution", "urlContext"])
+def test_unknown_field_inside_a_built_in_tool(server, tool):
+    r = post(server, GENERATE, {"contents": HELLO, "tools": [tool]})
+    assert_error(r, 400, "INVALID_ARGUMENT", contains="Cannot find field")
+
+
+def test_count_tokens_does_not_need_signatures(server):
+    history = [{"role": "user", "parts": [{"text": "weather?"}]},
+               {"role": "model", "parts": [{"functionCall": {"name": "w", "args": {}}}]},
+               {"role": "user", "parts": [{"functionResponse": {"name": "w", "response": {"t": 1}}}]}]
+    r = post(server, "/v1beta/models/gemini-3-pro-preview:countTokens", {"contents": history})
+    assert r.status_code == 200, r.text
+
+
 def test_server_still_healthy_after_bad_input(server, log_offset):
     r = post(server, GENERATE, {"contents": HELLO})
     assert r.status_code == 200, r.text

@@ -73,7 +73,7 @@ async def test_async_generate_and_stream(client):
 
 
 def test_chat_keeps_history_and_sends_signatures_back(client):
-    chat = client.chats.create(model="gemini-2.5-flash",
+    chat = client.chats.create(model="gemini-3-pro-preview",
                                config=types.GenerateContentConfig(
                                    thinking_config=types.ThinkingConfig(include_thoughts=True)))
     first = chat.send_message("I have 2 dogs in my house.")
@@ -125,15 +125,29 @@ def test_candidate_count(client):
 
 
 # Thinking -----------------------------------------------------------------------------------------------------------
-def test_thoughts_are_summarised_counted_and_signed(client):
+def test_thoughts_are_summarised_and_counted(client):
     response = client.models.generate_content(
         model="gemini-2.5-flash", contents=PROMPT,
         config=types.GenerateContentConfig(thinking_config=types.ThinkingConfig(include_thoughts=True)))
     parts = response.candidates[0].content.parts
     assert parts[0].thought is True and parts[0].text
     assert response.text and "Understanding" not in response.text  # thoughts are not in .text
-    assert any(p.thought_signature for p in parts)
     assert response.usage_metadata.thoughts_token_count > 0
+    # Gemini 2.5 returns signatures only when functions are declared; Gemini 3 always.
+    assert not any(p.thought_signature for p in parts)
+    signed = client.models.generate_content(model="gemini-3-pro-preview", contents=PROMPT)
+    assert signed.candidates[0].content.parts[-1].thought_signature
+    with_tools = client.models.generate_content(
+        model="gemini-2.5-flash", contents="What's the weather in Boston?",
+        config=types.GenerateContentConfig(tools=[types.Tool(function_declarations=[WEATHER])]))
+    assert with_tools.candidates[0].content.parts[0].function_call and \
+        with_tools.candidates[0].content.parts[0].thought_signature
+
+
+def test_signatures_do_not_reveal_the_reasoning(client):
+    response = client.models.generate_content(model="gemini-3-pro-preview", contents="A secret plan")
+    signature = response.candidates[0].content.parts[-1].thought_signature
+    assert b"secret" not in signature and b"Understanding" not in signature
 
 
 def test_thinking_budget_bounds_thoughts(client):
@@ -173,7 +187,7 @@ def test_thinking_level_on_gemini_3(client):
 
 
 def test_tampered_signature_is_rejected(server):
-    url = f"{server.base_url}/v1beta/models/gemini-2.5-flash:generateContent?key={server.api_key}"
+    url = f"{server.base_url}/v1beta/models/gemini-3-pro-preview:generateContent?key={server.api_key}"
     first = httpx.post(url, json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).json()
     model_turn = first["candidates"][0]["content"]
     signature = next(p["thoughtSignature"] for p in model_turn["parts"] if "thoughtSignature" in p)
@@ -333,6 +347,9 @@ def scripted(tmp_path_factory):
 - match: {model: gemini-2.5-pro, regex: "^book a flight to (\\\\w+)"}
   respond:
     function_calls: [{name: book_flight, args: {destination: "SFO"}}]
+- match: {contains: "weather"}
+  respond:
+    function_calls: [{name: get_weather, args: {location: "Oslo"}}]
 - match: {contains: "rate limit me"}
   respond: {error: {code: 429, status: RESOURCE_EXHAUSTED, message: "Quota exceeded."}}
 """)
@@ -375,3 +392,28 @@ def test_free_text_arguments_take_the_names_in_the_prompt(client):
         model="gemini-2.5-flash", contents="What's the weather in New York?",
         config=types.GenerateContentConfig(tools=[types.Tool(function_declarations=[WEATHER])]))
     assert response.function_calls[0].args["location"] == "New York"
+
+
+def test_scripted_calls_follow_the_calling_config(scripted):
+    client = genai.Client(api_key=scripted.api_key, http_options=types.HttpOptions(base_url=scripted.base_url))
+    tools = [types.Tool(function_declarations=[WEATHER, TIME])]
+    call = client.models.generate_content(model="gemini-2.5-flash", contents="weather please",
+                                          config=types.GenerateContentConfig(tools=tools)).function_calls
+    assert [c.name for c in call] == ["get_weather"] and call[0].args == {"location": "Oslo"}
+    never = client.models.generate_content(
+        model="gemini-2.5-flash", contents="weather please",
+        config=types.GenerateContentConfig(tools=tools, tool_config=types.ToolConfig(
+            function_calling_config=types.FunctionCallingConfig(mode="NONE"))))
+    assert never.function_calls is None and never.text
+
+    seen = []
+
+    def get_weather(location: str) -> dict:
+        """Get the weather."""
+        seen.append(location)
+        return {"sky": "grey"}
+
+    # Automatic function calling: the scripted call is made once, then the model answers from its result.
+    answer = client.models.generate_content(model="gemini-2.5-flash", contents="weather please",
+                                            config=types.GenerateContentConfig(tools=[get_weather]))
+    assert seen == ["Oslo"] and "grey" in answer.text

@@ -98,33 +98,57 @@ def test_engine_error_before_any_chunk_is_a_plain_http_error(tmp_path):
         srv.stop()
 
 
-def test_client_disconnect_cancels_the_generation(tmp_path):
-    config = tmp_path / "pollux.toml"
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    """A server whose emulator takes 0.3 s per chunk of 8 tokens, so a client can leave mid-generation."""
+    root = tmp_path_factory.mktemp("slow")
+    config = root / "pollux.toml"
     config.write_text("[emulator]\nstream_delay = 0.3\n")
-    srv = start_server(tmp_path / "data", "--config", str(config))
-    try:
-        url = f"{srv.base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={srv.api_key}"
-        with httpx.stream("POST", url, json={"contents": [{"parts": [{"text": "Tell me a long story"}]}]}) as r:
-            first = next(r.iter_lines())
-            assert first.startswith("data: ")
-        # The server notices within a chunk or two and stops generating.
-        deadline = time.monotonic() + 5
-        while "stream cancelled" not in srv.log() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "stream cancelled" in srv.log()
-    finally:
-        srv.stop()
+    srv = start_server(root / "data", "--config", str(config))
+    yield srv
+    srv.stop()
+
+
+def _wait_for(srv, text: str, count: int) -> bool:
+    deadline = time.monotonic() + 5
+    while srv.log().count(text) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return srv.log().count(text) >= count
+
+
+def test_client_disconnect_cancels_a_stream(slow):
+    before = slow.log().count("emulator generation cancelled")
+    url = f"{slow.base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={slow.api_key}"
+    body = {"contents": [{"parts": [{"text": "Tell me a long story"}]}], "generationConfig": {"thinkingConfig": {
+        "includeThoughts": True}}}
+    with httpx.stream("POST", url, json=body) as r:
+        assert next(r.iter_lines()).startswith("data: ")
+    # The engine itself stopped, not only the response.
+    assert _wait_for(slow, "emulator generation cancelled", before + 1), slow.log()
+
+
+def test_client_disconnect_cancels_a_whole_answer(slow):
+    before = slow.log().count("emulator generation cancelled")
+    url = f"{slow.base_url}/v1beta/models/gemini-2.5-flash:generateContent?key={slow.api_key}"
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url, json={"contents": [{"parts": [{"text": "Tell me a long story"}]}]}, timeout=0.5)
+    assert _wait_for(slow, "emulator generation cancelled", before + 1), slow.log()
 
 
 async def test_error_after_the_first_chunk_ends_the_stream_with_an_error_event():
+    from pollux.engines.base import TokenCount
     from pollux.errors import ApiError
+    from pollux.generate.results import Candidate, Chunk, OutPart, Reply, Usage
     from pollux.generate.router import _frames
 
-    async def chunks():
-        yield {"candidates": [{"index": 0}]}
+    reply = Reply([Chunk(Candidate(0), [OutPart(text="Hello")], [])], Usage(TokenCount({"TEXT": 1}), 1, 0), "m", "r")
+
+    async def replies():
+        yield reply
         raise ApiError("RESOURCE_EXHAUSTED", "Quota exceeded.")
 
-    sse = [f async for f in _frames(chunks(), {"candidates": []}, sse=True)]
+    sse = [f async for f in _frames(replies(), reply, sse=True)]
+    assert len(sse) == 3
     assert sse[-1] == b'data: {"error":{"code":429,"message":"Quota exceeded.","status":"RESOURCE_EXHAUSTED"}}\r\n\r\n'
-    array = b"".join([f async for f in _frames(chunks(), {"candidates": []}, sse=False)])
+    array = b"".join([f async for f in _frames(replies(), reply, sse=False)])
     assert json.loads(array)[-1]["error"]["code"] == 429

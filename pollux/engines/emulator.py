@@ -11,6 +11,7 @@ import asyncio
 import functools
 import hashlib
 import json
+import logging
 import random
 import re
 import zlib
@@ -22,6 +23,8 @@ from ..schemas import SchemaMismatch, instance_for, validate_instance, words_of
 from .base import (CallEvent, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TextDelta,
                    TokenCount, TokenLogprob, ToolCall, ToolResult, Turn)
 from .fixtures import Rule, Scripted, find
+
+log = logging.getLogger("pollux.engines.emulator")
 
 # A token is a short run of word characters or one symbol, with the whitespace before it: about 4 characters of
 # English per token, like Gemini's. Joining the tokens gives the text back exactly, so truncation is exact.
@@ -99,6 +102,14 @@ class EmulatorEngine:
         return TokenCount({k: v for k, v in counts.items() if v})
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
+        try:
+            async for event in self._generate(request):
+                yield event
+        except (GeneratorExit, asyncio.CancelledError):
+            log.info("emulator generation cancelled before its end")
+            raise
+
+    async def _generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
         rng = random.Random(_fingerprint(request))
         last_text = _last_user_text(request.turns)
         scripted = find(self.fixtures, request.model, last_text)
@@ -142,9 +153,11 @@ class EmulatorEngine:
     async def _stream(self, request: GenerateRequest, tokens: list[str], thought: bool,
                       logprobs: int | None) -> AsyncIterator[TextDelta]:
         size = self.chunk_tokens if request.stream else max(len(tokens), 1)
+        # `stream_delay` paces every chunk of `chunk_tokens`; a whole answer waits for all of its chunks at once.
+        delay = self.stream_delay * (1 if request.stream else -(-len(tokens) // self.chunk_tokens))
         for i in range(0, len(tokens), size):
-            if self.stream_delay and request.stream:
-                await asyncio.sleep(self.stream_delay)
+            if delay:
+                await asyncio.sleep(delay)
             chunk = tokens[i:i + size]
             # A deterministic model gives each token it emits probability 1, and no alternative a chance.
             probs = tuple(TokenLogprob(t, token_id(t), 0.0, ((t, token_id(t), 0.0),) if logprobs else ())
@@ -208,13 +221,15 @@ def _callable(request: GenerateRequest) -> list[FunctionSpec]:
 def _function_calls(request: GenerateRequest, last_text: str, scripted: Scripted | None,
                     rng: random.Random) -> list[ToolCall]:
     functions = _callable(request)
-    if scripted is not None:
-        return [ToolCall(c["name"], dict(c.get("args") or {}), c.get("id") or _call_id(rng))
-                for c in scripted.function_calls] if scripted.function_calls else []
-    if not functions:
-        return []
     forced = request.tool_mode == "ANY"
-    if _pending_results(request.turns) and not forced:
+    # After a function's result the model answers with it (unless it must call again); NONE never calls.
+    if request.tool_mode == "NONE" or _pending_results(request.turns) and not forced:
+        return []
+    if scripted is not None:
+        allowed = request.allowed_functions
+        return [ToolCall(c["name"], dict(c.get("args") or {}), c.get("id") or _call_id(rng))
+                for c in scripted.function_calls if not allowed or c["name"] in allowed]
+    if not functions:
         return []
     wanted = [f for f in functions if _points_to(f, last_text)]
     if not wanted and forced:

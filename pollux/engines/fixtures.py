@@ -57,18 +57,37 @@ def _scripted(where: str, respond: Any) -> Scripted:
     if len(kinds) != 1 or unknown:
         raise ValueError(f"{where}: 'respond' needs exactly one of text, function_calls, error (and optionally thought)")
     calls = respond.get("function_calls") or []
+    if not isinstance(calls, list):
+        raise ValueError(f"{where}: function_calls must be a list")
     for call in calls:
-        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-            raise ValueError(f"{where}: each function call needs a 'name'")
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str) \
+                or not isinstance(call.get("args", {}), dict):
+            raise ValueError(f"{where}: each function call needs a 'name' and, optionally, 'args' as a mapping")
     error = respond.get("error")
     if error is not None:
         if not isinstance(error, dict) or error.get("status", "INTERNAL") not in STATUSES:
             raise ValueError(f"{where}: error.status must be one of {sorted(STATUSES)}")
+        code = error.get("code", 500)
+        if not isinstance(code, int) or not 400 <= code <= 599:
+            raise ValueError(f"{where}: error.code must be an HTTP error code (400-599)")
+    for key in ("text", "thought"):
+        if respond.get(key) is not None and not isinstance(respond[key], str):
+            raise ValueError(f"{where}: {key} must be a string")
     return Scripted(text=respond.get("text"), function_calls=tuple(calls), thought=respond.get("thought"), error=error)
 
 
+def _compile(where: str, pattern: Any) -> re.Pattern[str]:
+    try:
+        return re.compile(str(pattern))
+    except re.error as exc:
+        raise ValueError(f"{where}: bad regex {pattern!r}: {exc}") from None
+
+
 def load_fixtures(path: Path) -> list[Rule]:
-    doc = yaml.safe_load(path.read_text())
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML or JSON: {exc}") from None
     if isinstance(doc, dict) and "rules" in doc:
         doc = doc["rules"]
     if not isinstance(doc, list):
@@ -85,7 +104,7 @@ def load_fixtures(path: Path) -> list[Rule]:
         rules.append(Rule(
             model=model.removeprefix("models/") if model else None,
             contains=match.get("contains"),
-            regex=re.compile(match["regex"]) if "regex" in match else None,
+            regex=_compile(where, match["regex"]) if "regex" in match else None,
             respond=_scripted(where, entry.get("respond")),
         ))
     return rules

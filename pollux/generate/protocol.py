@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ..engines.base import TokenCount
 from ..wire import ProtoModel, enum
+from .results import Chunk, OutPart, Reply, Usage
 
 Modality = enum("GenerationConfig.Modality", "MODALITY_UNSPECIFIED", "TEXT", "IMAGE", "AUDIO", "VIDEO")
 MediaResolution = enum("MediaResolution", "MEDIA_RESOLUTION_UNSPECIFIED", "MEDIA_RESOLUTION_LOW",
@@ -149,16 +151,54 @@ class FunctionDeclaration(ProtoModel):
     behavior: Behavior | None = None
 
 
+# Built-in tools are accepted on the wire (and checked like any message); no engine runs them yet.
+class Empty(ProtoModel):
+    pass
+
+
+class Interval(ProtoModel):
+    start_time: str | None = None
+    end_time: str | None = None
+
+
+class GoogleSearch(ProtoModel):
+    time_range_filter: Interval | None = None
+    exclude_domains: list[str] | None = None
+
+
+class DynamicRetrievalConfig(ProtoModel):
+    mode: str | None = None
+    dynamic_threshold: float | None = None
+
+
+class GoogleSearchRetrieval(ProtoModel):
+    dynamic_retrieval_config: DynamicRetrievalConfig | None = None
+
+
+class FileSearch(ProtoModel):
+    file_search_store_names: list[str] | None = None
+    metadata_filter: str | None = None
+    top_k: int | None = None
+
+
+class GoogleMaps(ProtoModel):
+    enable_widget: bool | None = None
+
+
+class ComputerUse(ProtoModel):
+    environment: str | None = None
+    excluded_predefined_functions: list[str] | None = None
+
+
 class Tool(ProtoModel):
     function_declarations: list[FunctionDeclaration] | None = None
-    # Built-in tools are accepted on the wire; the emulator does not run them.
-    google_search_retrieval: dict[str, Any] | None = None
-    code_execution: dict[str, Any] | None = None
-    google_search: dict[str, Any] | None = None
-    computer_use: dict[str, Any] | None = None
-    url_context: dict[str, Any] | None = None
-    file_search: dict[str, Any] | None = None
-    google_maps: dict[str, Any] | None = None
+    google_search_retrieval: GoogleSearchRetrieval | None = None
+    code_execution: Empty | None = None
+    google_search: GoogleSearch | None = None
+    computer_use: ComputerUse | None = None
+    url_context: Empty | None = None
+    file_search: FileSearch | None = None
+    google_maps: GoogleMaps | None = None
     mcp_servers: list[dict[str, Any]] | None = None
 
 
@@ -168,9 +208,19 @@ class FunctionCallingConfig(ProtoModel):
     stream_function_call_arguments: bool | None = None
 
 
+class LatLng(ProtoModel):
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+class RetrievalConfig(ProtoModel):
+    lat_lng: LatLng | None = None
+    language_code: str | None = None
+
+
 class ToolConfig(ProtoModel):
     function_calling_config: FunctionCallingConfig | None = None
-    retrieval_config: dict[str, Any] | None = None
+    retrieval_config: RetrievalConfig | None = None
     include_server_side_tool_invocations: bool | None = None
 
 
@@ -184,6 +234,34 @@ class ThinkingConfig(ProtoModel):
     include_thoughts: bool | None = None
     thinking_budget: int | None = None
     thinking_level: ThinkingLevel | None = None
+
+
+class PrebuiltVoiceConfig(ProtoModel):
+    voice_name: str | None = None
+
+
+class VoiceConfig(ProtoModel):
+    prebuilt_voice_config: PrebuiltVoiceConfig | None = None
+
+
+class SpeakerVoiceConfig(ProtoModel):
+    speaker: str | None = None
+    voice_config: VoiceConfig | None = None
+
+
+class MultiSpeakerVoiceConfig(ProtoModel):
+    speaker_voice_configs: list[SpeakerVoiceConfig] | None = None
+
+
+class SpeechConfig(ProtoModel):
+    voice_config: VoiceConfig | None = None
+    multi_speaker_voice_config: MultiSpeakerVoiceConfig | None = None
+    language_code: str | None = None
+
+
+class ImageConfig(ProtoModel):
+    aspect_ratio: str | None = None
+    image_size: str | None = None
 
 
 class GenerationConfig(ProtoModel):
@@ -203,9 +281,9 @@ class GenerationConfig(ProtoModel):
     response_logprobs: bool | None = None
     logprobs: int | None = None
     enable_enhanced_civic_answers: bool | None = None
-    speech_config: dict[str, Any] | None = None
+    speech_config: SpeechConfig | None = None
     thinking_config: ThinkingConfig | None = None
-    image_config: dict[str, Any] | None = None
+    image_config: ImageConfig | None = None
     media_resolution: MediaResolution | None = None
     audio_timestamp: bool | None = None
     audio_transcription_config: dict[str, Any] | None = None
@@ -230,3 +308,65 @@ class GenerateContentRequest(ProtoModel):
 class CountTokensRequest(ProtoModel):
     contents: list[Content] | None = None
     generate_content_request: GenerateContentRequest | None = None
+
+
+# Responses ----------------------------------------------------------------------------------------------------------
+def details_json(counts: TokenCount) -> list[dict[str, Any]]:
+    return [{"modality": m, "tokenCount": n} for m, n in (counts.by_modality or {"TEXT": 0}).items()]
+
+
+def part_json(part: OutPart) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if part.call is not None:
+        out["functionCall"] = {"id": part.call.id, "name": part.call.name, "args": part.call.args}
+    elif part.text is not None:
+        out["text"] = part.text
+        if part.thought:
+            out["thought"] = True
+    if part.signature:
+        out["thoughtSignature"] = part.signature
+    return out
+
+
+def candidate_json(chunk: Chunk) -> dict[str, Any]:
+    cand = chunk.candidate
+    parts = [part_json(p) for p in chunk.parts]
+    out: dict[str, Any] = {"content": {"parts": parts, "role": "model"} if parts else {"role": "model"}}
+    if cand.finish:
+        out["finishReason"] = cand.finish
+    if chunk.logprobs:
+        total = sum(lp.logprob for lp in chunk.logprobs)
+        out["avgLogprobs"] = total / len(chunk.logprobs)
+        out["logprobsResult"] = {
+            "topCandidates": [{"candidates": [{"token": t, "tokenId": i, "logProbability": p} for t, i, p in lp.top]}
+                              for lp in chunk.logprobs],
+            "chosenCandidates": [{"token": lp.token, "tokenId": lp.token_id, "logProbability": lp.logprob}
+                                 for lp in chunk.logprobs],
+            "logProbabilitySum": total,
+        }
+    out["index"] = cand.index
+    return out
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    """Zero counts are left out, as proto3 JSON does."""
+    out: dict[str, Any] = {"promptTokenCount": usage.prompt.total}
+    if usage.output:
+        out["candidatesTokenCount"] = usage.output
+    out["totalTokenCount"] = usage.total
+    if usage.thoughts:
+        out["thoughtsTokenCount"] = usage.thoughts
+    out["promptTokensDetails"] = details_json(usage.prompt)
+    return out
+
+
+def reply_json(reply: Reply) -> dict[str, Any]:
+    return {"candidates": [candidate_json(c) for c in reply.chunks], "usageMetadata": usage_json(reply.usage),
+            "modelVersion": reply.model_version, "responseId": reply.response_id}
+
+
+def count_tokens_json(count: TokenCount) -> dict[str, Any]:
+    out: dict[str, Any] = {"totalTokens": count.total}
+    if count.by_modality:
+        out["promptTokensDetails"] = details_json(count)
+    return out

@@ -2,29 +2,60 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..errors import ApiError
 from ..wire import JSONResponse, dumps, parse, sse_event
-from .protocol import CountTokensRequest, GenerateContentRequest
+from .protocol import CountTokensRequest, GenerateContentRequest, count_tokens_json, reply_json
+from .results import Reply
 from .service import GenerateService
 
 log = logging.getLogger("pollux.generate")
+T = TypeVar("T")
 
 
 async def generate_content(request: Request, service: GenerateService, model_name: str, body: bytes) -> Response:
     model = service.resolve(model_name, request.path_params["version"], "generateContent")
-    return JSONResponse(await service.generate(model, parse(GenerateContentRequest, body)))
+    try:
+        reply = await until_disconnected(request, service.generate(model, parse(GenerateContentRequest, body)))
+    except ClientGone:
+        return Response(status_code=499)  # never read: the connection is closed
+    return JSONResponse(reply_json(reply))
 
 
 async def count_tokens(request: Request, service: GenerateService, model_name: str, body: bytes) -> Response:
     model = service.resolve(model_name, request.path_params["version"], "countTokens")
-    return JSONResponse(await service.count_tokens(model, parse(CountTokensRequest, body)))
+    return JSONResponse(count_tokens_json(await service.count_tokens(model, parse(CountTokensRequest, body))))
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`, cancelling it if the client goes away first (a long generation should not outlive its caller)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.create_task(_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        log.info("generation cancelled: the client went away")
+        raise ClientGone
+    return task.result()
+
+
+class ClientGone(Exception):
+    """The caller disconnected before its answer was ready; there is no one to answer."""
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def stream_generate_content(request: Request, service: GenerateService, model_name: str,
@@ -42,33 +73,32 @@ async def stream_generate_content(request: Request, service: GenerateService, mo
                              media_type="text/event-stream" if sse else "application/json; charset=UTF-8")
 
 
-async def _frames(chunks: AsyncIterator[dict[str, Any]], first: dict[str, Any] | None, sse: bool) -> AsyncIterator[bytes]:
-    def frame(obj: dict[str, Any], index: int) -> bytes:
+async def _frames(replies: AsyncIterator[Reply], first: Reply | None, sse: bool) -> AsyncIterator[bytes]:
+    count = 0
+
+    def frame(obj: dict[str, Any]) -> bytes:
+        nonlocal count
+        count += 1
         if sse:
             return sse_event(obj)
-        return (b"[" if index == 0 else b"\n,\r\n") + dumps(obj)
+        return (b"[" if count == 1 else b"\n,\r\n") + dumps(obj)
 
-    count = 0
     try:
         if first is not None:
-            yield frame(first, 0)
-            count = 1
-        async for chunk in chunks:
-            yield frame(chunk, count)
-            count += 1
+            yield frame(reply_json(first))
+        async for reply in replies:
+            yield frame(reply_json(reply))
     except ApiError as err:
-        yield frame(err.body(), count)
-        count += 1
-    except BaseException as exc:  # noqa: BLE001 - the client's disconnect arrives as a cancellation
-        if not isinstance(exc, Exception):
-            log.info("stream cancelled after %d chunks: the client went away", count)
-            raise
+        yield frame(err.body())
+    except Exception:
         log.exception("stream failed after %d chunks", count)
         yield frame(ApiError("INTERNAL", "An internal error has occurred. Please retry or report in "
-                             "https://developers.generativeai.google/guide/troubleshooting").body(), count)
-        count += 1
+                             "https://developers.generativeai.google/guide/troubleshooting").body())
+    except BaseException:  # the client's disconnect arrives as a cancellation
+        log.info("stream cancelled after %d chunks: the client went away", count)
+        raise
     finally:
-        await chunks.aclose()
+        await replies.aclose()
     if not sse:
         yield b"]" if count else b"[]"
 

@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..config import ModelSpec, Settings
+from ..config import ModelSpec, Settings, find_model
 from ..engines.base import (CallEvent, Engine, Finish, FunctionSpec, GenerateRequest, Media, ResponseFormat, Sampling,
-                            Segment, Text, TextDelta, Thinking, TokenCount, TokenLogprob, ToolCall, ToolResult, Turn)
-from ..errors import ApiError, model_not_found
+                            Segment, Text, TextDelta, Thinking, TokenCount, ToolCall, ToolResult, Turn)
+from ..errors import ApiError
 from ..schemas import openapi_to_json_schema
 from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
+from .results import Candidate, Chunk, OutPart, Reply, Usage
 from .signatures import Signer
 from .validation import check_contents, check_request
 
@@ -35,10 +36,6 @@ def modality_of(mime_type: str) -> str:
     if mime_type == "application/pdf":
         return "DOCUMENT"
     return "TEXT"
-
-
-def _details(counts: dict[str, int]) -> list[dict[str, Any]]:
-    return [{"modality": m, "tokenCount": n} for m, n in counts.items()]
 
 
 class _ResponseIds:
@@ -66,21 +63,12 @@ class Prepared:
     candidates: int
     include_thoughts: bool
     prompt: TokenCount
+    sign: bool  # whether reasoning is returned as signatures (Gemini 3 always; 2.5 when functions are declared)
     response_id: str = field(default_factory=_response_ids.next)
 
-
-@dataclass
-class _Candidate:
-    """What one candidate has produced so far."""
-
-    index: int
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    thought: list[str] = field(default_factory=list)
-    output_tokens: int = 0
-    thought_tokens: int = 0
-    finish: str | None = None
-    signed: bool = False
-    logprobs: list[TokenLogprob] = field(default_factory=list)
+    def reply(self, candidates: list[Candidate], chunks: list[Chunk]) -> Reply:
+        usage = Usage(self.prompt, sum(c.output_tokens for c in candidates), sum(c.thought_tokens for c in candidates))
+        return Reply(chunks, usage, f"{self.model.id} (pollux {self.engine.name})", self.response_id)
 
 
 class GenerateService:
@@ -92,18 +80,14 @@ class GenerateService:
     # Models -----------------------------------------------------------------------------------------------------
     def resolve(self, name: str, version: str, method: str) -> ModelSpec:
         """The model named in the path, if it exists and supports `method`; else the real API's 404."""
-        model_id = name.removeprefix("models/")
-        model = self.settings.models.get(model_id)
-        if model is None or method not in model.methods:
-            raise model_not_found(model_id, version, method)
-        return model
+        return find_model(self.settings, name, version, method)
 
     # Entry points -----------------------------------------------------------------------------------------------
-    async def generate(self, model: ModelSpec, req: GenerateContentRequest) -> dict[str, Any]:
+    async def generate(self, model: ModelSpec, req: GenerateContentRequest) -> Reply:
         prepared = await self.prepare(model, req, stream=False)
-        candidates = [_Candidate(i) for i in range(prepared.candidates)]
+        candidates = [Candidate(i) for i in range(prepared.candidates)]
 
-        async def run(cand: _Candidate) -> None:
+        async def run(cand: Candidate) -> None:
             async for event in prepared.engine.generate(self._for_candidate(prepared, cand.index)):
                 self._apply(prepared, cand, event, cand.parts)
 
@@ -112,51 +96,53 @@ class GenerateService:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
+            for task in tasks:  # also when the client went away and this request was cancelled
                 task.cancel()
-        return self._response(prepared, candidates, [self._candidate_json(c, c.parts, c.logprobs) for c in candidates])
+        return prepared.reply(candidates, [Chunk(c, c.parts, c.logprobs) for c in candidates])
 
-    async def stream(self, model: ModelSpec, req: GenerateContentRequest) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, model: ModelSpec, req: GenerateContentRequest) -> AsyncIterator[Reply]:
         """Validates before the first chunk (so errors are plain HTTP errors), then yields response chunks."""
         prepared = await self.prepare(model, req, stream=True)
-        candidates = [_Candidate(i) for i in range(prepared.candidates)]
-        merged: asyncio.Queue[tuple[_Candidate, Any]] = asyncio.Queue()
-        _END = object()
+        candidates = [Candidate(i) for i in range(prepared.candidates)]
+        # Bounded, so that an engine cannot run far ahead of a slow client.
+        merged: asyncio.Queue[tuple[Candidate, Any]] = asyncio.Queue(maxsize=64)
+        end = object()
 
-        async def run(cand: _Candidate) -> None:
+        async def run(cand: Candidate) -> None:
             try:
                 async for event in prepared.engine.generate(self._for_candidate(prepared, cand.index)):
                     await merged.put((cand, event))
             except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
                 await merged.put((cand, exc))
             finally:
-                await merged.put((cand, _END))
+                await merged.put((cand, end))
 
-        async def chunks() -> AsyncIterator[dict[str, Any]]:
+        async def replies() -> AsyncIterator[Reply]:
             tasks = [asyncio.create_task(run(c)) for c in candidates]
             running = len(tasks)
             try:
                 while running:
                     cand, event = await merged.get()
-                    if event is _END:
+                    if event is end:
                         running -= 1
                         continue
                     if isinstance(event, Exception):
                         raise event
-                    delta: list[dict[str, Any]] = []
+                    parts: list[OutPart] = []
                     seen = len(cand.logprobs)
-                    self._apply(prepared, cand, event, delta)
-                    if delta or cand.finish:
-                        yield self._response(prepared, candidates, [self._candidate_json(cand, delta,
-                                                                                           cand.logprobs[seen:])])
+                    self._apply(prepared, cand, event, parts)
+                    if cand.finish and not parts:
+                        parts.append(OutPart(text=""))  # the JS SDK drops a streamed turn with an empty chunk
+                    if parts:
+                        yield prepared.reply(candidates, [Chunk(cand, parts, cand.logprobs[seen:])])
             finally:
                 for task in tasks:  # a client that went away stops its generations here
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-        return chunks()
+        return replies()
 
-    async def count_tokens(self, model: ModelSpec, req: CountTokensRequest) -> dict[str, Any]:
+    async def count_tokens(self, model: ModelSpec, req: CountTokensRequest) -> TokenCount:
         if req.contents and req.generate_content_request:
             raise ApiError.invalid("* CountTokensRequest: contents and generate_content_request are mutually exclusive.\n")
         if req.generate_content_request is not None:
@@ -166,13 +152,9 @@ class GenerateService:
             system = self._system(inner.system_instruction)
             functions = self._functions(inner)
         else:
-            check_contents(req.contents)
+            check_contents(req.contents, "CountTokensRequest")
             turns, system, functions = self._turns(req.contents or [], model), [], []
-        count = await self._engine(model).count_tokens(model.id, turns, system, functions)
-        out: dict[str, Any] = {"totalTokens": count.total}
-        if count.by_modality:
-            out["promptTokensDetails"] = _details(count.by_modality)
-        return out
+        return await self._engine(model).count_tokens(model.id, turns, system, functions)
 
     # Request → engine -------------------------------------------------------------------------------------------
     def _engine(self, model: ModelSpec) -> Engine:
@@ -183,6 +165,7 @@ class GenerateService:
 
     async def prepare(self, model: ModelSpec, req: GenerateContentRequest, stream: bool) -> Prepared:
         check_request(req, model)
+        self._check_signatures(req.contents or [], model)
         if req.cached_content:
             # No cache can exist yet for any project: the real API's answer to an unknown cache.
             raise ApiError("PERMISSION_DENIED", "CachedContent not found (or permission denied)")
@@ -214,7 +197,8 @@ class GenerateService:
         if prompt.total > model.input_token_limit:
             raise ApiError.invalid(f"The input token count ({prompt.total}) exceeds the maximum number of tokens "
                                    f"allowed ({model.input_token_limit}).")
-        return Prepared(model, engine, request, cfg.candidate_count or 1, thinking.include_thoughts, prompt)
+        sign = model.thinking_control == "level" or bool(functions)
+        return Prepared(model, engine, request, cfg.candidate_count or 1, thinking.include_thoughts, prompt, sign)
 
     @staticmethod
     def _for_candidate(prepared: Prepared, index: int) -> GenerateRequest:
@@ -228,7 +212,6 @@ class GenerateService:
             for j, part in enumerate(content.parts or []):
                 segments.extend(self._segments(part, f"contents[{i}].parts[{j}]"))
             turns.append(Turn(role, segments))
-        self._check_signatures(contents, model)
         return turns
 
     def _system(self, content: Content | None) -> list[Segment]:
@@ -336,88 +319,52 @@ class GenerateService:
         enabled = model.thinks_by_default or budget == -1
         return Thinking(enabled=enabled, budget=None, include_thoughts=include and enabled)
 
-    # Engine events → response -----------------------------------------------------------------------------------
-    def _apply(self, prepared: Prepared, cand: _Candidate, event: Any, parts: list[dict[str, Any]]) -> None:
+    # Engine events → results ------------------------------------------------------------------------------------
+    def _apply(self, prepared: Prepared, cand: Candidate, event: Any, parts: list[OutPart]) -> None:
         """Fold one engine event into the candidate; the parts it adds go to `parts` (all parts, or this chunk's)."""
         if isinstance(event, TextDelta):
             if event.thought:
                 cand.thought.append(event.text)
                 cand.thought_tokens += event.tokens
-                if prepared.include_thoughts:
+                if prepared.include_thoughts and event.text:
                     _append_text(parts, event.text, thought=True)
             else:
                 cand.output_tokens += event.tokens
                 cand.logprobs.extend(event.logprobs)
-                _append_text(parts, event.text)
+                if event.text:
+                    _append_text(parts, event.text)
         elif isinstance(event, CallEvent):
-            call = event.call
             cand.output_tokens += event.tokens
-            part: dict[str, Any] = {"functionCall": {"id": call.id, "name": call.name, "args": call.args}}
-            if cand.thought and not cand.signed:
-                part["thoughtSignature"] = self.signer.sign("".join(cand.thought))
-                cand.signed = True
-            parts.append(part)
+            parts.append(OutPart(call=event.call, signature=self._signature(prepared, cand)))
         elif isinstance(event, Finish):
             cand.finish = event.reason
-            if cand.thought and not cand.signed:
-                signature = self.signer.sign("".join(cand.thought))
-                if parts and "text" in parts[-1] and not parts[-1].get("thought"):
-                    parts[-1]["thoughtSignature"] = signature
+            signature = self._signature(prepared, cand)
+            if signature:  # on the last part, or a part of its own when that is a thought
+                if parts and parts[-1].text is not None and not parts[-1].thought and not parts[-1].signature:
+                    parts[-1].signature = signature
                 else:
-                    parts.append({"thoughtSignature": signature})
-                cand.signed = True
+                    parts.append(OutPart(signature=signature))
 
-    @staticmethod
-    def _candidate_json(cand: _Candidate, parts: list[dict[str, Any]],
-                        logprobs: list[TokenLogprob] | None = None) -> dict[str, Any]:
-        content: dict[str, Any] = {"parts": parts, "role": "model"} if parts else {"role": "model"}
-        out: dict[str, Any] = {"content": content}
-        if cand.finish:
-            out["finishReason"] = cand.finish
-        if logprobs:
-            total = sum(lp.logprob for lp in logprobs)
-            out["avgLogprobs"] = total / len(logprobs)
-            out["logprobsResult"] = {
-                "topCandidates": [{"candidates": [{"token": t, "tokenId": i, "logProbability": p} for t, i, p in lp.top]}
-                                  for lp in logprobs],
-                "chosenCandidates": [{"token": lp.token, "tokenId": lp.token_id, "logProbability": lp.logprob}
-                                     for lp in logprobs],
-                "logProbabilitySum": total,
-            }
-        out["index"] = cand.index
-        return out
-
-    def _response(self, prepared: Prepared, cands: list[_Candidate], candidates_json: list[dict[str, Any]]) -> dict:
-        prompt = prepared.prompt.total
-        output = sum(c.output_tokens for c in cands)
-        thoughts = sum(c.thought_tokens for c in cands)
-        usage: dict[str, Any] = {"promptTokenCount": prompt}
-        if output:
-            usage["candidatesTokenCount"] = output
-        usage["totalTokenCount"] = prompt + output + thoughts
-        if thoughts:
-            usage["thoughtsTokenCount"] = thoughts
-        usage["promptTokensDetails"] = _details(prepared.prompt.by_modality or {"TEXT": 0})
-        return {
-            "candidates": candidates_json,
-            "usageMetadata": usage,
-            "modelVersion": f"{prepared.model.id} (pollux {prepared.engine.name})",
-            "responseId": prepared.response_id,
-        }
+    def _signature(self, prepared: Prepared, cand: Candidate) -> str | None:
+        """The signature of the candidate's reasoning, once: on its first function call, else on its last part."""
+        if not prepared.sign or cand.signed or not cand.thought:
+            return None
+        cand.signed = True
+        return self.signer.sign("".join(cand.thought))
 
 
-def _append_text(parts: list[dict[str, Any]], text: str, thought: bool = False) -> None:
+def _append_text(parts: list[OutPart], text: str, thought: bool = False) -> None:
     """Consecutive text of one kind joins one part, as Gemini returns it."""
-    if parts and "text" in parts[-1] and bool(parts[-1].get("thought")) == thought and "thoughtSignature" not in parts[-1]:
-        parts[-1]["text"] += text
+    last = parts[-1] if parts else None
+    if last is not None and last.text is not None and last.thought == thought and not last.signature:
+        last.text += text
     else:
-        parts.append({"text": text, "thought": True} if thought else {"text": text})
+        parts.append(OutPart(text=text, thought=thought))
 
 
 def _b64(data: str, path: str) -> bytes:
     try:
-        if "-" in data or "_" in data:
-            return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-        return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
+        return base64.b64decode(data + "=" * (-len(data) % 4),
+                                altchars=b"-_" if "-" in data or "_" in data else None, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError.invalid(f"Invalid value at '{path}' (TYPE_BYTES), Base64 decoding failed for \"{data[:40]}\"") from None

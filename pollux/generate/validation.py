@@ -20,30 +20,37 @@ RESPONSE_MIME_TYPES = ("text/plain", "application/json", "application/xml", "app
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
 
 
-def _field(path: str, message: str) -> ApiError:
-    return ApiError.invalid(f"* GenerateContentRequest.{path}: {message}\n")
+def _field(path: str, message: str, request: str = "GenerateContentRequest") -> ApiError:
+    return ApiError.invalid(f"* {request}.{path}: {message}\n")
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _range(name: str, value: float, low: float, high: float, high_inclusive: bool = True) -> ApiError:
-    upper = f"{high} (inclusive)" if high_inclusive else f"{high} (exclusive)"
-    return ApiError.invalid(f"Unable to submit request because it has a {name} value of {value:g} but the supported "
-                            f"range is from {low:g} (inclusive) to {upper}. Update the value and try again.")
+    upper = f"{_number(high)} (inclusive)" if high_inclusive else f"{_number(high)} (exclusive)"
+    return ApiError.invalid(f"Unable to submit request because it has a {name} value of {_number(value)} but the "
+                            f"supported range is from {_number(low)} (inclusive) to {upper}. Update the value and "
+                            "try again.")
 
 
-def check_contents(contents: list[Content] | None, path: str = "contents") -> None:
+def check_contents(contents: list[Content] | None, request: str = "GenerateContentRequest") -> None:
     if not contents:
-        raise _field(path, "contents is not specified")
+        raise _field("contents", "contents is not specified", request)
     for i, content in enumerate(contents):
         if content.role is not None and content.role not in ROLES:
             raise ApiError.invalid("Please use a valid role: user, model.")
         if not content.parts:
-            raise _field(f"{path}[{i}].parts", "contents.parts must not be empty.")
+            raise _field(f"contents[{i}].parts", "contents.parts must not be empty.", request)
         for j, part in enumerate(content.parts):
             fields = part.data_fields()
             if not fields and part.thought_signature is None:
-                raise _field(f"{path}[{i}].parts[{j}].data", "required oneof field 'data' must have one initialized field")
+                raise _field(f"contents[{i}].parts[{j}].data",
+                             "required oneof field 'data' must have one initialized field", request)
             if len(fields) > 1:
-                raise _field(f"{path}[{i}].parts[{j}].data", f"oneof field 'data' is already set. Cannot set '{fields[1]}'")
+                raise _field(f"contents[{i}].parts[{j}].data",
+                             f"oneof field 'data' is already set. Cannot set '{fields[1]}'", request)
 
 
 def check_system_instruction(system: Content | None) -> None:
@@ -99,7 +106,8 @@ def _check_response_format(cfg: GenerationConfig) -> None:
                      f"specifying {which} requires setting response_mime_type to 'application/json' or 'text/x.enum'.")
     if mime == "text/x.enum":
         schema = cfg.response_schema.to_dict() if cfg.response_schema else cfg.response_json_schema
-        if not isinstance(schema, dict) or not schema.get("enum"):
+        values = schema.get("enum") if isinstance(schema, dict) else None
+        if not values or not all(isinstance(v, str) for v in values):
             raise _field("generation_config.response_schema",
                          "response_mime_type 'text/x.enum' requires a schema with an enum of strings.")
     if cfg.response_json_schema is not None and not isinstance(cfg.response_json_schema, (dict, bool)):

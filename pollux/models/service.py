@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from ..config import Settings
-from ..errors import ApiError, model_not_found
+from ..config import Settings, find_model
+from ..errors import ApiError
 from .protocol import model_json
 
 
@@ -43,7 +43,4 @@ class ModelService:
         return out
 
     def get(self, name: str, version: str) -> dict[str, Any]:
-        model = self.settings.models.get(name.removeprefix("models/"))
-        if model is None:
-            raise model_not_found(name.removeprefix("models/"), version, "get")
-        return model_json(model)
+        return model_json(find_model(self.settings, name, version, "get"))
