@@ -38,6 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import build_app, build_services
 
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = _settings(args)
         store = Store(settings.data_dir)
@@ -45,7 +47,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"pollux: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     issued = auth.bootstrap(store)
     # A wildcard listen address is not one a client can connect to; loopback is.
     host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(settings.host, settings.host)
@@ -128,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--fixtures", help="YAML/JSON rules with scripted answers for the emulator")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--model", action="append", metavar="ID=SOURCE",
                        help="serve ID with a Hugging Face model: ID=hf:ORG/NAME or ID=/local/dir (repeatable)")
     serve.set_defaults(func=cmd_serve)

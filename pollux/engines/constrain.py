@@ -35,17 +35,17 @@ def choice_grammar(values: list[str]) -> str:
     return llguidance.LLMatcher.grammar_from_regex("|".join(re.escape(v) for v in values))
 
 
-def tool_call_grammar(calls: list[tuple[str, dict[str, Any]]], open_tag: str, close_tag: str,
+def tool_call_grammar(calls: list[tuple[str, dict[str, Any]]], open_id: int, close_id: int,
                       parallel: bool = True) -> str:
-    """One or more `<open>{"name": ..., "arguments": {...}}<close>` blocks, each naming an allowed function with
-    arguments valid for its parameters schema. The tags are special tokens of the model's vocabulary."""
+    """One or more `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks, each naming an allowed function
+    with arguments valid for its parameters schema. The markers are single tokens, given by id."""
     schema = {"oneOf": [
         {"type": "object", "properties": {"name": {"const": name}, "arguments": params or {"type": "object"}},
          "required": ["name", "arguments"], "additionalProperties": False}
         for name, params in calls]}
     repeat = "+" if parallel else ""
     return (f"start: call{repeat}\n"
-            f"call: <[{open_tag}]> body <[{close_tag}]>\n"
+            f"call: <[{open_id}]> body <[{close_id}]>\n"
             f"body: %json{json.dumps(schema | {'x-guidance': _JSON_DEFAULTS})}\n")
 
 
@@ -55,9 +55,6 @@ class TokenizerGrammars:
     def __init__(self, hf_tokenizer: Any, vocab_size: int) -> None:
         self.vocab_size = vocab_size
         self._tokenizer = llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=vocab_size)
-
-    def special_ids(self, text: str) -> str:
-        return text
 
     def matcher(self, grammar: str) -> Matcher:
         error = llguidance.LLMatcher.validate_grammar(grammar, self._tokenizer)

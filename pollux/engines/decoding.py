@@ -80,6 +80,7 @@ class Sequence:
         self.generated = 0
         self.thought_tokens = 0
         self._phase = "thinking" if params.starts_thinking else "start"  # start | thinking | answer | tool
+        self._lstrip = params.starts_thinking
         self._text = _Detokenizer(decode)
         self._answer = ""
         self._tool_ids: list[int] = []
@@ -173,11 +174,13 @@ class Sequence:
                 self._phase = "answer"
         elif token == s.think_open and self._phase == "start":
             self._phase = "thinking"
+            self._lstrip = True
             self._thought("")
         elif token == s.think_close and self._phase == "thinking":
             self._thought("")
             self._phase = "answer"
             self._text.reset()
+            self._lstrip = True
         elif token == s.tool_open and p.tools and self._phase in ("start", "answer"):
             self._phase, self._tool_ids = "tool", []
         elif self._phase == "thinking":
@@ -188,11 +191,19 @@ class Sequence:
         if not self.done and self.generated >= p.max_new_tokens:
             self.finish("MAX_TOKENS")
 
+    def _strip(self, text: str) -> str:
+        """Templates put newlines after <think> and </think>; the parts start at the first visible character."""
+        if self._lstrip:
+            text = text.lstrip()
+            self._lstrip = not text
+        return text
+
     def _thought(self, text: str) -> None:
         self.thought_tokens += 1
-        self.emit(TextDelta(text, thought=True, tokens=1))
+        self.emit(TextDelta(self._strip(text), thought=True, tokens=1))
 
     def _answer_delta(self, text: str, logprob: TokenLogprob | None) -> None:
+        text = self._strip(text)
         before = self._answer
         self._answer += text
         for stop in self.params.stop_sequences:

@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -45,6 +46,7 @@ class HFOptions:
     max_batch_size: int = 16
     max_queue: int = 64
     batch_wait_ms: float = 10.0   # how long the worker waits for more requests to join a batch
+    threads: int = 0              # torch threads; 0: all cores but one, which stays free for HTTP
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> HFOptions:
@@ -233,7 +235,8 @@ class TransformersEngine:
                                        "has no <tool_call> markers to force.")
             allowed = [f for f in request.functions
                        if not request.allowed_functions or f.name in request.allowed_functions]
-            return tool_call_grammar([(f.name, f.parameters or {}) for f in allowed], "<tool_call>", "</tool_call>")
+            return tool_call_grammar([(f.name, f.parameters or {}) for f in allowed], self.special.tool_open,
+                                     self.special.tool_close)
         fmt = request.response_format
         if fmt.kind == "json":
             return json_grammar(fmt.schema or {"type": "object"})
@@ -312,6 +315,7 @@ class TransformersEngine:
     def _work(self) -> None:
         import torch
         torch.set_grad_enabled(False)
+        torch.set_num_threads(self.options.threads or max(1, (os.cpu_count() or 2) - 1))
         while True:
             first = self._queue.get()
             if first is None:
@@ -330,6 +334,7 @@ class TransformersEngine:
             with self._pending_lock:
                 self._pending -= len(batch)
             live = [j for j in batch if not j.cancelled.is_set()]
+            log.debug("batch of %d", len(live))
             # Image requests go one at a time: their pixel inputs do not pad together like token ids.
             text_jobs = [j for j in live if not j.images]
             groups = ([text_jobs] if text_jobs else []) + [[j] for j in live if j.images]

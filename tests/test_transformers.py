@@ -1,0 +1,292 @@
+"""The transformers engine through the HTTP API and the official SDK, on tiny models the tests build offline.
+
+`gemini-2.5-flash` is the scripted model (a tiny Llama overfit on a few chats, exact answers under greedy decoding),
+`gemini-2.0-flash` a tiny random Llama (only validity can be asserted on it), `tiny-vision` a tiny Gemma 3 with a
+vision tower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import jsonschema
+import pytest
+import tiny_models
+from conftest import start_server
+from google import genai
+from google.genai import errors, types
+
+GREEDY = {"temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, str]:
+    root = tiny_models.models_root()
+    return {"scripted": str(tiny_models.build_scripted(root)), "random": str(tiny_models.build_llama(root)),
+            "vision": str(tiny_models.build_gemma3_mm(root))}
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory, models):
+    root = tmp_path_factory.mktemp("hf")
+    config = root / "pollux.toml"
+    config.write_text(f"""
+[models."gemini-2.5-flash"]
+engine = "transformers"
+engine_options = {{ source = "{models['scripted']}", threads = 1 }}
+
+[models."gemini-2.0-flash"]
+engine = "transformers"
+engine_options = {{ source = "{models['random']}", threads = 1, max_batch_size = 8, batch_wait_ms = 50 }}
+
+[models."tiny-vision"]
+base = "gemini-2.5-flash"
+engine = "transformers"
+engine_options = {{ source = "{models['vision']}", threads = 1 }}
+""")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    srv = start_server(root / "data", "--config", str(config), "--log-level", "debug")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(hf):
+    return genai.Client(api_key=hf.api_key, http_options=types.HttpOptions(base_url=hf.base_url))
+
+
+def ask(client, text: str, model: str = "gemini-2.5-flash", **config):
+    return client.models.generate_content(model=model, contents=text,
+                                          config=types.GenerateContentConfig(**{**GREEDY, **config}))
+
+
+# The scripted model: exact answers ----------------------------------------------------------------------------------
+def test_plain_answer(client):
+    response = ask(client, "What is the capital of France?")
+    assert response.text == "The capital of France is Paris."
+    assert response.candidates[0].finish_reason == types.FinishReason.STOP
+    usage = response.usage_metadata
+    assert usage.candidates_token_count > 0
+    assert client.models.count_tokens(model="gemini-2.5-flash",
+                                      contents="What is the capital of France?").total_tokens == usage.prompt_token_count
+
+
+def test_stop_sequence_and_max_tokens(client):
+    cut = ask(client, "What is the capital of France?", stop_sequences=["Paris"])
+    assert cut.text == "The capital of France is " and cut.candidates[0].finish_reason == types.FinishReason.STOP
+    short = ask(client, "What is the capital of France?", max_output_tokens=3)
+    assert short.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+    assert short.usage_metadata.candidates_token_count == 3
+    assert "The capital of France is Paris.".startswith(short.text)
+
+
+def test_tool_call_parsed_into_a_function_call(client):
+    fn = tiny_models.WEATHER_TOOL["function"]
+    tool = types.Tool(function_declarations=[types.FunctionDeclaration(
+        name=fn["name"], description=fn["description"], parameters_json_schema=fn["parameters"])])
+    response = ask(client, "What's the weather in Boston?", tools=[tool])
+    call = response.function_calls[0]
+    assert call.name == "get_weather" and call.args == {"location": "Boston"} and call.id
+    assert response.text is None
+
+
+def test_thinking_is_separated_counted_and_signed(client):
+    response = ask(client, "Why is the sky blue?",
+                   thinking_config=types.ThinkingConfig(include_thoughts=True))
+    parts = response.candidates[0].content.parts
+    assert parts[0].thought and parts[0].text.strip() == "Light scatters."
+    assert response.text == "Because of Rayleigh scattering."
+    assert response.usage_metadata.thoughts_token_count > 0
+    hidden = ask(client, "Why is the sky blue?")
+    assert hidden.text == "Because of Rayleigh scattering." and not any(p.thought for p in
+                                                                        hidden.candidates[0].content.parts)
+    assert hidden.usage_metadata.thoughts_token_count == response.usage_metadata.thoughts_token_count
+
+
+def test_thinking_budget_ends_and_disables_thinking(client):
+    off = ask(client, "Why is the sky blue?", thinking_config=types.ThinkingConfig(thinking_budget=0))
+    assert off.text == "Because of Rayleigh scattering." and off.usage_metadata.thoughts_token_count is None
+    short = ask(client, "Why is the sky blue?", thinking_config=types.ThinkingConfig(thinking_budget=2,
+                                                                                     include_thoughts=True))
+    assert short.usage_metadata.thoughts_token_count <= 2 + 1  # the budget, then the forced </think>
+
+
+def test_utf8_is_never_split_across_stream_chunks(hf):
+    url = f"{hf.base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={hf.api_key}"
+    body = {"contents": [{"parts": [{"text": "Say hello in Japanese."}]}], "generationConfig": GREEDY}
+    texts = []
+    with httpx.stream("POST", url, json=body, timeout=60) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                chunk = json.loads(line[6:])
+                texts += [p.get("text", "") for p in chunk["candidates"][0]["content"].get("parts", [])]
+    assert "".join(texts) == "こんにちは、世界！"
+    assert len([t for t in texts if t]) > 3  # token by token
+    assert all("\ufffd" not in t for t in texts)
+
+
+# The random model: validity, batching, limits ------------------------------------------------------------------------
+SCHEMA = {"type": "object", "properties": {
+    "city": {"type": "string", "maxLength": 12}, "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+    "temperature": {"type": "integer", "minimum": -50, "maximum": 60}, "unit": {"enum": ["C", "F"]},
+    "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3}},
+    "required": ["city", "zip", "temperature", "unit", "tags"], "additionalProperties": False}
+
+
+def test_structured_output_from_random_weights_is_valid(client):
+    for seed in range(4):
+        response = client.models.generate_content(
+            model="gemini-2.0-flash", contents="Weather report",
+            config=types.GenerateContentConfig(seed=seed, max_output_tokens=200, response_mime_type="application/json",
+                                               response_json_schema=SCHEMA))
+        jsonschema.validate(json.loads(response.text), SCHEMA)
+
+
+def test_enum_output(client):
+    response = client.models.generate_content(
+        model="gemini-2.0-flash", contents="Pick one",
+        config=types.GenerateContentConfig(response_mime_type="text/x.enum",
+                                           response_json_schema={"type": "string", "enum": ["red", "green", "blue"]}))
+    assert response.text in ("red", "green", "blue")
+
+
+def test_mode_any_forces_a_valid_call_to_an_allowed_function(client):
+    tools = [types.Tool(function_declarations=[
+        types.FunctionDeclaration(name="get_weather", parameters_json_schema={
+            "type": "object", "properties": {"location": {"type": "string", "maxLength": 10}}, "required": ["location"]}),
+        types.FunctionDeclaration(name="get_time", parameters_json_schema={
+            "type": "object", "properties": {"hour": {"type": "integer", "minimum": 0, "maximum": 23}},
+            "required": ["hour"]})])]
+    for seed in range(3):
+        response = client.models.generate_content(
+            model="gemini-2.0-flash", contents="Anything",
+            config=types.GenerateContentConfig(seed=seed, max_output_tokens=120, tools=tools,
+                                               tool_config=types.ToolConfig(function_calling_config=types.
+                                                                            FunctionCallingConfig(
+                                                                                mode="ANY",
+                                                                                allowed_function_names=["get_time"]))))
+        calls = response.function_calls
+        assert calls and all(c.name == "get_time" and 0 <= c.args["hour"] <= 23 for c in calls), response
+
+
+def test_same_seed_same_text(client):
+    a = client.models.generate_content(model="gemini-2.0-flash", contents="Hello",
+                                       config=types.GenerateContentConfig(seed=5, max_output_tokens=16))
+    b = client.models.generate_content(model="gemini-2.0-flash", contents="Hello",
+                                       config=types.GenerateContentConfig(seed=5, max_output_tokens=16))
+    assert a.text == b.text
+
+
+def test_logprobs(client):
+    response = client.models.generate_content(
+        model="gemini-2.0-flash", contents="Hello",
+        config=types.GenerateContentConfig(max_output_tokens=8, response_logprobs=True, logprobs=3))
+    result = response.candidates[0].logprobs_result
+    assert len(result.chosen_candidates) >= 1
+    assert all(c.log_probability <= 0 for c in result.chosen_candidates)
+    assert all(len(t.candidates) == 3 for t in result.top_candidates)
+
+
+async def test_concurrent_requests_are_batched(client, hf):
+    async def one(i: int):
+        return await client.aio.models.generate_content(
+            model="gemini-2.0-flash", contents=f"Request {i}", config=types.GenerateContentConfig(max_output_tokens=8))
+    responses = await asyncio.gather(*(one(i) for i in range(6)))
+    assert all(r.usage_metadata.candidates_token_count for r in responses)
+    sizes = [int(line.rsplit(" ", 1)[1]) for line in hf.log().splitlines() if "batch of" in line]
+    assert max(sizes) > 1, sizes
+
+
+def test_candidate_count_decodes_together(client):
+    response = client.models.generate_content(model="gemini-2.0-flash", contents="Hello",
+                                              config=types.GenerateContentConfig(candidate_count=3,
+                                                                                 max_output_tokens=8))
+    assert [c.index for c in response.candidates] == [0, 1, 2]
+
+
+def test_stream_disconnect_stops_generation(hf):
+    url = f"{hf.base_url}/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key={hf.api_key}"
+    before = hf.log().count("generation cancelled")
+    body = {"contents": [{"parts": [{"text": "Go on"}]}], "generationConfig": {"maxOutputTokens": 4000}}
+    with httpx.stream("POST", url, json=body, timeout=60) as r:
+        assert next(r.iter_lines()).startswith("data: ")
+    import time
+    deadline = time.monotonic() + 10
+    while hf.log().count("generation cancelled") <= before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert hf.log().count("generation cancelled") > before
+
+
+# Images -------------------------------------------------------------------------------------------------------------
+def _png(width: int, height: int) -> bytes:
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_image_input_to_a_vision_model(client):
+    image = types.Part.from_bytes(data=_png(300, 200), mime_type="image/png")
+    response = client.models.generate_content(model="tiny-vision", contents=[image, "What is this?"],
+                                              config=types.GenerateContentConfig(max_output_tokens=5))
+    details = {d.modality.name: d.token_count for d in response.usage_metadata.prompt_tokens_details}
+    assert details["IMAGE"] == 258 and details["TEXT"] > 0
+    big = client.models.count_tokens(model="tiny-vision", contents=[
+        types.Part.from_bytes(data=_png(960, 540), mime_type="image/png"), "x"])
+    assert big.total_tokens > 1548  # 6 tiles of 258, plus the text
+
+
+def test_image_to_a_text_only_model_is_a_clear_400(client):
+    image = types.Part.from_bytes(data=_png(10, 10), mime_type="image/png")
+    with pytest.raises(errors.ClientError) as exc:
+        client.models.generate_content(model="gemini-2.0-flash", contents=[image, "What is this?"])
+    assert exc.value.code == 400 and "text-only" in exc.value.message
+
+
+# Loading ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("source, message", [("/no/such/dir", "does not exist"),
+                                             ("hf:pollux-test/no-such-model", "pollux-test/no-such-model")])
+def test_model_that_cannot_load_stops_the_server_with_a_message(tmp_path, source, message):
+    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path),
+                             "--model", f"gemini-2.5-flash={source}"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_queue_bound_answers_503_with_retry_info(tmp_path, models):
+    config = tmp_path / "pollux.toml"
+    config.write_text(f'[models."gemini-2.0-flash"]\nengine = "transformers"\nengine_options = {{ source = '
+                      f'"{models["random"]}", threads = 1, max_batch_size = 1, max_queue = 1 }}\n')
+    srv = start_server(tmp_path / "data", "--config", str(config))
+    try:
+        async def burst():
+            async with httpx.AsyncClient(timeout=120) as http:
+                url = f"{srv.base_url}/v1beta/models/gemini-2.0-flash:generateContent?key={srv.api_key}"
+                body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 64}}
+                return await asyncio.gather(*(http.post(url, json=body) for _ in range(6)))
+        responses = asyncio.run(burst())
+        codes = sorted(r.status_code for r in responses)
+        assert codes[0] == 200 and codes[-1] == 503, codes
+        error = next(r for r in responses if r.status_code == 503).json()["error"]
+        assert error["status"] == "UNAVAILABLE"
+        assert any(d["@type"].endswith("RetryInfo") for d in error["details"])
+    finally:
+        srv.stop()
+
+
+def test_b64_roundtrip_of_signature_history(client):
+    """A chat sends the model turn back with its signature; the server restores the reasoning into the prompt."""
+    chat = client.chats.create(model="gemini-2.5-flash", config=types.GenerateContentConfig(**GREEDY))
+    first = chat.send_message("Why is the sky blue?")
+    assert first.text == "Because of Rayleigh scattering."
+    second = chat.send_message("What is the capital of France?")
+    assert second.text is not None
+    assert base64.b64decode  # the SDK re-encodes signatures as bytes; the server accepted them above
