@@ -8,7 +8,6 @@ vision tower.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import json
 import os
@@ -45,6 +44,10 @@ engine_options = {{ source = "{models['scripted']}", threads = 1 }}
 [models."gemini-2.0-flash"]
 engine = "transformers"
 engine_options = {{ source = "{models['random']}", threads = 1, max_batch_size = 8, batch_wait_ms = 50 }}
+
+[models."gemini-3-pro-preview"]
+engine = "transformers"
+engine_options = {{ source = "{models['scripted']}", threads = 1 }}
 
 [models."tiny-vision"]
 base = "gemini-2.5-flash"
@@ -282,11 +285,35 @@ def test_queue_bound_answers_503_with_retry_info(tmp_path, models):
         srv.stop()
 
 
-def test_b64_roundtrip_of_signature_history(client):
-    """A chat sends the model turn back with its signature; the server restores the reasoning into the prompt."""
-    chat = client.chats.create(model="gemini-2.5-flash", config=types.GenerateContentConfig(**GREEDY))
-    first = chat.send_message("Why is the sky blue?")
-    assert first.text == "Because of Rayleigh scattering."
-    second = chat.send_message("What is the capital of France?")
-    assert second.text is not None
-    assert base64.b64decode  # the SDK re-encodes signatures as bytes; the server accepted them above
+def test_signature_restores_the_reasoning_and_rejects_tampering(hf, client):
+    """Gemini 3 signs every answer; sent back in the history, the signature puts the earlier reasoning back into the
+    prompt (so the prompt grows by it), and an altered one is refused."""
+    first = ask(client, "Why is the sky blue?", model="gemini-3-pro-preview")
+    model_turn = first.candidates[0].content
+    assert model_turn.parts[-1].thought_signature
+    history = [types.Content(role="user", parts=[types.Part(text="Why is the sky blue?")]), model_turn,
+               types.Content(role="user", parts=[types.Part(text="What is the capital of France?")])]
+    signed = client.models.count_tokens(model="gemini-3-pro-preview", contents=history).total_tokens
+    unsigned_turn = types.Content(role="model", parts=[types.Part(text=p.text) for p in model_turn.parts if p.text])
+    unsigned = client.models.count_tokens(model="gemini-3-pro-preview",
+                                          contents=[history[0], unsigned_turn, history[2]]).total_tokens
+    assert signed > unsigned
+    tampered = model_turn.model_copy(deep=True)
+    sig = bytearray(tampered.parts[-1].thought_signature)
+    sig[-1] ^= 1
+    tampered.parts[-1].thought_signature = bytes(sig)
+    with pytest.raises(errors.ClientError) as exc:
+        client.models.generate_content(model="gemini-3-pro-preview", contents=[history[0], tampered, history[2]])
+    assert exc.value.code == 400 and "Corrupted thought signature" in exc.value.message
+
+
+def test_heic_image(client):
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+    register_heif_opener()
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(out, format="HEIF")
+    image = types.Part.from_bytes(data=out.getvalue(), mime_type="image/heic")
+    response = client.models.generate_content(model="tiny-vision", contents=[image, "What is this?"],
+                                              config=types.GenerateContentConfig(max_output_tokens=3))
+    assert {d.modality.name for d in response.usage_metadata.prompt_tokens_details} == {"TEXT", "IMAGE"}

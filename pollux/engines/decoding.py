@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import CallEvent, Event, Finish, TextDelta, TokenLogprob, ToolCall
+from ..schemas import SchemaMismatch, validate_instance
 from .constrain import Matcher
 
 
@@ -44,6 +45,7 @@ class SequenceParams:
     starts_thinking: bool = False        # the prompt itself opened a <think> block
     tools: bool = False                  # tool-call markers become calls
     tool_names: frozenset[str] = frozenset()
+    validate_args: dict[str, dict] | None = None  # mode VALIDATED: each call's arguments must fit its schema
 
 
 class _Detokenizer:
@@ -233,6 +235,11 @@ class Sequence:
                     return False
             if not isinstance(args, dict) or (self.params.tool_names and call["name"] not in self.params.tool_names):
                 return False
+            if self.params.validate_args is not None:
+                try:
+                    validate_instance(args, self.params.validate_args.get(call["name"]) or {"type": "object"})
+                except SchemaMismatch:
+                    return False
             parsed.append(ToolCall(call["name"], args, "call-" + secrets.token_hex(4)))
         tokens = len(self._tool_ids) + 2  # with the two markers
         for i, call in enumerate(parsed):

@@ -9,6 +9,7 @@ and stops. Events go back to each request's asyncio queue as they are made, so s
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import logging
@@ -111,6 +112,16 @@ def _token_id(tokenizer: Any, text: str) -> int | None:
     return vocab.get(text)
 
 
+@functools.cache
+def _register_heif() -> None:
+    """HEIC/HEIF, which Gemini accepts, through pillow-heif when it is installed (Pillow alone cannot read them)."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
+
+
 @dataclass
 class _Job:
     sequences: list[Sequence]
@@ -199,6 +210,7 @@ class TransformersEngine:
             raise ApiError.invalid("This model cannot read images: it is a text-only model. Send text, or configure "
                                    "a vision-language model for this model id.")
         from PIL import Image, UnidentifiedImageError
+        _register_heif()
         try:
             image = Image.open(io.BytesIO(media.data))
             image.load()
@@ -275,7 +287,9 @@ class TransformersEngine:
             thinking_budget=(thinking.budget if thinking.enabled else 0),
             starts_thinking=(thinking.enabled and self.special.think_open is not None
                              and prompt.rstrip().endswith("<think>")),
-            tools=bool(functions), tool_names=frozenset(f.name for f in functions))
+            tools=bool(functions), tool_names=frozenset(f.name for f in functions),
+            validate_args=({f.name: f.parameters or {} for f in functions}
+                           if request.tool_mode == "VALIDATED" else None))
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
 
