@@ -24,9 +24,24 @@ class GrammarError(ValueError):
     """The request's schema or grammar cannot be compiled."""
 
 
+def _ordered(schema: Any) -> Any:
+    """`propertyOrdering` (Gemini's key order) as the order of `properties`, which llguidance generates in."""
+    if isinstance(schema, list):
+        return [_ordered(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _ordered(v) for k, v in schema.items() if k != "propertyOrdering"}
+    order = schema.get("propertyOrdering")
+    if isinstance(out.get("properties"), dict) and isinstance(order, list):
+        props = out["properties"]
+        out["properties"] = {**{k: props[k] for k in order if k in props},
+                             **{k: v for k, v in props.items() if k not in order}}
+    return out
+
+
 def json_grammar(schema: dict[str, Any]) -> str:
     try:
-        return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_DEFAULTS)
+        return llguidance.LLMatcher.grammar_from_json_schema(_ordered(schema), defaults=_JSON_DEFAULTS)
     except (ValueError, RuntimeError) as exc:
         raise GrammarError(f"Unsupported response schema: {exc}") from None
 

@@ -84,7 +84,8 @@ class Sequence:
         self._phase = "thinking" if params.starts_thinking else "start"  # start | thinking | answer | tool
         self._lstrip = params.starts_thinking
         self._text = _Detokenizer(decode)
-        self._answer = ""
+        self._answer = ""  # the answer so far, and how much of it was sent
+        self._sent = 0
         self._tool_ids: list[int] = []
         self._counts: dict[int, int] = {}
         self._logprob: TokenLogprob | None = None
@@ -205,16 +206,19 @@ class Sequence:
         self.emit(TextDelta(self._strip(text), thought=True, tokens=1))
 
     def _answer_delta(self, text: str, logprob: TokenLogprob | None) -> None:
-        text = self._strip(text)
-        before = self._answer
-        self._answer += text
-        for stop in self.params.stop_sequences:
-            at = self._answer.find(stop) if stop else -1
+        """Send the answer's new text, except a tail that may be the start of a stop sequence (it may be cut)."""
+        self._answer += self._strip(text)
+        stops = [stop for stop in self.params.stop_sequences if stop]
+        for stop in stops:
+            at = self._answer.find(stop)
             if at != -1:
                 self._answer = self._answer[:at]
-                self.emit(TextDelta(self._answer[len(before):], tokens=1))
+                self.emit(TextDelta("", tokens=1))
                 return self.finish("STOP")
-        self.emit(TextDelta(text, tokens=1, logprobs=(logprob,) if logprob else ()))
+        hold = max((k for stop in stops for k in range(1, len(stop)) if self._answer.endswith(stop[:k])), default=0)
+        safe = len(self._answer) - hold
+        self.emit(TextDelta(self._answer[self._sent:safe], tokens=1, logprobs=(logprob,) if logprob else ()))
+        self._sent = safe
 
     def _emit_calls(self) -> bool:
         """Parse a finished `<tool_call>` body: one call object, or a list of them."""
@@ -247,9 +251,13 @@ class Sequence:
         return True
 
     def finish(self, reason: str) -> None:
-        if not self.done:
-            self.done = True
-            self.emit(Finish(reason))
+        if self.done:
+            return
+        if len(self._answer) > self._sent:  # text held back for a stop sequence that did not come
+            self.emit(TextDelta(self._answer[self._sent:]))
+            self._sent = len(self._answer)
+        self.done = True
+        self.emit(Finish(reason))
 
     def cancel(self) -> None:
         """Stop at the next step; the client went away, so nothing more is emitted."""

@@ -27,6 +27,7 @@ class Candidate:
     output_tokens: int = 0
     thought_tokens: int = 0
     thought: list[str] = field(default_factory=list)  # the whole reasoning, summarised or not, for the signature
+    answer: list[str] = field(default_factory=list)   # the whole answer text, to check it against a schema
     signed: bool = False
 
 

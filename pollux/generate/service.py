@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import itertools
+import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from ..config import ModelSpec, Settings, find_model
 from ..engines.base import (CallEvent, Engine, Finish, FunctionSpec, GenerateRequest, Media, ResponseFormat, Sampling,
                             Segment, Text, TextDelta, Thinking, TokenCount, ToolCall, ToolResult, Turn)
 from ..errors import ApiError
-from ..schemas import openapi_to_json_schema
+from ..schemas import SchemaMismatch, openapi_to_json_schema, validate_instance
 from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
 from .results import Candidate, Chunk, OutPart, Reply, Usage
 from .signatures import Signer
@@ -332,12 +333,16 @@ class GenerateService:
                 cand.output_tokens += event.tokens
                 cand.logprobs.extend(event.logprobs)
                 if event.text:
+                    cand.answer.append(event.text)
                     _append_text(parts, event.text)
         elif isinstance(event, CallEvent):
             cand.output_tokens += event.tokens
             parts.append(OutPart(call=event.call, signature=self._signature(prepared, cand)))
         elif isinstance(event, Finish):
             cand.finish = event.reason
+            fmt = prepared.request.response_format
+            if fmt.kind == "json" and event.reason == "STOP" and cand.answer and not _fits(cand.answer, fmt.schema):
+                cand.finish = "MALFORMED_RESPONSE"  # every engine's JSON is checked before it is returned
             signature = self._signature(prepared, cand)
             if signature:  # on the last part, or a part of its own when that is a thought
                 if parts and parts[-1].text is not None and not parts[-1].thought and not parts[-1].signature:
@@ -351,6 +356,14 @@ class GenerateService:
             return None
         cand.signed = True
         return self.signer.sign("".join(cand.thought))
+
+
+def _fits(answer: list[str], schema: dict[str, Any] | None) -> bool:
+    try:
+        validate_instance(json.loads("".join(answer)), schema or {})
+    except (ValueError, SchemaMismatch):
+        return False
+    return True
 
 
 def _append_text(parts: list[OutPart], text: str, thought: bool = False) -> None:

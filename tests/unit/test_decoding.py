@@ -1,0 +1,93 @@
+"""The per-sequence decoding state of the transformers engine, on fake logits (no model)."""
+
+from __future__ import annotations
+
+import torch
+
+from pollux.engines.base import CallEvent, Finish, TextDelta
+from pollux.engines.decoding import Sequence, SequenceParams, SpecialTokens
+
+# A toy vocabulary: ids 0-9 are the strings below; 10 = EOS, 11 = <think>, 12 = </think>, 13/14 = tool markers.
+VOCAB = ["a", "b", " c", "é"[:1], "\n", "{", "}", "x", "yz", "q", "<eos>", "<think>", "</think>", "<tc>", "</tc>"]
+SPECIAL = SpecialTokens(eos=frozenset({10}), think_open=11, think_close=12, tool_open=13, tool_close=14)
+
+
+def decode(ids: list[int]) -> str:
+    return "".join(VOCAB[i] for i in ids)
+
+
+def run(params: SequenceParams, logits_for, steps: int = 20) -> list:
+    events: list = []
+    seq = Sequence(params, SPECIAL, decode, events.append)
+    for step in range(steps):
+        if seq.done:
+            break
+        seq.accept(seq.choose(logits_for(step)))
+    return events
+
+
+def peaked(token: int) -> torch.Tensor:
+    logits = torch.zeros(len(VOCAB))
+    logits[token] = 10.0
+    return logits
+
+
+def text(events) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta) and not e.thought)
+
+
+def test_greedy_follows_the_logits_and_stops_at_eos():
+    script = [0, 1, 2, 10]
+    events = run(SequenceParams(temperature=0), lambda i: peaked(script[i]))
+    assert text(events) == "ab c" and events[-1] == Finish("STOP")
+    assert sum(e.tokens for e in events if isinstance(e, TextDelta)) == 3
+
+
+def test_max_tokens_and_stop_sequences():
+    events = run(SequenceParams(temperature=0, max_new_tokens=2), lambda i: peaked(0))
+    assert text(events) == "aa" and events[-1] == Finish("MAX_TOKENS")
+    script = [0, 1, 2, 0, 1]
+    events = run(SequenceParams(temperature=0, stop_sequences=["b c"]), lambda i: peaked(script[i]))
+    assert text(events) == "a" and events[-1] == Finish("STOP")
+
+
+def test_presence_penalty_turns_away_from_repeats():
+    flat = torch.zeros(len(VOCAB))
+    flat[0], flat[1] = 1.0, 0.9
+    events = run(SequenceParams(temperature=0, presence_penalty=0.5, max_new_tokens=2), lambda i: flat.clone())
+    assert text(events) == "ab"
+
+
+def test_same_seed_same_samples():
+    logits = torch.randn(len(VOCAB), generator=torch.Generator().manual_seed(1))
+    logits[10] = -100
+    first = text(run(SequenceParams(seed=3, max_new_tokens=8), lambda i: logits.clone()))
+    again = text(run(SequenceParams(seed=3, max_new_tokens=8), lambda i: logits.clone()))
+    assert first == again
+
+
+def test_thinking_budget_forces_the_end_of_thoughts():
+    events = run(SequenceParams(temperature=0, thinking_budget=3, max_new_tokens=8),
+                 lambda i: peaked(11) if i == 0 else peaked(7))
+    thoughts = [e for e in events if isinstance(e, TextDelta) and e.thought]
+    assert len(thoughts) == 4  # <think>, two thought tokens, the forced </think>
+    assert text(events).startswith("x")
+
+
+def test_thinking_off_keeps_think_out():
+    events = run(SequenceParams(temperature=0, thinking_budget=0, max_new_tokens=2), lambda i: peaked(11))
+    assert not any(isinstance(e, TextDelta) and e.thought for e in events)
+
+
+def test_tool_call_markers_become_calls():
+    body = [5, 6]  # "{}" is not a call
+    events = run(SequenceParams(temperature=0, tools=True), lambda i: peaked(([13] + body + [14])[i]))
+    assert events[-1] == Finish("MALFORMED_FUNCTION_CALL")
+    vocab_call = '{"name": "f", "arguments": {"k": 1}}'
+    calls = []
+    seq = Sequence(SequenceParams(tools=True, tool_names=frozenset({"f"})), SPECIAL,
+                   lambda ids: vocab_call if ids and ids[0] == 7 else decode(ids), calls.append)
+    for token in (13, 7, 14, 10):
+        seq.accept(token)
+    call = next(e for e in calls if isinstance(e, CallEvent)).call
+    assert call.name == "f" and call.args == {"k": 1} and calls[-1] == Finish("STOP")
