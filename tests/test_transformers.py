@@ -207,6 +207,28 @@ async def test_concurrent_requests_are_batched(client, hf):
     assert max(sizes) > 1, sizes
 
 
+def test_a_request_does_not_wait_for_a_running_batch(hf):
+    """A short request that arrives while a long generation decodes is answered before that generation ends."""
+    import threading
+    import time
+    url = f"{hf.base_url}/v1beta/models/gemini-2.0-flash:"
+    long_done = threading.Event()
+
+    def long_stream():
+        body = {"contents": [{"parts": [{"text": "Go on and on"}]}], "generationConfig": {"maxOutputTokens": 600}}
+        httpx.post(url + f"streamGenerateContent?alt=sse&key={hf.api_key}", json=body, timeout=120)
+        long_done.set()
+
+    thread = threading.Thread(target=long_stream)
+    thread.start()
+    time.sleep(1.0)  # the long one is decoding now
+    short = httpx.post(url + f"generateContent?key={hf.api_key}", timeout=120,
+                       json={"contents": [{"parts": [{"text": "Hi"}]}], "generationConfig": {"maxOutputTokens": 4}})
+    assert short.status_code == 200
+    assert not long_done.is_set()
+    thread.join()
+
+
 def test_candidate_count_decodes_together(client):
     response = client.models.generate_content(model="gemini-2.0-flash", contents="Hello",
                                               config=types.GenerateContentConfig(candidate_count=3,

@@ -1,9 +1,10 @@
 """Hugging Face models in-process (engine `transformers`): chat templates, batched generation, streaming.
 
-One worker thread owns the model. Requests wait in a bounded queue; the worker takes up to `max_batch_size` of
-them at a time and runs them as one left-padded batch through `model.generate`, with a logits processor that lets
-each sequence (`decoding.Sequence`) choose its own token: its sampling parameters, seed, grammar, thinking budget
-and stops. Events go back to each request's asyncio queue as they are made, so streams are token by token.
+Requests wait in a bounded queue. Worker threads (two by default, sharing the model) each take up to
+`max_batch_size` of them at a time and run them as one left-padded batch through `model.generate`, with a logits
+processor that lets each sequence (`decoding.Sequence`) choose its own token: its sampling parameters, seed,
+grammar, thinking budget and stops. While one batch decodes, newly arrived requests start in another instead of
+waiting for it. Events go back to each request's asyncio queue as they are made, so streams are token by token.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class HFOptions:
     max_queue: int = 64
     batch_wait_ms: float = 10.0   # how long the worker waits for more requests to join a batch
     threads: int = 0              # torch threads; 0: all cores but one, which stays free for HTTP
+    workers: int = 2              # batches decoded at once: a request arriving mid-batch starts at once, not after it
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> HFOptions:
@@ -158,12 +160,17 @@ class TransformersEngine:
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._pending = 0
         self._pending_lock = threading.Lock()
-        self._worker = threading.Thread(target=self._work, name="pollux-hf", daemon=True)
-        self._worker.start()
+        self._gathering = threading.Lock()
+        self._workers = [threading.Thread(target=self._work, name=f"pollux-hf-{i}", daemon=True)
+                         for i in range(max(1, options.workers))]
+        for worker in self._workers:
+            worker.start()
 
     async def close(self) -> None:
-        self._queue.put(None)
-        await asyncio.to_thread(self._worker.join, 10)
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            await asyncio.to_thread(worker.join, 10)
 
     # Prompts ----------------------------------------------------------------------------------------------------
     def _messages(self, turns: list[Turn], system: list[Segment]) -> tuple[list[dict[str, Any]], list[Any]]:
@@ -331,20 +338,21 @@ class TransformersEngine:
         torch.set_grad_enabled(False)
         torch.set_num_threads(self.options.threads or max(1, (os.cpu_count() or 2) - 1))
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            deadline = time.monotonic() + self.options.batch_wait_ms / 1000
-            while len(batch) < self.options.max_batch_size:
-                try:
-                    job = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
-                except queue.Empty:
-                    break
-                if job is None:
-                    self._queue.put(None)
-                    break
-                batch.append(job)
+            with self._gathering:  # one worker gathers at a time, so requests that arrive together batch together
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                deadline = time.monotonic() + self.options.batch_wait_ms / 1000
+                while len(batch) < self.options.max_batch_size:
+                    try:
+                        job = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        self._queue.put(None)  # for this worker's next turn round the loop
+                        break
+                    batch.append(job)
             with self._pending_lock:
                 self._pending -= len(batch)
             live = [j for j in batch if not j.cancelled.is_set()]
