@@ -381,9 +381,10 @@ class TransformersEngine:
 
         class Choose(LogitsProcessor):
             def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+                rows = scores.float().cpu()  # sampling, grammar masks and seeds all live on the CPU
                 chosen = torch.full_like(scores, float("-inf"))
                 for row, seq in enumerate(sequences):
-                    token = seq.choose(scores[row]) if not seq.done else 0
+                    token = seq.choose(rows[row]) if not seq.done else 0
                     chosen[row, token] = 0.0
                     seq.accept(token)
                 return chosen
