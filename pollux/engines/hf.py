@@ -126,7 +126,7 @@ def _register_heif() -> None:
 
 @dataclass
 class _Job:
-    sequences: list[Sequence]
+    sequence: Sequence
     prompt_ids: list[int]
     images: list[Any]
     prompt_text: str
@@ -305,7 +305,7 @@ class TransformersEngine:
 
         sequence = Sequence(params, self.special, self._decode, emit,
                             self._matcher(grammar) if grammar else None)
-        job = _Job([sequence], prompt_ids, images, prompt)
+        job = _Job(sequence, prompt_ids, images, prompt)
         self._submit(job)
         try:
             while True:
@@ -367,17 +367,16 @@ class TransformersEngine:
                     log.exception("generation failed")
                     error = ApiError("INTERNAL", f"The model failed to generate: {exc}")
                     for job in group:
-                        for seq in job.sequences:
-                            if not seq.done:
-                                seq.done = True
-                                seq.emit(error)
+                        if not job.sequence.done:
+                            job.sequence.done = True
+                            job.sequence.emit(error)
 
     def _run(self, jobs: list[_Job]) -> None:
         import torch
         from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, \
             StoppingCriteriaList
 
-        sequences = [s for j in jobs for s in j.sequences]
+        sequences = [j.sequence for j in jobs]
 
         class Choose(LogitsProcessor):
             def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
