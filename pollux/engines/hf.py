@@ -47,7 +47,8 @@ class HFOptions:
     revision: str | None = None
     max_batch_size: int = 16
     max_queue: int = 64
-    batch_wait_ms: float = 10.0   # how long the worker waits for more requests to join a batch
+    batch_wait_ms: float = 10.0   # a batch closes when no request has arrived for this long...
+    batch_max_wait_ms: float = 100.0  # ...or this long after its first request
     threads: int = 0              # torch threads; 0: all cores but one, which stays free for HTTP
     workers: int = 2              # batches decoded at once: a request arriving mid-batch starts at once, not after it
 
@@ -343,10 +344,14 @@ class TransformersEngine:
                 if first is None:
                     return
                 batch = [first]
-                deadline = time.monotonic() + self.options.batch_wait_ms / 1000
+                # Keep gathering while requests keep coming (a burst takes tens of ms to arrive through HTTP),
+                # but never longer than `batch_max_wait_ms` after the first.
+                start = time.monotonic()
                 while len(batch) < self.options.max_batch_size:
+                    now = time.monotonic()
+                    wait = min(self.options.batch_wait_ms, self.options.batch_max_wait_ms - (now - start) * 1000)
                     try:
-                        job = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                        job = self._queue.get(timeout=max(wait, 0) / 1000)
                     except queue.Empty:
                         break
                     if job is None:
