@@ -295,7 +295,9 @@ class TransformersEngine:
             thinking_budget=(thinking.budget if thinking.enabled else 0),
             starts_thinking=(thinking.enabled and self.special.think_open is not None
                              and prompt.rstrip().endswith("<think>")),
-            tools=bool(functions), tool_names=frozenset(f.name for f in functions),
+            tools=bool(functions),
+            tool_names=frozenset(f.name for f in functions
+                                 if not request.allowed_functions or f.name in request.allowed_functions),
             validate_args=({f.name: f.parameters or {} for f in functions}
                            if request.tool_mode == "VALIDATED" else None))
         loop = asyncio.get_running_loop()
