@@ -100,7 +100,3 @@ class Matcher:
     def finished(self) -> bool:
         """The grammar has matched a whole document and allows nothing more but the end."""
         return self._m.is_stopped()
-
-    @property
-    def accepting(self) -> bool:
-        return self._m.is_accepting()
