@@ -35,27 +35,35 @@ async def count_tokens(request: Request, service: GenerateService, model_name: s
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Run `work`, cancelling it if the client goes away first (a long generation should not outlive its caller)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.create_task(_disconnect(request))
+    """Run `work`, cancelling it if the client goes away first (a long generation should not outlive its caller).
+
+    The work runs in this task and only the watcher gets a task of its own: one task per request, not two."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.create_task(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        current.uncancel()
+        log.info("generation cancelled: the client went away")
+        raise ClientGone from None
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        log.info("generation cancelled: the client went away")
-        raise ClientGone
-    return task.result()
 
 
 class ClientGone(Exception):
     """The caller disconnected before its answer was ready; there is no one to answer."""
-
-
-async def _disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 async def stream_generate_content(request: Request, service: GenerateService, model_name: str,

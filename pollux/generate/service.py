@@ -92,6 +92,9 @@ class GenerateService:
             async for event in prepared.engine.generate(self._for_candidate(prepared, cand.index)):
                 self._apply(prepared, cand, event, cand.parts)
 
+        if len(candidates) == 1:
+            await run(candidates[0])
+            return prepared.reply(candidates, [Chunk(c, c.parts, c.logprobs) for c in candidates])
         # Candidates run side by side, so an engine that batches can decode them together.
         tasks = [asyncio.create_task(run(c)) for c in candidates]
         try:
