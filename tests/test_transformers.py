@@ -179,6 +179,26 @@ def test_mode_any_forces_a_valid_call_to_an_allowed_function(client):
         assert calls and all(c.name == "get_time" and 0 <= c.args["hour"] <= 23 for c in calls), response
 
 
+def test_mode_validated_holds_a_call_to_its_schema(client):
+    """The scripted model calls get_weather for Boston; with a schema that excludes Boston, AUTO passes the model's
+    call through as it is, VALIDATED constrains the arguments while the model writes them."""
+    fn = tiny_models.WEATHER_TOOL["function"]
+    params = {"type": "object", "properties": {"location": {"type": "string", "enum": ["Paris", "Tokyo"]}},
+              "required": ["location"]}
+    tools = [types.Tool(function_declarations=[types.FunctionDeclaration(
+        name=fn["name"], description=fn["description"], parameters_json_schema=params)])]
+
+    def call(mode: str):
+        response = ask(client, "What's the weather in Boston?", tools=tools, tool_config=types.ToolConfig(
+            function_calling_config=types.FunctionCallingConfig(mode=mode)))
+        assert response.function_calls, response
+        return response.function_calls[0]
+
+    assert call("AUTO").args == {"location": "Boston"}
+    validated = call("VALIDATED")
+    assert validated.name == "get_weather" and validated.args["location"] in ("Paris", "Tokyo")
+
+
 def test_same_seed_same_text(client):
     a = client.models.generate_content(model="gemini-2.0-flash", contents="Hello",
                                        config=types.GenerateContentConfig(seed=5, max_output_tokens=16))

@@ -1,4 +1,4 @@
-"""Constrained decoding with llguidance: JSON schemas, enums and forced tool calls as token masks.
+"""Constrained decoding with llguidance: JSON schemas, enums and tool calls (forced or validated) as token masks.
 
 Grammars are built per request; the tokenizer wrap (about a second for a real vocabulary) is built once per model.
 Masks go through `llguidance.numpy` rather than `llguidance.torch`, whose `torch.compile` costs seconds on CPU.
@@ -50,18 +50,28 @@ def choice_grammar(values: list[str]) -> str:
     return llguidance.LLMatcher.grammar_from_regex("|".join(re.escape(v) for v in values))
 
 
-def tool_call_grammar(calls: list[tuple[str, dict[str, Any]]], open_id: int, close_id: int,
-                      parallel: bool = True) -> str:
-    """One or more `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks, each naming an allowed function
-    with arguments valid for its parameters schema. The markers are single tokens, given by id."""
+def _calls_json(calls: list[tuple[str, dict[str, Any]]]) -> str:
+    """`{"name": ..., "arguments": {...}}` naming one of `calls`, with arguments valid for its parameters schema."""
     schema = {"oneOf": [
         {"type": "object", "properties": {"name": {"const": name}, "arguments": params or {"type": "object"}},
          "required": ["name", "arguments"], "additionalProperties": False}
         for name, params in calls]}
+    return f"%json{json.dumps(schema | {'x-guidance': _JSON_DEFAULTS})}"
+
+
+def tool_call_grammar(calls: list[tuple[str, dict[str, Any]]], open_id: int, close_id: int,
+                      parallel: bool = True) -> str:
+    """The whole answer (mode ANY): one or more `<tool_call>{...}</tool_call>` blocks. The markers are single tokens,
+    given by id."""
     repeat = "+" if parallel else ""
     return (f"start: call{repeat}\n"
             f"call: <[{open_id}]> body <[{close_id}]>\n"
-            f"body: %json{json.dumps(schema | {'x-guidance': _JSON_DEFAULTS})}\n")
+            f"body: {_calls_json(calls)}\n")
+
+
+def tool_body_grammar(calls: list[tuple[str, dict[str, Any]]], close_id: int) -> str:
+    """What follows an opening `<tool_call>` marker the model chose (mode VALIDATED): a valid call, then the close."""
+    return f"start: body <[{close_id}]>\nbody: {_calls_json(calls)}\n"
 
 
 class TokenizerGrammars:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import CallEvent, Event, Finish, TextDelta, TokenLogprob, ToolCall
-from ..schemas import SchemaMismatch, validate_instance
 from .constrain import Matcher
 
 
@@ -45,7 +44,6 @@ class SequenceParams:
     starts_thinking: bool = False        # the prompt itself opened a <think> block
     tools: bool = False                  # tool-call markers become calls
     tool_names: frozenset[str] = frozenset()
-    validate_args: dict[str, dict] | None = None  # mode VALIDATED: each call's arguments must fit its schema
 
 
 class _Detokenizer:
@@ -72,12 +70,15 @@ class _Detokenizer:
 
 class Sequence:
     def __init__(self, params: SequenceParams, special: SpecialTokens, decode: Callable[[list[int]], str],
-                 emit: Callable[[Event], None], answer_matcher: Matcher | None = None) -> None:
+                 emit: Callable[[Event], None], answer_matcher: Matcher | None = None,
+                 call_matcher: Callable[[], Matcher] | None = None) -> None:
         self.params = params
         self.special = special
         self.decode = decode
         self.emit = emit
         self.answer_matcher = answer_matcher  # applied once the answer starts (after any thinking)
+        self.call_matcher = call_matcher  # mode VALIDATED: a fresh grammar for each call the model opens
+        self._call: Matcher | None = None
         self.done = False
         self.generated = 0
         self.thought_tokens = 0
@@ -110,6 +111,8 @@ class Sequence:
             self.answer_matcher.mask(logits)
             if think_logit is not None:  # thinking may still come before the constrained answer
                 logits[s.think_open] = think_logit
+        if self._phase == "tool" and self._call is not None:
+            self._call.mask(logits)
         if self._phase == "start" and p.thinking_budget == 0 and s.think_open is not None:
             logits[s.think_open] = float("-inf")
         if p.temperature <= 0:
@@ -169,6 +172,8 @@ class Sequence:
                 and not (self._phase == "start" and token == s.think_open):
             self.answer_matcher.advance(token)  # the grammar covers the whole answer, tool-call markers included
         if self._phase == "tool":
+            if self._call is not None:
+                self._call.advance(token)
             if token != s.tool_close:
                 self._tool_ids.append(token)
             elif not self._emit_calls():
@@ -186,6 +191,7 @@ class Sequence:
             self._lstrip = True
         elif token == s.tool_open and p.tools and self._phase in ("start", "answer"):
             self._phase, self._tool_ids = "tool", []
+            self._call = self.call_matcher() if self.call_matcher else None
         elif self._phase == "thinking":
             self._thought(self._text.push(token))
         else:
@@ -239,11 +245,6 @@ class Sequence:
                     return False
             if not isinstance(args, dict) or (self.params.tool_names and call["name"] not in self.params.tool_names):
                 return False
-            if self.params.validate_args is not None:
-                try:
-                    validate_instance(args, self.params.validate_args.get(call["name"]) or {"type": "object"})
-                except SchemaMismatch:
-                    return False
             parsed.append(ToolCall(call["name"], args, "call-" + secrets.token_hex(4)))
         tokens = len(self._tool_ids) + 2  # with the two markers
         for i, call in enumerate(parsed):

@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ from ..errors import ApiError
 from ..media import image_tokens
 from .base import (Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount, ToolCall,
                    ToolResult, Turn)
-from .constrain import GrammarError, TokenizerGrammars, choice_grammar, json_grammar, tool_call_grammar
+from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, tool_body_grammar,
+                        tool_call_grammar)
 from .decoding import Sequence, SequenceParams, SpecialTokens
 
 log = logging.getLogger("pollux.engines.hf")
@@ -264,6 +265,15 @@ class TransformersEngine:
             return choice_grammar([str(v) for v in (fmt.schema or {}).get("enum", [])])
         return None
 
+    def _call_matchers(self, request: GenerateRequest) -> Callable[[], Any] | None:
+        """Mode VALIDATED: the model may answer in text, but each call it opens must be valid for an allowed function."""
+        if request.tool_mode != "VALIDATED" or not request.functions or self.special.tool_close is None:
+            return None
+        allowed = [f for f in request.functions if not request.allowed_functions or f.name in request.allowed_functions]
+        grammar = tool_body_grammar([(f.name, f.parameters or {}) for f in allowed], self.special.tool_close)
+        self._matcher(grammar)  # a schema llguidance cannot compile is the request's 400, before decoding starts
+        return lambda: self._matcher(grammar)
+
     def _matcher(self, grammar: str) -> Any:
         with self._grammars_lock:
             if self._grammars is None:
@@ -297,9 +307,7 @@ class TransformersEngine:
                              and prompt.rstrip().endswith("<think>")),
             tools=bool(functions),
             tool_names=frozenset(f.name for f in functions
-                                 if not request.allowed_functions or f.name in request.allowed_functions),
-            validate_args=({f.name: f.parameters or {} for f in functions}
-                           if request.tool_mode == "VALIDATED" else None))
+                                 if not request.allowed_functions or f.name in request.allowed_functions))
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
 
@@ -307,7 +315,7 @@ class TransformersEngine:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
         sequence = Sequence(params, self.special, self._decode, emit,
-                            self._matcher(grammar) if grammar else None)
+                            self._matcher(grammar) if grammar else None, self._call_matchers(request))
         job = _Job(sequence, prompt_ids, images, prompt)
         self._submit(job)
         try:
