@@ -81,6 +81,29 @@ def test_plain_answer(client):
                                       contents="What is the capital of France?").total_tokens == usage.prompt_token_count
 
 
+def test_count_tokens_agrees_with_usage_whatever_the_prompt_renders(hf, client):
+    """Thinking off and mode NONE change the rendered prompt; countTokens (generateContentRequest form) follows."""
+    fn = tiny_models.WEATHER_TOOL["function"]
+    config = {"thinkingConfig": {"thinkingBudget": 0}}
+    tools = [{"functionDeclarations": [{"name": fn["name"], "description": fn["description"],
+                                        "parametersJsonSchema": fn["parameters"]}]}]
+    contents = [{"role": "user", "parts": [{"text": "Why is the sky blue?"}]}]
+    url = f"{hf.base_url}/v1beta/models/gemini-2.5-flash"
+    headers = {"x-goog-api-key": hf.api_key}
+    for request in ({"contents": contents, "generationConfig": config},
+                    {"contents": contents, "tools": tools, "toolConfig": {"functionCallingConfig": {"mode": "NONE"}}},
+                    {"contents": contents, "tools": tools}):
+        generated = httpx.post(f"{url}:generateContent", json=request, headers=headers, timeout=60).json()
+        counted = httpx.post(f"{url}:countTokens", json={"generateContentRequest": {
+            "model": "models/gemini-2.5-flash", **request}}, headers=headers, timeout=60).json()
+        assert counted["totalTokens"] == generated["usageMetadata"]["promptTokenCount"], request
+    plain = client.models.count_tokens(model="gemini-2.5-flash", contents="Why is the sky blue?").total_tokens
+    off = httpx.post(f"{url}:countTokens", json={"generateContentRequest": {
+        "model": "models/gemini-2.5-flash", "contents": contents, "generationConfig": config}},
+        headers=headers, timeout=60).json()["totalTokens"]
+    assert off != plain  # the template renders thinking off differently, so the first check means something
+
+
 def test_stop_sequence_and_max_tokens(client):
     cut = ask(client, "What is the capital of France?", stop_sequences=["Paris"])
     assert cut.text == "The capital of France is " and cut.candidates[0].finish_reason == types.FinishReason.STOP

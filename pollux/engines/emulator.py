@@ -89,14 +89,13 @@ class EmulatorEngine:
     async def close(self) -> None:
         pass
 
-    async def count_tokens(self, model: str, turns: list[Turn], system: list[Segment],
-                           functions: list[FunctionSpec]) -> TokenCount:
+    async def count_tokens(self, request: GenerateRequest) -> TokenCount:
         counts: dict[str, int] = {}
-        segments = [s for t in turns for s in t.segments] + list(system)
+        segments = [s for t in request.turns for s in t.segments] + list(request.system)
         for seg in segments:
             modality, n = _segment_tokens(seg)
             counts[modality] = counts.get(modality, 0) + n
-        for fn in functions:
+        for fn in request.functions:
             n = count_text(fn.name + " " + fn.description + json.dumps(fn.parameters or {}, sort_keys=True))
             counts["TEXT"] = counts.get("TEXT", 0) + n
         return TokenCount({k: v for k, v in counts.items() if v})

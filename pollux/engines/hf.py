@@ -126,6 +126,12 @@ def _register_heif() -> None:
     register_heif_opener()
 
 
+
+def _prompt_functions(request: GenerateRequest) -> list[FunctionSpec]:
+    """Mode NONE leaves the declarations out of the prompt: the model cannot call what it is not shown."""
+    return request.functions if request.tool_mode != "NONE" else []
+
+
 @dataclass
 class _Job:
     sequence: Sequence
@@ -238,14 +244,15 @@ class TransformersEngine:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    async def count_tokens(self, model: str, turns: list[Turn], system: list[Segment],
-                           functions: list[FunctionSpec]) -> TokenCount:
-        messages, images = self._messages(turns, system)
+    async def count_tokens(self, request: GenerateRequest) -> TokenCount:
+        """The rendered prompt's text tokens, as `generate` renders it; images as Gemini counts them."""
+        messages, images = self._messages(request.turns, request.system)
         text_only = [m if isinstance(m.get("content"), str) else
                      {**m, "content": "".join(p.get("text", "") for p in m["content"])} for m in messages]
-        counts = {"TEXT": len(self._encode(self._render(text_only, functions, thinking=True)))}
+        counts = {"TEXT": len(self._encode(self._render(text_only, _prompt_functions(request),
+                                                        thinking=request.thinking.enabled)))}
         if images:
-            counts["IMAGE"] = sum(image_tokens(img.width, img.height, model) for img in images)
+            counts["IMAGE"] = sum(image_tokens(img.width, img.height, request.model) for img in images)
         return TokenCount(counts)
 
     # Generation -------------------------------------------------------------------------------------------------
@@ -285,7 +292,7 @@ class TransformersEngine:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
         thinking = request.thinking
-        functions = request.functions if request.tool_mode != "NONE" else []
+        functions = _prompt_functions(request)
         messages, images = self._messages(request.turns, request.system)
         prompt = self._render(messages, functions, thinking=thinking.enabled)
         prompt_ids = self._encode(prompt)

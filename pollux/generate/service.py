@@ -152,13 +152,10 @@ class GenerateService:
         if req.generate_content_request is not None:
             inner = req.generate_content_request
             check_request(inner, model)
-            turns = self._turns(inner.contents or [], model)
-            system = self._system(inner.system_instruction)
-            functions = self._functions(inner)
         else:
             check_contents(req.contents, "CountTokensRequest")
-            turns, system, functions = self._turns(req.contents or [], model), [], []
-        return await self._engine(model).count_tokens(model.id, turns, system, functions)
+            inner = GenerateContentRequest(contents=req.contents)
+        return await self._engine(model).count_tokens(self._engine_request(model, inner, stream=False))
 
     # Request → engine -------------------------------------------------------------------------------------------
     def _engine(self, model: ModelSpec) -> Engine:
@@ -173,14 +170,22 @@ class GenerateService:
         if req.cached_content:
             # No cache can exist yet for any project: the real API's answer to an unknown cache.
             raise ApiError("PERMISSION_DENIED", "CachedContent not found (or permission denied)")
+        request = self._engine_request(model, req, stream)
+        engine = self._engine(model)
+        prompt = await engine.count_tokens(request)
+        if prompt.total > model.input_token_limit:
+            raise ApiError.invalid(f"The input token count ({prompt.total}) exceeds the maximum number of tokens "
+                                   f"allowed ({model.input_token_limit}).")
+        sign = model.thinking_control == "level" or bool(request.functions)
+        return Prepared(model, engine, request, (req.generation_config or _NO_CONFIG).candidate_count or 1,
+                        request.thinking.include_thoughts, prompt, sign)
+
+    def _engine_request(self, model: ModelSpec, req: GenerateContentRequest, stream: bool) -> GenerateRequest:
         cfg = req.generation_config or _NO_CONFIG
-        turns = self._turns(req.contents or [], model)
-        system = self._system(req.system_instruction)
-        functions = self._functions(req)
         fcc = req.tool_config.function_calling_config if req.tool_config else None
-        thinking = self._thinking(cfg, model)
-        request = GenerateRequest(
-            model=model.id, turns=turns, system=system, functions=functions,
+        return GenerateRequest(
+            model=model.id, turns=self._turns(req.contents or [], model), system=self._system(req.system_instruction),
+            functions=self._functions(req),
             tool_mode=(fcc.mode if fcc and fcc.mode not in (None, "MODE_UNSPECIFIED") else "AUTO"),
             allowed_functions=(fcc.allowed_function_names or None) if fcc else None,
             sampling=Sampling(
@@ -193,16 +198,9 @@ class GenerateService:
                 presence_penalty=cfg.presence_penalty, frequency_penalty=cfg.frequency_penalty,
                 logprobs=(cfg.logprobs or 0) if cfg.response_logprobs else None),
             response_format=self._response_format(cfg),
-            thinking=thinking,
+            thinking=self._thinking(cfg, model),
             stream=stream,
         )
-        engine = self._engine(model)
-        prompt = await engine.count_tokens(model.id, turns, system, functions)
-        if prompt.total > model.input_token_limit:
-            raise ApiError.invalid(f"The input token count ({prompt.total}) exceeds the maximum number of tokens "
-                                   f"allowed ({model.input_token_limit}).")
-        sign = model.thinking_control == "level" or bool(functions)
-        return Prepared(model, engine, request, cfg.candidate_count or 1, thinking.include_thoughts, prompt, sign)
 
     @staticmethod
     def _for_candidate(prepared: Prepared, index: int) -> GenerateRequest:
