@@ -29,7 +29,8 @@ GREEDY = {"temperature": 0}
 def models() -> dict[str, str]:
     root = tiny_models.models_root()
     return {"scripted": str(tiny_models.build_scripted(root)), "random": str(tiny_models.build_llama(root)),
-            "vision": str(tiny_models.build_gemma3_mm(root))}
+            "vision": str(tiny_models.build_gemma3_mm(root)), "mistral": str(tiny_models.build_mistral_format(root)),
+            "llama3": str(tiny_models.build_llama3_format(root))}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,16 @@ engine_options = {{ source = "{models['random']}", threads = 1, max_batch_size =
 [models."gemini-3-pro-preview"]
 engine = "transformers"
 engine_options = {{ source = "{models['scripted']}", threads = 1 }}
+
+[models."mistral-format"]
+base = "gemini-2.0-flash"
+engine = "transformers"
+engine_options = {{ source = "{models['mistral']}", threads = 1, workers = 1 }}
+
+[models."llama3-format"]
+base = "gemini-2.0-flash"
+engine = "transformers"
+engine_options = {{ source = "{models['llama3']}", threads = 1, workers = 1 }}
 
 [models."tiny-vision"]
 base = "gemini-2.5-flash"
@@ -200,6 +211,33 @@ def test_mode_any_forces_a_valid_call_to_an_allowed_function(client):
                                                                                 allowed_function_names=["get_time"]))))
         calls = response.function_calls
         assert calls and all(c.name == "get_time" and 0 <= c.args["hour"] <= 23 for c in calls), response
+
+
+@pytest.mark.parametrize("model", ["mistral-format", "llama3-format"])
+def test_mistral_and_llama3_call_formats(client, model):
+    """Calls forced in each family's own format parse into functionCall parts, and the call and its result (no id,
+    as the SDK's helper sends it) go back through the family's template on the next turn."""
+    tools = [types.Tool(function_declarations=[
+        types.FunctionDeclaration(name="get_weather", parameters_json_schema={
+            "type": "object", "properties": {"location": {"type": "string", "maxLength": 10}}, "required": ["location"]}),
+        types.FunctionDeclaration(name="get_time", parameters_json_schema={
+            "type": "object", "properties": {"hour": {"type": "integer", "minimum": 0, "maximum": 23}},
+            "required": ["hour"], "additionalProperties": False})])]
+    forced = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(
+        mode="ANY", allowed_function_names=["get_time"]))
+    question = types.Content(role="user", parts=[types.Part(text="What time is it?")])
+    for seed in range(2):
+        response = client.models.generate_content(model=model, contents=[question], config=types.GenerateContentConfig(
+            seed=seed, max_output_tokens=300, tools=tools, tool_config=forced))
+        calls = response.function_calls
+        assert calls and all(c.name == "get_time" and 0 <= c.args["hour"] <= 23 for c in calls), response
+    result = types.Content(role="user", parts=[types.Part.from_function_response(name="get_time",
+                                                                                   response={"hour": 3})])
+    follow = client.models.generate_content(
+        model=model, contents=[question, response.candidates[0].content, result],
+        config=types.GenerateContentConfig(seed=0, max_output_tokens=4, tools=tools))
+    assert follow.candidates[0].finish_reason in (types.FinishReason.STOP, types.FinishReason.MAX_TOKENS)
+    assert follow.usage_metadata.prompt_token_count > response.usage_metadata.prompt_token_count
 
 
 def test_mode_validated_holds_a_call_to_its_schema(client):

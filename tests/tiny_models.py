@@ -499,6 +499,92 @@ def build_small_llama(root: Path | str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# The other tool-call formats: random tiny Llamas with Mistral's and Llama 3.1's special tokens and (simplified)
+# templates. Only grammar-forced calls can be asserted on them; the point is that Pollux finds the format, renders
+# declarations, calls and results through the template, forces calls in it, and parses them back.
+
+# Mistral v3: tools before the last [INST], calls as a JSON list after [TOOL_CALLS], results in [TOOL_RESULTS]; call
+# ids must be 9 alphanumeric characters, as Mistral's own templates require.
+MISTRAL_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message.role == 'user' %}"
+    "{%- if tools and loop.last %}[AVAILABLE_TOOLS] {{ tools | tojson }}[/AVAILABLE_TOOLS]{%- endif %}"
+    "[INST] {{ message.content }}[/INST]"
+    "{%- elif message.role == 'system' %}[INST] {{ message.content }}[/INST]"
+    "{%- elif message.role == 'assistant' and message.tool_calls %}[TOOL_CALLS] ["
+    "{%- for tc in message.tool_calls %}"
+    "{%- if tc.id is not defined or tc.id | length != 9 %}"
+    "{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{%- endif %}"
+    '{"name": "{{ tc.function.name }}", "arguments": {{ tc.function.arguments | tojson }}, "id": "{{ tc.id }}"}'
+    "{%- if not loop.last %}, {% endif %}{%- endfor %}]</s>"
+    "{%- elif message.role == 'assistant' %}{{ message.content }}</s>"
+    "{%- elif message.role == 'tool' %}"
+    "{%- if message.tool_call_id is not defined or message.tool_call_id | length != 9 %}"
+    "{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{%- endif %}"
+    '[TOOL_RESULTS] {"content": {{ message.content | tojson }}, "call_id": "{{ message.tool_call_id }}"}'
+    "[/TOOL_RESULTS]"
+    "{%- endif %}{%- endfor %}"
+)
+MISTRAL_SPECIAL = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]",
+                   "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]"]
+
+# Llama 3.1: tools in the first user message, a call is an answer that is {"name", "parameters"}, results as ipython.
+LLAMA3_TEMPLATE = (
+    "<|begin_of_text|>"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'user' and tools and loop.first %}"
+    "<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please respond with a JSON for a "
+    "function call with its proper arguments that best answers the given prompt.\n\nRespond in the format "
+    '{"name": function name, "parameters": dictionary of argument name and its value}. Do not use variables.\n\n'
+    "{%- for t in tools %}{{ t | tojson }}\n\n{%- endfor %}{{ message.content }}<|eot_id|>"
+    "{%- elif message.role == 'assistant' and message.tool_calls %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+    "{%- for tc in message.tool_calls %}"
+    '{"name": "{{ tc.function.name }}", "parameters": {{ tc.function.arguments | tojson }}}'
+    "{%- endfor %}<|eot_id|>"
+    "{%- elif message.role == 'tool' %}<|start_header_id|>ipython<|end_header_id|>\n\n"
+    "{{ message.content }}<|eot_id|>"
+    "{%- else %}<|start_header_id|>{{ message.role }}<|end_header_id|>\n\n{{ message.content }}<|eot_id|>"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{%- endif %}"
+)
+LLAMA3_SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                  "<|eom_id|>", "<|python_tag|>", "<|finetune_right_pad_id|>"]
+
+
+def _save_format_variant(root: Path | str, out: Path, special: list[str], eos: str, pad: str,
+                         template: str) -> None:
+    import torch
+    from tokenizers import AddedToken
+    from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
+
+    raw = _load_bpe(root)
+    raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, bos_token=None, eos_token=eos, pad_token=pad, unk_token=None, chat_template=template,
+        model_max_length=4096, padding_side="left", clean_up_tokenization_spaces=False)
+    torch.manual_seed(SEED)
+    model = AutoModelForCausalLM.from_pretrained(build_llama(root))
+    model.resize_token_embeddings(len(tokenizer))
+    eos_id, pad_id = tokenizer.convert_tokens_to_ids([eos, pad])
+    model.config.eos_token_id, model.config.pad_token_id, model.config.bos_token_id = eos_id, pad_id, pad_id
+    model.generation_config = GenerationConfig(bos_token_id=pad_id, eos_token_id=eos_id, pad_token_id=pad_id)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def build_mistral_format(root: Path | str) -> Path:
+    """The random tiny Llama with Mistral v3's special tokens and tool template, in root/tiny-mistral-format."""
+    return _cached_build(root, "tiny-mistral-format", lambda out: _save_format_variant(
+        root, out, MISTRAL_SPECIAL, eos="</s>", pad="<unk>", template=MISTRAL_TEMPLATE))
+
+
+def build_llama3_format(root: Path | str) -> Path:
+    """The random tiny Llama with Llama 3.1's special tokens and tool template, in root/tiny-llama3-format."""
+    return _cached_build(root, "tiny-llama3-format", lambda out: _save_format_variant(
+        root, out, LLAMA3_SPECIAL, eos="<|eot_id|>", pad="<|finetune_right_pad_id|>", template=LLAMA3_TEMPLATE))
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Scripted model
 
 

@@ -16,12 +16,10 @@ import llguidance.numpy
 import numpy as np
 import torch
 
+from .decoding import GrammarError, ToolFormat
+
 # No free whitespace inside JSON: a weak model pads with it forever otherwise (engine-notes §2).
 _JSON_DEFAULTS = {"whitespace_flexible": False}
-
-
-class GrammarError(ValueError):
-    """The request's schema or grammar cannot be compiled."""
 
 
 def _ordered(schema: Any) -> Any:
@@ -50,28 +48,34 @@ def choice_grammar(values: list[str]) -> str:
     return llguidance.LLMatcher.grammar_from_regex("|".join(re.escape(v) for v in values))
 
 
-def _calls_json(calls: list[tuple[str, dict[str, Any]]]) -> str:
-    """`{"name": ..., "arguments": {...}}` naming one of `calls`, with arguments valid for its parameters schema."""
-    schema = {"oneOf": [
-        {"type": "object", "properties": {"name": {"const": name}, "arguments": params or {"type": "object"}},
-         "required": ["name", "arguments"], "additionalProperties": False}
+def _calls_json(calls: list[tuple[str, dict[str, Any]]], fmt: ToolFormat) -> str:
+    """A call naming one of `calls` with arguments valid for its parameters schema (a non-empty list of them when the
+    format writes lists), as a grammar's %json rule."""
+    call = {"oneOf": [
+        {"type": "object", "properties": {"name": {"const": name}, fmt.args_key: params or {"type": "object"}},
+         "required": ["name", fmt.args_key], "additionalProperties": False}
         for name, params in calls]}
+    schema = {"type": "array", "items": call, "minItems": 1} if fmt.many else call
     return f"%json{json.dumps(schema | {'x-guidance': _JSON_DEFAULTS})}"
 
 
-def tool_call_grammar(calls: list[tuple[str, dict[str, Any]]], open_id: int, close_id: int,
-                      parallel: bool = True) -> str:
-    """The whole answer (mode ANY): one or more `<tool_call>{...}</tool_call>` blocks. The markers are single tokens,
-    given by id."""
-    repeat = "+" if parallel else ""
-    return (f"start: call{repeat}\n"
-            f"call: <[{open_id}]> body <[{close_id}]>\n"
-            f"body: {_calls_json(calls)}\n")
+def tool_call_grammar(calls: list[tuple[str, dict[str, Any]]], fmt: ToolFormat) -> str:
+    """The whole answer (mode ANY): calls only, in the model's format. Markers are single tokens, given by id."""
+    if fmt.open is None:
+        return f"start: body\nbody: {_calls_json(calls, fmt)}\n"
+    if fmt.close is None:
+        return f"start: <[{fmt.open}]> body\nbody: {_calls_json(calls, fmt)}\n"
+    return (f"start: call+\n"
+            f"call: <[{fmt.open}]> body <[{fmt.close}]>\n"
+            f"body: {_calls_json(calls, fmt)}\n")
 
 
-def tool_body_grammar(calls: list[tuple[str, dict[str, Any]]], close_id: int) -> str:
-    """What follows an opening `<tool_call>` marker the model chose (mode VALIDATED): a valid call, then the close."""
-    return f"start: body <[{close_id}]>\nbody: {_calls_json(calls)}\n"
+def tool_body_grammar(calls: list[tuple[str, dict[str, Any]]], fmt: ToolFormat) -> str:
+    """What follows the start of a call the model chose to make (mode VALIDATED): a valid call, then the close marker
+    if the format has one. A format without an opening marker starts at the call's first token, spaces included."""
+    close = f" <[{fmt.close}]>" if fmt.close is not None else ""
+    lead = "SPACE? " if fmt.open is None else ""
+    return f"start: {lead}body{close}\nbody: {_calls_json(calls, fmt)}\nSPACE: /[ \\t\\n]+/\n"
 
 
 class TokenizerGrammars:

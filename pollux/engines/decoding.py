@@ -11,11 +11,38 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from .base import CallEvent, Event, Finish, TextDelta, TokenLogprob, ToolCall
-from .constrain import Matcher
+
+if TYPE_CHECKING:
+    from .constrain import Matcher
+
+
+class GrammarError(ValueError):
+    """A grammar cannot be compiled, or a token breaks it."""
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    """How a model family writes its tool calls (README, "Function calling formats")."""
+
+    name: str
+    open: int | None  # the marker token before calls; None: the answer itself is the call, when it starts with "{"
+    close: int | None = None  # the marker after each call; None: the calls run to the end of the turn
+    many: bool = False  # the body is a JSON list of calls (else one call object per marker pair)
+    args_key: str = "arguments"  # where the arguments are: Llama 3 writes "parameters"
+
+    @property
+    def markers(self) -> int:
+        return (self.open is not None) + (self.close is not None)
+
+
+HERMES = "hermes"  # Qwen 2.5/3, Hermes and other ChatML models: <tool_call>{"name", "arguments"}</tool_call>
+MISTRAL = "mistral"  # Mistral v3+ tokenizers: [TOOL_CALLS][{"name", "arguments"}, ...] to the end of the turn
+LLAMA3 = "llama3"  # Llama 3.1-3.3: an answer that is {"name", "parameters"} alone
 
 
 @dataclass(frozen=True)
@@ -25,8 +52,7 @@ class SpecialTokens:
     eos: frozenset[int]
     think_open: int | None = None
     think_close: int | None = None
-    tool_open: int | None = None
-    tool_close: int | None = None
+    tools: ToolFormat | None = None
 
 
 @dataclass
@@ -133,6 +159,8 @@ class Sequence:
             return s.think_close
         if self._phase != "thinking" and self.answer_matcher is not None and self.answer_matcher.finished:
             return min(s.eos)
+        if self._phase == "tool" and self._call is not None and self._call.finished:
+            return min(s.eos)  # a validated call that runs to the end of the turn is complete
         return None
 
     def _sample(self, logits: torch.Tensor) -> int:
@@ -166,20 +194,28 @@ class Sequence:
         self.generated += 1
         self._counts[token] = self._counts.get(token, 0) + 1
         logprob, self._logprob = self._logprob, None
+        fmt = s.tools
         if token in s.eos:
-            return self.finish("MALFORMED_FUNCTION_CALL" if self._phase == "tool" else "STOP")
+            if self._phase != "tool":
+                return self.finish("STOP")
+            if fmt is not None and fmt.close is None and self._emit_calls():
+                self._phase = "answer"
+                return self.finish("STOP")
+            if fmt is not None and fmt.open is None:  # JSON that is not a call is an answer like any other
+                return self.finish("STOP")
+            return self.finish("MALFORMED_FUNCTION_CALL")
         if self.answer_matcher is not None and self._phase != "thinking" \
                 and not (self._phase == "start" and token == s.think_open):
             self.answer_matcher.advance(token)  # the grammar covers the whole answer, tool-call markers included
         if self._phase == "tool":
             if self._call is not None:
                 self._call.advance(token)
-            if token != s.tool_close:
+            if token != fmt.close:
                 self._tool_ids.append(token)
             elif not self._emit_calls():
                 return self.finish("MALFORMED_FUNCTION_CALL")
             else:
-                self._phase = "answer"
+                self._phase, self._call = "answer", None
         elif token == s.think_open and self._phase == "start":
             self._phase = "thinking"
             self._lstrip = True
@@ -189,9 +225,15 @@ class Sequence:
             self._phase = "answer"
             self._text.reset()
             self._lstrip = True
-        elif token == s.tool_open and p.tools and self._phase in ("start", "answer"):
-            self._phase, self._tool_ids = "tool", []
+        elif p.tools and fmt is not None and self._phase in ("start", "answer") and self._opens_call(token):
+            self._phase, self._tool_ids = "tool", [] if fmt.open is not None else [token]
             self._call = self.call_matcher() if self.call_matcher else None
+            if self._call is not None and fmt.open is None:
+                try:  # the token was chosen before anyone knew it began a call, so it may not fit the grammar
+                    self._call.advance(token)
+                except GrammarError:
+                    self._call = None  # then it is not a valid call, and will be an answer in JSON
+
         elif self._phase == "thinking":
             self._thought(self._text.push(token))
         else:
@@ -199,6 +241,14 @@ class Sequence:
             self._answer_delta(self._text.push(token), logprob)
         if not self.done and self.generated >= p.max_new_tokens:
             self.finish("MAX_TOKENS")
+
+    def _opens_call(self, token: int) -> bool:
+        fmt = self.special.tools
+        assert fmt is not None
+        if fmt.open is not None:
+            return token == fmt.open
+        # Llama 3 style: a call is an answer that starts with "{" (held back until it parses, or turns out to be text).
+        return not self._answer and self.decode([token]).lstrip().startswith("{")
 
     def _strip(self, text: str) -> str:
         """Templates put newlines after <think> and </think>; the parts start at the first visible character."""
@@ -227,7 +277,9 @@ class Sequence:
         self._sent = safe
 
     def _emit_calls(self) -> bool:
-        """Parse a finished `<tool_call>` body: one call object, or a list of them."""
+        """Parse a finished call body: one call object, or a list of them."""
+        fmt = self.special.tools
+        assert fmt is not None
         try:
             payload = json.loads(self.decode(self._tool_ids))
         except json.JSONDecodeError:
@@ -237,7 +289,7 @@ class Sequence:
         for call in calls:
             if not isinstance(call, dict) or not isinstance(call.get("name"), str):
                 return False
-            args = call.get("arguments", call.get("parameters", {}))
+            args = call.get(fmt.args_key, call.get("arguments", call.get("parameters", {})))
             if isinstance(args, str):
                 try:
                     args = json.loads(args)
@@ -246,7 +298,7 @@ class Sequence:
             if not isinstance(args, dict) or (self.params.tool_names and call["name"] not in self.params.tool_names):
                 return False
             parsed.append(ToolCall(call["name"], args, "call-" + secrets.token_hex(4)))
-        tokens = len(self._tool_ids) + 2  # with the two markers
+        tokens = len(self._tool_ids) + fmt.markers
         for i, call in enumerate(parsed):
             self.emit(CallEvent(call, tokens=tokens if i == 0 else 0))
         return True
@@ -254,6 +306,8 @@ class Sequence:
     def finish(self, reason: str) -> None:
         if self.done:
             return
+        if self._phase == "tool" and self.special.tools and self.special.tools.open is None:
+            self._answer += self.decode(self._tool_ids)  # held-back JSON that did not become a call
         if len(self._answer) > self._sent:  # text held back for a stop sequence that did not come
             self.emit(TextDelta(self._answer[self._sent:]))
             self._sent = len(self._answer)

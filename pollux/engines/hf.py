@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import io
 import json
 import logging
@@ -29,12 +30,12 @@ from .base import (Event, Finish, FunctionSpec, GenerateRequest, Media, Segment,
                    ToolResult, Turn)
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, tool_body_grammar,
                         tool_call_grammar)
-from .decoding import Sequence, SequenceParams, SpecialTokens
+from .decoding import HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat
 
 log = logging.getLogger("pollux.engines.hf")
 
 OVERLOADED = "The model is overloaded. Please try again later."
-_END_OF_TURN = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "</s>")
+_END_OF_TURN = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "</s>")
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,24 @@ def _register_heif() -> None:
 
 
 
+def _tool_format(tokenizer: Any) -> ToolFormat | None:
+    """The tool-call format the vocabulary's marker tokens give away (README, "Function calling formats")."""
+    vocab = tokenizer.get_vocab()
+    if "<tool_call>" in vocab and "</tool_call>" in vocab:
+        return ToolFormat(HERMES, vocab["<tool_call>"], vocab["</tool_call>"])
+    if "[TOOL_CALLS]" in vocab:
+        return ToolFormat(MISTRAL, vocab["[TOOL_CALLS]"], None, many=True)
+    if "<|eom_id|>" in vocab and "<|python_tag|>" in vocab:
+        return ToolFormat(LLAMA3, None, None, args_key="parameters")
+    return None
+
+
+def _allowed(request: GenerateRequest) -> list[tuple[str, dict[str, Any]]]:
+    """(name, parameters schema) of the functions the request lets the model call."""
+    return [(f.name, f.parameters or {}) for f in request.functions
+            if not request.allowed_functions or f.name in request.allowed_functions]
+
+
 def _prompt_functions(request: GenerateRequest) -> list[FunctionSpec]:
     """Mode NONE leaves the declarations out of the prompt: the model cannot call what it is not shown."""
     return request.functions if request.tool_mode != "NONE" else []
@@ -160,7 +179,7 @@ class TransformersEngine:
         self.special = SpecialTokens(
             eos=frozenset(eos),
             think_open=_token_id(tokenizer, "<think>"), think_close=_token_id(tokenizer, "</think>"),
-            tool_open=_token_id(tokenizer, "<tool_call>"), tool_close=_token_id(tokenizer, "</tool_call>"))
+            tools=_tool_format(tokenizer))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
         self._grammars: TokenizerGrammars | None = None
         self._grammars_lock = threading.Lock()
@@ -188,7 +207,8 @@ class TransformersEngine:
         system_text = "\n".join(s.text for s in system if isinstance(s, Text))
         if system_text:
             messages.append({"role": "system", "content": system_text})
-        for turn in turns:
+        pending: dict[str, list[str]] = {}  # ids of calls not answered yet, by function name
+        for t, turn in enumerate(turns):
             if turn.role == "model":
                 msg: dict[str, Any] = {"role": "assistant", "content": ""}
                 thoughts = [s.text for s in turn.segments if isinstance(s, Text) and s.thought]
@@ -197,14 +217,22 @@ class TransformersEngine:
                 msg["content"] = "".join(s.text for s in turn.segments if isinstance(s, Text) and not s.thought)
                 calls = [s for s in turn.segments if isinstance(s, ToolCall)]
                 if calls:
-                    msg["tool_calls"] = [{"type": "function", "id": c.id, "function": {"name": c.name,
-                                          "arguments": c.args}} for c in calls]
+                    ids = [self._call_id(c.id or f"{t}.{k}.{c.name}") for k, c in enumerate(calls)]
+                    for c, call_id in zip(calls, ids, strict=True):
+                        pending.setdefault(c.name, []).append(call_id)
+                    msg["tool_calls"] = [{"type": "function", "id": call_id, "function": {"name": c.name,
+                                          "arguments": c.args}} for c, call_id in zip(calls, ids, strict=True)]
                 messages.append(msg)
                 continue
             parts: list[dict[str, Any]] = []
             for seg in turn.segments:
                 if isinstance(seg, ToolResult):
-                    messages.append({"role": "tool", "name": seg.name, "tool_call_id": seg.id,
+                    # A result names its call by id; without one (ids are optional in Gemini), by function name.
+                    waiting = pending.get(seg.name) or []
+                    call_id = self._call_id(seg.id) if seg.id else (waiting[0] if waiting else self._call_id(seg.name))
+                    if call_id in waiting:
+                        waiting.remove(call_id)
+                    messages.append({"role": "tool", "name": seg.name, "tool_call_id": call_id,
                                      "content": json.dumps(seg.response, ensure_ascii=False)})
                 elif isinstance(seg, Text) and not seg.thought:
                     parts.append({"type": "text", "text": seg.text})
@@ -217,6 +245,13 @@ class TransformersEngine:
                 else:
                     messages.append({"role": "user", "content": "".join(p.get("text", "") for p in parts)})
         return messages, images
+
+    def _call_id(self, call_id: str) -> str:
+        """Call ids as the template accepts them: Mistral's insist on 9 alphanumeric characters."""
+        if self.special.tools is not None and self.special.tools.name == MISTRAL and \
+                not (len(call_id) == 9 and call_id.isalnum()):
+            return hashlib.sha256(call_id.encode()).hexdigest()[:9]
+        return call_id
 
     def _image(self, media: Media) -> Any:
         if media.modality != "IMAGE":
@@ -258,13 +293,10 @@ class TransformersEngine:
     # Generation -------------------------------------------------------------------------------------------------
     def _grammar_for(self, request: GenerateRequest) -> str | None:
         if request.tool_mode == "ANY" and request.functions:
-            if self.special.tool_open is None or self.special.tool_close is None:
-                raise ApiError.invalid("Function calling mode ANY is not available for this model: its vocabulary "
-                                       "has no <tool_call> markers to force.")
-            allowed = [f for f in request.functions
-                       if not request.allowed_functions or f.name in request.allowed_functions]
-            return tool_call_grammar([(f.name, f.parameters or {}) for f in allowed], self.special.tool_open,
-                                     self.special.tool_close)
+            if self.special.tools is None:
+                raise ApiError.invalid("Function calling mode ANY is not available for this model: it writes tool "
+                                       "calls in none of the formats Pollux reads (Hermes, Mistral, Llama 3).")
+            return tool_call_grammar(_allowed(request), self.special.tools)
         fmt = request.response_format
         if fmt.kind == "json":
             return json_grammar(fmt.schema or {"type": "object"})
@@ -274,10 +306,9 @@ class TransformersEngine:
 
     def _call_matchers(self, request: GenerateRequest) -> Callable[[], Any] | None:
         """Mode VALIDATED: the model may answer in text, but each call it opens must be valid for an allowed function."""
-        if request.tool_mode != "VALIDATED" or not request.functions or self.special.tool_close is None:
+        if request.tool_mode != "VALIDATED" or not request.functions or self.special.tools is None:
             return None
-        allowed = [f for f in request.functions if not request.allowed_functions or f.name in request.allowed_functions]
-        grammar = tool_body_grammar([(f.name, f.parameters or {}) for f in allowed], self.special.tool_close)
+        grammar = tool_body_grammar(_allowed(request), self.special.tools)
         self._matcher(grammar)  # a schema llguidance cannot compile is the request's 400, before decoding starts
         return lambda: self._matcher(grammar)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from pollux.engines.base import CallEvent, Finish, TextDelta
-from pollux.engines.decoding import Sequence, SequenceParams, SpecialTokens
+from pollux.engines.decoding import HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat
 
 # A toy vocabulary: ids 0-9 are the strings below; 10 = EOS, 11 = <think>, 12 = </think>, 13/14 = tool markers.
 VOCAB = ["a", "b", " c", "é"[:1], "\n", "{", "}", "x", "yz", "q", "<eos>", "<think>", "</think>", "<tc>", "</tc>"]
-SPECIAL = SpecialTokens(eos=frozenset({10}), think_open=11, think_close=12, tool_open=13, tool_close=14)
+SPECIAL = SpecialTokens(eos=frozenset({10}), think_open=11, think_close=12, tools=ToolFormat(HERMES, 13, 14))
 
 
 def decode(ids: list[int]) -> str:
@@ -91,3 +91,36 @@ def test_tool_call_markers_become_calls():
         seq.accept(token)
     call = next(e for e in calls if isinstance(e, CallEvent)).call
     assert call.name == "f" and call.args == {"k": 1} and calls[-1] == Finish("STOP")
+
+
+def test_mistral_calls_run_to_the_end_of_the_turn():
+    special = SpecialTokens(eos=frozenset({10}), tools=ToolFormat(MISTRAL, 13, None, many=True))
+    body = '[{"name": "f", "arguments": {"k": 1}}, {"name": "f", "arguments": {"k": 2}}]'
+    events: list = []
+    seq = Sequence(SequenceParams(tools=True, tool_names=frozenset({"f"})), special,
+                   lambda ids: body if ids == [7] else decode(ids), events.append)
+    for token in (13, 7, 10):
+        seq.accept(token)
+    calls = [e.call for e in events if isinstance(e, CallEvent)]
+    assert [c.args for c in calls] == [{"k": 1}, {"k": 2}] and events[-1] == Finish("STOP")
+    assert sum(e.tokens for e in events if isinstance(e, CallEvent)) == 2  # the body and the [TOOL_CALLS] marker
+
+
+def test_llama3_call_is_an_answer_that_is_a_call_object():
+    special = SpecialTokens(eos=frozenset({10}), tools=ToolFormat(LLAMA3, None, None, args_key="parameters"))
+    call = '{"name": "f", "parameters": {"k": 1}}'
+
+    def run_tokens(tokens):
+        events: list = []
+        seq = Sequence(SequenceParams(tools=True, tool_names=frozenset({"f"})), special,
+                       lambda ids: call if ids == [5, 7] else decode(ids), events.append)
+        for token in tokens:
+            seq.accept(token)
+        return events
+
+    events = run_tokens((5, 7, 10))
+    assert [e.call.args for e in events if isinstance(e, CallEvent)] == [{"k": 1}] and events[-1] == Finish("STOP")
+    assert text(events) == ""
+    other = run_tokens((5, 6, 10))  # "{}" is JSON, not a call: it is the answer
+    assert text(other) == "{}" and not any(isinstance(e, CallEvent) for e in other)
+    assert text(run_tokens((0, 5, 6, 10))) == "a{}"  # "{" later in an answer is only text
