@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,9 @@ from .engines.base import Engine
 from .engines.emulator import EmulatorEngine
 from .engines.fixtures import load_fixtures
 from .errors import ApiError, model_not_found
+from .files import router as files_router
+from .files.service import FileService
+from .files.uploads import UploadService
 from .generate import router as generate_router
 from .generate.service import GenerateService
 from .generate.signatures import Signer
@@ -42,6 +46,8 @@ class Services:
     models: ModelService
     generate: GenerateService
     engines: dict[str, Engine]
+    files: FileService
+    uploads: UploadService
 
 
 def build_services(settings: Settings, store: Store | None = None) -> Services:
@@ -63,8 +69,10 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
         elif model.engine_key not in engines:
             raise ValueError(f"model {model.id!r}: unknown engine {model.engine!r} (available: emulator, transformers)")
     store = store or Store(settings.data_dir)
-    return Services(settings, store, ModelService(settings), GenerateService(settings, engines,
-                    Signer.from_data_dir(settings.data_dir)), engines)
+    files = FileService(store, settings.data_dir, settings.limits)
+    uploads = UploadService(files, settings.data_dir, settings.limits.upload_ttl_seconds)
+    generate = GenerateService(settings, engines, Signer.from_data_dir(settings.data_dir), files)
+    return Services(settings, store, ModelService(settings), generate, engines, files, uploads)
 
 
 def _services(request: Request) -> Services:
@@ -119,6 +127,43 @@ async def model_action(request: Request) -> Response:
     return await handler(request, services.generate, name, body)
 
 
+async def upload(request: Request) -> Response:
+    """Chunks of a resumable upload are authorized by the capability in their URL; a key, when sent (the JS SDK
+    sends one), must be the upload's project's."""
+    services = _services(request)
+    try:
+        project_id = auth.authenticate(services.store, request) if auth.request_key(request) else None
+        return await files_router.upload(request, services.uploads, project_id)
+    except ApiError as err:
+        # Every upload response carries a status, or the SDKs retry the chunk before they report the error.
+        response = error_response(err)
+        response.headers["X-Goog-Upload-Status"] = "final" if err.code == 404 else "active"
+        return response
+
+
+@authorized
+async def list_files(request: Request) -> Response:
+    return await files_router.list_files(request, _services(request).files, request.state.project_id)
+
+
+@authorized
+async def get_file(request: Request) -> Response:
+    return await files_router.get_file(request, _services(request).files, request.state.project_id,
+                                       request.path_params["name"])
+
+
+@authorized
+async def delete_file(request: Request) -> Response:
+    return await files_router.delete_file(request, _services(request).files, request.state.project_id,
+                                          request.path_params["name"])
+
+
+@authorized
+async def download_file(request: Request) -> Response:
+    return await files_router.download(request, _services(request).files, request.state.project_id,
+                                       request.path_params["name"].removesuffix(":download"))
+
+
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -149,8 +194,25 @@ def _routes() -> list[Route]:
         Route(f"/{VERSIONS}/models/{{name:path}}", get_model, methods=["GET"]),
         Route(f"/{VERSIONS}/tunedModels", list_tuned_models, methods=["GET"]),
         Route(f"/{VERSIONS}/tunedModels/{{name:path}}", tuned_model, methods=["GET", "POST"]),
+        Route(f"/upload/{VERSIONS}/files", upload, methods=["POST"]),
+        Route(f"/{VERSIONS}/files", list_files, methods=["GET"]),
+        Route(f"/{VERSIONS}/files/{{name:path}}", get_file, methods=["GET"]),
+        Route(f"/{VERSIONS}/files/{{name:path}}", delete_file, methods=["DELETE"]),
+        Route(f"/download/{VERSIONS}/files/{{name:path}}", download_file, methods=["GET"]),
     ]
     return routes
+
+
+async def _sweep_forever(services: Services, every: float = 60.0) -> None:
+    """Expired files and abandoned uploads are deleted with their bytes, at start-up and then every minute."""
+    while True:
+        try:
+            files, uploads = services.files.sweep(), services.uploads.sweep()
+            if files or uploads:
+                log.info("expired: %d files, %d uploads", files, uploads)
+        except Exception:
+            log.exception("sweeping expired files failed")
+        await asyncio.sleep(every)
 
 
 def build_app(settings: Settings, services: Services | None = None) -> Starlette:
@@ -158,7 +220,10 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.files.recover()
+        sweeper = asyncio.create_task(_sweep_forever(services))
         yield
+        sweeper.cancel()
         for engine in services.engines.values():
             await engine.close()
         services.store.close()

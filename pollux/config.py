@@ -3,7 +3,7 @@
 A config file (TOML, `--config FILE`) may change any of it:
 
     [limits]
-    max_request_bytes = 20971520
+    max_request_bytes = 104857600
 
     [models."gemini-2.5-flash"]        # override fields of a catalogue entry
     engine = "emulator"
@@ -104,9 +104,17 @@ DEFAULT_CATALOGUE: tuple[ModelSpec, ...] = (
 
 @dataclass
 class Limits:
-    max_request_bytes: int = 20 * 1024 * 1024  # Gemini's inline request limit
+    # Gemini's inline request limit (100 MB since 2026, so that a 50 MB PDF fits inline once base64-encoded).
+    max_request_bytes: int = 100 * 1024 * 1024
     models_page_default: int = 50
     models_page_max: int = 1000
+    # Files API (reference/semantics.md §7): 2 GB per file, 20 GB per project, kept 48 hours.
+    max_file_bytes: int = 2 * 1024**3
+    max_project_bytes: int = 20 * 1024**3
+    file_ttl_seconds: int = 48 * 3600
+    upload_ttl_seconds: int = 24 * 3600  # an upload left unfinished this long is deleted with its bytes
+    files_page_default: int = 10
+    files_page_max: int = 100
 
 
 @dataclass

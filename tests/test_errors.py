@@ -127,18 +127,18 @@ def test_system_role_in_contents(server):
     assert_error(post(server, GENERATE, body), 400, "INVALID_ARGUMENT", message="Please use a valid role: user, model.")
 
 
-def test_body_over_20_mb_is_refused_promptly(server):
-    body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "a" * (21 * 1024 * 1024)}]}]}).encode()
+def test_body_over_100_mb_is_refused_promptly(server):
+    body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "a" * (101 * 1024 * 1024)}]}]}).encode()
     started = time.monotonic()
     r = post(server, GENERATE, content=body)
     elapsed = time.monotonic() - started
-    assert_error(r, 400, "INVALID_ARGUMENT", message="Request payload size exceeds the limit: 20971520 bytes.")
+    assert_error(r, 400, "INVALID_ARGUMENT", message="Request payload size exceeds the limit: 104857600 bytes.")
     assert elapsed < 10, f"took {elapsed:.1f}s"
 
 
-def test_body_over_20_mb_without_content_length(server):
+def test_body_over_100_mb_without_content_length(server):
     """A chunked upload has no Content-Length to check up front: the limit must hold while reading."""
-    body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "b" * (21 * 1024 * 1024)}]}]}).encode()
+    body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "b" * (101 * 1024 * 1024)}]}]}).encode()
 
     def chunks():
         for i in range(0, len(body), 1 << 16):
@@ -148,7 +148,7 @@ def test_body_over_20_mb_without_content_length(server):
     r = httpx.post(server.base_url + GENERATE, content=chunks(), timeout=TIMEOUT,
                    headers={"x-goog-api-key": server.api_key, "Content-Type": "application/json"})
     elapsed = time.monotonic() - started
-    assert_error(r, 400, "INVALID_ARGUMENT", message="Request payload size exceeds the limit: 20971520 bytes.")
+    assert_error(r, 400, "INVALID_ARGUMENT", message="Request payload size exceeds the limit: 104857600 bytes.")
     assert elapsed < 10, f"took {elapsed:.1f}s"
 
 

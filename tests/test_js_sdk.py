@@ -8,6 +8,8 @@ session with `npm ci` when tests/js/node_modules lacks the pinned SDK.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -338,3 +340,21 @@ def test_errors(js_sdk, server):
     assert "models/gemini-nope" in out["unknownModelGet"]["message"]
 
     _assert_api_error(out["badTemperature"], 400, "INVALID_ARGUMENT")
+
+
+
+# --- Files ----------------------------------------------------------------------------------------------------------
+
+
+def test_files_upload_blob_and_path_then_use_and_delete(js_sdk, server):
+    pdf = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "genai-sdk" / "story.pdf"
+    out = node_json(js_sdk, server, "files.mjs", PDF_PATH=str(pdf))
+    size = str(pdf.stat().st_size)
+    assert out["blob"] == {"name": out["blob"]["name"], "displayName": "JS blob", "sizeBytes": size, "state": "ACTIVE",
+                           "mimeType": "application/pdf"}
+    assert out["path"]["sizeBytes"] == size and out["path"]["state"] == "ACTIVE"
+    assert out["got"]["name"] == out["blob"]["name"]
+    assert base64.b64decode(out["got"]["sha256Hash"]).decode() == hashlib.sha256(pdf.read_bytes()).hexdigest()
+    assert {out["blob"]["name"], out["path"]["name"]} <= set(out["listed"])
+    assert "application/pdf" in out["text"] and out["documentTokens"] == 258
+    assert out["afterDelete"] == 403

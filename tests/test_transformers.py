@@ -410,6 +410,36 @@ def test_signature_restores_the_reasoning_and_rejects_tampering(hf, client):
     assert exc.value.code == 400 and "Corrupted thought signature" in exc.value.message
 
 
+PDF = tiny_models.Path(__file__).resolve().parents[2] / "shared" / "testdata" / "genai-sdk" / "story.pdf"
+
+
+def test_pdf_to_a_text_model_and_a_vision_model(client, models):
+    """A text model reads a PDF's text, a vision model its text and rendered pages; both are charged 258 a page."""
+    part = types.Part.from_bytes(data=PDF.read_bytes(), mime_type="application/pdf")
+    for model in ("gemini-2.0-flash", "tiny-vision"):
+        response = client.models.generate_content(model=model, contents=[part, "Summarize"],
+                                                  config=types.GenerateContentConfig(max_output_tokens=3))
+        details = {d.modality: d.token_count for d in response.usage_metadata.prompt_tokens_details}
+        assert details[types.MediaModality.DOCUMENT] == 258, (model, details)
+    from pollux.engines.base import Media, Text, Turn
+    from pollux.engines.hf import HFOptions, TransformersEngine
+    from pollux.media import inspect_bytes
+
+    document = Media("application/pdf", "DOCUMENT", data=PDF.read_bytes(),
+                     info=inspect_bytes(PDF.read_bytes(), "application/pdf"))
+    turns = [Turn("user", [document, Text("Summarize")])]
+    for source, images in ((models["random"], 0), (models["vision"], 1)):
+        engine = TransformersEngine(HFOptions.from_dict({"source": source, "threads": 1, "workers": 1}))
+        try:
+            messages, pictures = engine._messages(turns, [])
+        finally:
+            asyncio.run(engine.close())
+        content = messages[0]["content"]
+        text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+        assert "[page 1]\nThe Whispering Woods\nIn the heart of Eldergrove" in text
+        assert len(pictures) == images and all(max(p.size) <= 768 for p in pictures)
+
+
 def test_heic_image(client):
     from PIL import Image
     from pillow_heif import register_heif_opener

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, Union
+
+from ..media.probe import MediaInfo
 
 
 # Inputs -------------------------------------------------------------------------------------------------------------
@@ -20,12 +23,22 @@ class Text:
 
 @dataclass(frozen=True)
 class Media:
-    """Inline or referenced media. `modality` is the usage-accounting bucket (IMAGE, AUDIO, VIDEO, DOCUMENT)."""
+    """Inline or uploaded media, already validated and measured. `modality` is the usage-accounting bucket (IMAGE,
+    AUDIO, VIDEO, DOCUMENT). Inline bytes are in `data`; an uploaded file's are at `path` (never read whole unless
+    an engine needs them)."""
 
     mime_type: str
     modality: str
     data: bytes = b""
     uri: str | None = None
+    path: Path | None = None
+    info: MediaInfo | None = None  # size, pixels, pages, duration
+    resolution: str | None = None  # Gemini's media resolution for this part (the part's own, else the request's)
+    clip: tuple[float, float | None] | None = None  # videoMetadata: start and end offsets in seconds
+    fps: float | None = None  # videoMetadata.fps: frames sampled per second
+
+    def read(self) -> bytes:
+        return self.data if self.path is None else self.path.read_bytes()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import ApiError
 from ..schemas import SchemaMismatch, instance_for, validate_instance, words_of
+from .accounting import describe, media_tokens
 from .base import (CallEvent, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TextDelta,
                    TokenCount, TokenLogprob, ToolCall, ToolResult, Turn)
 from .fixtures import Rule, Scripted, find
@@ -29,8 +30,6 @@ log = logging.getLogger("pollux.engines.emulator")
 # A token is a short run of word characters or one symbol, with the whitespace before it: about 4 characters of
 # English per token, like Gemini's. Joining the tokens gives the text back exactly, so truncation is exact.
 _TOKEN = re.compile(r"\s*(?:\w{1,5}|[^\w\s])|\s+")
-
-MEDIA_TOKENS = 258  # Gemini's flat charge for an image up to 384 px and for a PDF page
 
 _FILLER = (
     "This answer comes from the Pollux emulator, a deterministic stand-in for a real model.",
@@ -68,14 +67,14 @@ def count_text(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-def _segment_tokens(seg: Segment) -> tuple[str, int]:
+def _segment_tokens(seg: Segment, model: str) -> tuple[str, int]:
     if isinstance(seg, Text):
         return "TEXT", count_text(seg.text)
     if isinstance(seg, ToolCall):
         return "TEXT", count_text(seg.name + json.dumps(seg.args, sort_keys=True))
     if isinstance(seg, ToolResult):
         return "TEXT", count_text(seg.name + json.dumps(seg.response, sort_keys=True))
-    return seg.modality, MEDIA_TOKENS
+    return media_tokens(seg, model)
 
 
 class EmulatorEngine:
@@ -93,7 +92,7 @@ class EmulatorEngine:
         counts: dict[str, int] = {}
         segments = [s for t in request.turns for s in t.segments] + list(request.system)
         for seg in segments:
-            modality, n = _segment_tokens(seg)
+            modality, n = _segment_tokens(seg, request.model)
             counts[modality] = counts.get(modality, 0) + n
         for fn in request.functions:
             n = count_text(fn.name + " " + fn.description + json.dumps(fn.parameters or {}, sort_keys=True))
@@ -132,7 +131,7 @@ class EmulatorEngine:
         calls = _function_calls(request, last_text, scripted, rng)
         if calls:
             for call in calls:
-                yield CallEvent(call, tokens=_segment_tokens(call)[1])
+                yield CallEvent(call, tokens=_segment_tokens(call, request.model)[1])
             yield Finish("STOP")
             return
 
@@ -320,8 +319,7 @@ def _prose(request: GenerateRequest, last_text: str, rng: random.Random) -> list
     opening = f'You asked: "{snippet}".' if snippet else "Hello."
     media = [s for t in request.turns[-1:] for s in t.segments if isinstance(s, Media)]
     if media:
-        listed = ", ".join(f"{m.mime_type} ({len(m.data)} bytes)" if m.data else f"{m.mime_type} ({m.uri})"
-                           for m in media)
+        listed = ", ".join(f"{describe(m)}" for m in media)
         opening += f" I received {len(media)} attachment{'s' if len(media) > 1 else ''}: {listed}."
     tokens = tokenize(opening)
     for sentence in rng.sample(_FILLER, rng.randint(2, 4)):

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ApiError
-from ..media import image_tokens
+from ..media.documents import PdfDocument
+from .accounting import media_tokens
 from .base import (Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount, ToolCall,
                    ToolResult, Turn)
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, tool_body_grammar,
@@ -200,8 +201,11 @@ class TransformersEngine:
             await asyncio.to_thread(worker.join, 10)
 
     # Prompts ----------------------------------------------------------------------------------------------------
-    def _messages(self, turns: list[Turn], system: list[Segment]) -> tuple[list[dict[str, Any]], list[Any]]:
-        """Turns in the chat-template shape transformers uses; images decoded with Pillow."""
+    def _messages(self, turns: list[Turn], system: list[Segment],
+                  counting: bool = False) -> tuple[list[dict[str, Any]], list[Any]]:
+        """Turns in the chat-template shape transformers uses; images decoded with Pillow. A PDF becomes its pages'
+        text and, for a vision model, their rendered images. `counting` leaves media out (Gemini's accounting
+        charges them apart) and decodes nothing."""
         messages: list[dict[str, Any]] = []
         images: list[Any] = []
         system_text = "\n".join(s.text for s in system if isinstance(s, Text))
@@ -237,8 +241,19 @@ class TransformersEngine:
                 elif isinstance(seg, Text) and not seg.thought:
                     parts.append({"type": "text", "text": seg.text})
                 elif isinstance(seg, Media):
-                    parts.append({"type": "image"})
-                    images.append(self._image(seg))
+                    self._check_readable(seg)
+                    if counting:
+                        continue
+                    if seg.modality == "DOCUMENT":
+                        texts, pages = self._document(seg)
+                        for text, page in zip(texts, pages or [None] * len(texts), strict=True):
+                            if page is not None:
+                                parts.append({"type": "image"})
+                                images.append(page)
+                            parts.append({"type": "text", "text": text})
+                    else:
+                        parts.append({"type": "image"})
+                        images.append(self._image(seg))
             if parts:
                 if images and self.multimodal:
                     messages.append({"role": "user", "content": parts})
@@ -253,20 +268,29 @@ class TransformersEngine:
             return hashlib.sha256(call_id.encode()).hexdigest()[:9]
         return call_id
 
-    def _image(self, media: Media) -> Any:
-        if media.modality != "IMAGE":
+    def _check_readable(self, media: Media) -> None:
+        if media.modality not in ("IMAGE", "DOCUMENT"):
             raise ApiError.invalid(f"This model cannot read {media.mime_type} input.")
-        if not self.multimodal:
+        if media.modality == "IMAGE" and not self.multimodal:
             raise ApiError.invalid("This model cannot read images: it is a text-only model. Send text, or configure "
                                    "a vision-language model for this model id.")
+
+    def _image(self, media: Media) -> Any:
         from PIL import Image, UnidentifiedImageError
         _register_heif()
         try:
-            image = Image.open(io.BytesIO(media.data))
+            image = Image.open(io.BytesIO(media.read()))
             image.load()
         except (UnidentifiedImageError, OSError) as exc:
             raise ApiError.invalid(f"Unable to process input image: {exc}") from None
         return image.convert("RGB")
+
+    def _document(self, media: Media) -> tuple[list[str], list[Any] | None]:
+        """Each page's native text, and its rendered image when the model can see."""
+        with PdfDocument(media.path or media.data) as pdf:
+            texts = [f"[page {i + 1}]\n{pdf.page_text(i)}\n\n" for i in range(pdf.page_count)]
+            pages = [pdf.render_page(i) for i in range(pdf.page_count)] if self.multimodal else None
+        return texts, pages
 
     def _render(self, messages: list[dict[str, Any]], functions: list[FunctionSpec], thinking: bool) -> str:
         tools = [{"type": "function", "function": {"name": f.name, "description": f.description,
@@ -281,13 +305,16 @@ class TransformersEngine:
 
     async def count_tokens(self, request: GenerateRequest) -> TokenCount:
         """The rendered prompt's text tokens, as `generate` renders it; images as Gemini counts them."""
-        messages, images = self._messages(request.turns, request.system)
+        messages, _ = self._messages(request.turns, request.system, counting=True)
         text_only = [m if isinstance(m.get("content"), str) else
                      {**m, "content": "".join(p.get("text", "") for p in m["content"])} for m in messages]
         counts = {"TEXT": len(self._encode(self._render(text_only, _prompt_functions(request),
                                                         thinking=request.thinking.enabled)))}
-        if images:
-            counts["IMAGE"] = sum(image_tokens(img.width, img.height, request.model) for img in images)
+        for turn in request.turns:
+            for seg in turn.segments:
+                if isinstance(seg, Media):
+                    modality, n = media_tokens(seg, request.model)
+                    counts[modality] = counts.get(modality, 0) + n
         return TokenCount(counts)
 
     # Generation -------------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ T = TypeVar("T")
 async def generate_content(request: Request, service: GenerateService, model_name: str, body: bytes) -> Response:
     model = service.resolve(model_name, request.path_params["version"], "generateContent")
     try:
-        reply = await until_disconnected(request, service.generate(model, parse(GenerateContentRequest, body)))
+        reply = await until_disconnected(request, service.generate(model, parse(GenerateContentRequest, body),
+                                                                   request.state.project_id))
     except ClientGone:
         return Response(status_code=499)  # never read: the connection is closed
     return JSONResponse(reply_json(reply))
@@ -31,7 +32,8 @@ async def generate_content(request: Request, service: GenerateService, model_nam
 
 async def count_tokens(request: Request, service: GenerateService, model_name: str, body: bytes) -> Response:
     model = service.resolve(model_name, request.path_params["version"], "countTokens")
-    return JSONResponse(count_tokens_json(await service.count_tokens(model, parse(CountTokensRequest, body))))
+    count = await service.count_tokens(model, parse(CountTokensRequest, body), request.state.project_id)
+    return JSONResponse(count_tokens_json(count))
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
@@ -70,7 +72,7 @@ async def stream_generate_content(request: Request, service: GenerateService, mo
                                   body: bytes) -> Response:
     """`?alt=sse`: one `data:` event per chunk (the SDKs). Otherwise a JSON array, streamed (the REST default)."""
     model = service.resolve(model_name, request.path_params["version"], "generateContent")
-    chunks = await service.stream(model, parse(GenerateContentRequest, body))
+    chunks = await service.stream(model, parse(GenerateContentRequest, body), request.state.project_id)
     try:
         first = await anext(chunks, None)  # an error before any output is still a plain HTTP error
     except BaseException:

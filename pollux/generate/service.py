@@ -14,29 +14,26 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ..config import ModelSpec, Settings, find_model
 from ..engines.base import (CallEvent, Engine, Finish, FunctionSpec, GenerateRequest, Media, ResponseFormat, Sampling,
                             Segment, Text, TextDelta, Thinking, TokenCount, ToolCall, ToolResult, Turn)
 from ..errors import ApiError
+from ..files.service import FileService
+from ..media import MediaError, inspect_bytes
+from ..media.probe import MediaInfo, modality_of
 from ..schemas import SchemaMismatch, openapi_to_json_schema, validate_instance
 from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
 from .results import Candidate, Chunk, OutPart, Reply, Usage
 from .signatures import Signer
 from .validation import check_contents, check_request
 
+MAX_TEXT_FILE_BYTES = 50 * 1024 * 1024  # a text-like file goes into the prompt whole
+
 # Thinking levels as budgets (Gemini 3 maps levels to its own budgets; these keep the emulator's output in scale).
 LEVEL_BUDGETS = {"MINIMAL": 128, "LOW": 1024, "MEDIUM": 8192, "HIGH": None}
-
-
-def modality_of(mime_type: str) -> str:
-    major = mime_type.split("/", 1)[0].lower()
-    if major in ("image", "audio", "video"):
-        return major.upper()
-    if mime_type == "application/pdf":
-        return "DOCUMENT"
-    return "TEXT"
 
 
 class _ResponseIds:
@@ -73,10 +70,11 @@ class Prepared:
 
 
 class GenerateService:
-    def __init__(self, settings: Settings, engines: dict[str, Engine], signer: Signer) -> None:
+    def __init__(self, settings: Settings, engines: dict[str, Engine], signer: Signer, files: FileService) -> None:
         self.settings = settings
         self.engines = engines
         self.signer = signer
+        self.files = files
 
     # Models -----------------------------------------------------------------------------------------------------
     def resolve(self, name: str, version: str, method: str) -> ModelSpec:
@@ -84,8 +82,8 @@ class GenerateService:
         return find_model(self.settings, name, version, method)
 
     # Entry points -----------------------------------------------------------------------------------------------
-    async def generate(self, model: ModelSpec, req: GenerateContentRequest) -> Reply:
-        prepared = await self.prepare(model, req, stream=False)
+    async def generate(self, model: ModelSpec, req: GenerateContentRequest, project_id: str) -> Reply:
+        prepared = await self.prepare(model, req, project_id, stream=False)
         candidates = [Candidate(i) for i in range(prepared.candidates)]
 
         async def run(cand: Candidate) -> None:
@@ -104,9 +102,9 @@ class GenerateService:
                 task.cancel()
         return prepared.reply(candidates, [Chunk(c, c.parts, c.logprobs) for c in candidates])
 
-    async def stream(self, model: ModelSpec, req: GenerateContentRequest) -> AsyncIterator[Reply]:
+    async def stream(self, model: ModelSpec, req: GenerateContentRequest, project_id: str) -> AsyncIterator[Reply]:
         """Validates before the first chunk (so errors are plain HTTP errors), then yields response chunks."""
-        prepared = await self.prepare(model, req, stream=True)
+        prepared = await self.prepare(model, req, project_id, stream=True)
         candidates = [Candidate(i) for i in range(prepared.candidates)]
         # Bounded, so that an engine cannot run far ahead of a slow client.
         merged: asyncio.Queue[tuple[Candidate, Any]] = asyncio.Queue(maxsize=64)
@@ -146,7 +144,7 @@ class GenerateService:
 
         return replies()
 
-    async def count_tokens(self, model: ModelSpec, req: CountTokensRequest) -> TokenCount:
+    async def count_tokens(self, model: ModelSpec, req: CountTokensRequest, project_id: str) -> TokenCount:
         if req.contents and req.generate_content_request:
             raise ApiError.invalid("* CountTokensRequest: contents and generate_content_request are mutually exclusive.\n")
         if req.generate_content_request is not None:
@@ -155,7 +153,7 @@ class GenerateService:
         else:
             check_contents(req.contents, "CountTokensRequest")
             inner = GenerateContentRequest(contents=req.contents)
-        return await self._engine(model).count_tokens(self._engine_request(model, inner, stream=False))
+        return await self._engine(model).count_tokens(self._engine_request(model, inner, project_id, stream=False))
 
     # Request → engine -------------------------------------------------------------------------------------------
     def _engine(self, model: ModelSpec) -> Engine:
@@ -164,13 +162,13 @@ class GenerateService:
             raise ApiError("UNAVAILABLE", f"The engine {model.engine!r} for {model.name} is not running.")
         return engine
 
-    async def prepare(self, model: ModelSpec, req: GenerateContentRequest, stream: bool) -> Prepared:
+    async def prepare(self, model: ModelSpec, req: GenerateContentRequest, project_id: str, stream: bool) -> Prepared:
         check_request(req, model)
         self._check_signatures(req.contents or [], model)
         if req.cached_content:
             # No cache can exist yet for any project: the real API's answer to an unknown cache.
             raise ApiError("PERMISSION_DENIED", "CachedContent not found (or permission denied)")
-        request = self._engine_request(model, req, stream)
+        request = self._engine_request(model, req, project_id, stream)
         engine = self._engine(model)
         prompt = await engine.count_tokens(request)
         if prompt.total > model.input_token_limit:
@@ -180,11 +178,13 @@ class GenerateService:
         return Prepared(model, engine, request, (req.generation_config or _NO_CONFIG).candidate_count or 1,
                         request.thinking.include_thoughts, prompt, sign)
 
-    def _engine_request(self, model: ModelSpec, req: GenerateContentRequest, stream: bool) -> GenerateRequest:
+    def _engine_request(self, model: ModelSpec, req: GenerateContentRequest, project_id: str,
+                        stream: bool) -> GenerateRequest:
         cfg = req.generation_config or _NO_CONFIG
         fcc = req.tool_config.function_calling_config if req.tool_config else None
+        inputs = _Inputs(project_id, cfg.media_resolution)
         return GenerateRequest(
-            model=model.id, turns=self._turns(req.contents or [], model), system=self._system(req.system_instruction),
+            model=model.id, turns=self._turns(req.contents or [], inputs), system=self._system(req.system_instruction),
             functions=self._functions(req),
             tool_mode=(fcc.mode if fcc and fcc.mode not in (None, "MODE_UNSPECIFIED") else "AUTO"),
             allowed_functions=(fcc.allowed_function_names or None) if fcc else None,
@@ -206,13 +206,13 @@ class GenerateService:
     def _for_candidate(prepared: Prepared, index: int) -> GenerateRequest:
         return replace(prepared.request, candidate_index=index) if index else prepared.request
 
-    def _turns(self, contents: list[Content], model: ModelSpec) -> list[Turn]:
+    def _turns(self, contents: list[Content], inputs: _Inputs) -> list[Turn]:
         turns = []
         for i, content in enumerate(contents):
             role = "model" if content.role == "model" else "user"
             segments: list[Segment] = []
             for j, part in enumerate(content.parts or []):
-                segments.extend(self._segments(part, f"contents[{i}].parts[{j}]"))
+                segments.extend(self._segments(part, f"contents[{i}].parts[{j}]", inputs))
             turns.append(Turn(role, segments))
         return turns
 
@@ -221,7 +221,7 @@ class GenerateService:
             return []
         return [Text(p.text) for p in content.parts or [] if p.text]
 
-    def _segments(self, part: Part, path: str) -> list[Segment]:
+    def _segments(self, part: Part, path: str, inputs: _Inputs) -> list[Segment]:
         out: list[Segment] = []
         if part.thought_signature:
             restored = self.signer.open(part.thought_signature)
@@ -235,16 +235,11 @@ class GenerateService:
             if not mime:
                 raise ApiError.invalid(f"* GenerateContentRequest.{path}.inline_data.mime_type: mime_type is not specified\n")
             data = _b64(blob.data or "", f"{path}.inline_data.data")
-            modality = modality_of(mime)
-            if modality == "TEXT":
-                out.append(Text(data.decode("utf-8", errors="replace")))
-            else:
-                out.append(Media(mime, modality, data=data))
+            out.append(self._media(part, mime, inputs, data=data))
         elif part.file_data is not None:
-            # The Files API is not served yet, so no uploaded file exists for any project.
-            file_id = (part.file_data.file_uri or "").rstrip("/").rsplit("/", 1)[-1]
-            raise ApiError("PERMISSION_DENIED",
-                           f"You do not have permission to access the File {file_id} or it may not exist.")
+            stored = self.files.usable(inputs.project_id, part.file_data.file_uri or "")
+            out.append(self._media(part, stored.row["mime_type"], inputs, path=stored.path,
+                                   info=MediaInfo(**stored.row["info"]), uri=part.file_data.file_uri))
         elif part.function_call is not None:
             fc = part.function_call
             out.append(ToolCall(fc.name or "", dict(fc.args or {}), fc.id))
@@ -256,6 +251,32 @@ class GenerateService:
         elif part.code_execution_result is not None:
             out.append(Text(part.code_execution_result.output or ""))
         return out
+
+    def _media(self, part: Part, mime: str, inputs: _Inputs, *, data: bytes = b"", path: Path | None = None,
+               info: MediaInfo | None = None, uri: str | None = None) -> Segment:
+        """Inline data or an uploaded file as the engines see it: text for text-like types, else measured media."""
+        modality = modality_of(mime)
+        if modality is None:
+            raise ApiError.invalid(f"Unsupported MIME type: {mime}")
+        if modality == "TEXT":
+            if path is not None and path.stat().st_size > MAX_TEXT_FILE_BYTES:
+                raise ApiError.invalid(f"The text file {uri} is over {MAX_TEXT_FILE_BYTES} bytes: too long for a prompt.")
+            return Text((path.read_bytes() if path is not None else data).decode("utf-8", errors="replace"))
+        if info is None:
+            try:
+                info = inspect_bytes(data, mime)
+            except MediaError as exc:
+                raise ApiError.invalid(f"Unable to process input {modality.lower()}: {exc}") from None
+        resolution = (part.media_resolution.level if part.media_resolution else None) or inputs.resolution
+        clip, fps = None, None
+        if part.video_metadata is not None:
+            vm = part.video_metadata
+            clip = (_seconds(vm.start_offset, "start_offset") or 0.0, _seconds(vm.end_offset, "end_offset"))
+            if vm.fps is not None and not 0 < vm.fps <= 24:
+                raise ApiError.invalid("video_metadata.fps must be in (0.0, 24.0].")
+            fps = vm.fps
+        return Media(info.mime_type, modality, data=data, uri=uri, path=path, info=info, resolution=resolution,
+                     clip=clip, fps=fps)
 
     def _check_signatures(self, contents: list[Content], model: ModelSpec) -> None:
         """Gemini 3 requires the signature on each model function call of the current turn (since the last user text)."""
@@ -359,6 +380,14 @@ class GenerateService:
         return self.signer.sign("".join(cand.thought))
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What reading a request's parts needs besides the parts: whose files they may name, the default resolution."""
+
+    project_id: str
+    resolution: str | None
+
+
 def _fits(answer: list[str], schema: dict[str, Any] | None) -> bool:
     try:
         validate_instance(json.loads("".join(answer)), schema or {})
@@ -374,6 +403,20 @@ def _append_text(parts: list[OutPart], text: str, thought: bool = False) -> None
         last.text += text
     else:
         parts.append(OutPart(text=text, thought=thought))
+
+
+def _seconds(value: str | None, name: str) -> float | None:
+    """A proto Duration ("12s", "1.5s") in seconds."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.removesuffix("s"))
+    except ValueError:
+        raise ApiError.invalid(f"Invalid value at 'video_metadata.{name}' (type.googleapis.com/google.protobuf.Duration), "
+                               f"\"{value}\"") from None
+    if seconds < 0:
+        raise ApiError.invalid(f"video_metadata.{name} must not be negative.")
+    return seconds
 
 
 def _b64(data: str, path: str) -> bytes:

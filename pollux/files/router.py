@@ -1,0 +1,200 @@
+"""Files routes: POST /upload/{v}/files (resumable, multipart, media), GET/DELETE /{v}/files[/{id}], downloads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from ..errors import ApiError
+from ..wire import JSONResponse, parse
+from .protocol import CreateFileRequest, FileMetadata, file_json
+from .service import FileService
+from .uploads import CHUNK_GRANULARITY, Progress, UploadService
+
+METADATA_LIMIT = 64 * 1024  # the JSON that starts an upload
+
+
+def base_url(request: Request) -> str:
+    """This server as the client reached it (the upload URL must be absolute, on this server's own host)."""
+    return str(request.base_url).rstrip("/")
+
+
+def _commands(request: Request) -> set[str]:
+    return {c.strip().lower() for c in request.headers.get("x-goog-upload-command", "").split(",") if c.strip()}
+
+
+def _protocol(request: Request) -> str:
+    protocol = request.headers.get("x-goog-upload-protocol") or request.query_params.get("uploadType") or ""
+    return {"media": "raw"}.get(protocol.lower(), protocol.lower())
+
+
+def _progress_response(progress: Progress, request: Request) -> Response:
+    headers = {"X-Goog-Upload-Status": progress.status, "X-Goog-Upload-Size-Received": str(progress.committed)}
+    if progress.file is None:
+        return Response(b"", headers=headers)
+    return JSONResponse({"file": file_json(progress.file, base_url(request))}, headers=headers)
+
+
+async def _metadata(request: Request) -> FileMetadata:
+    """The `{"file": {...}}` body, in either casing, and also with the single quotes of the docs' curl example."""
+    body = b""
+    async for piece in request.stream():
+        body += piece
+        if len(body) > METADATA_LIMIT:
+            raise ApiError.invalid(f"Request payload size exceeds the limit: {METADATA_LIMIT} bytes.")
+    if b"'" in body and b'"' not in body:
+        body = body.replace(b"'", b'"')  # `-d "{'file': {'display_name': 'X'}}"` from the docs
+    return parse(CreateFileRequest, body).file or FileMetadata()
+
+
+async def upload(request: Request, uploads: UploadService, project_id: str | None) -> Response:
+    """Everything POSTed to /upload/{v}/files. With `upload_id`, a chunk, query or cancel of a resumable upload
+    (authorized by the capability in the URL); without, the start of an upload (authorized by the key)."""
+    token = request.query_params.get("upload_id")
+    if token:
+        return await _resumable_step(request, uploads, token, project_id)
+    if project_id is None:
+        raise ApiError("PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without established "
+                       "identity). Please use API Key or other form of API consumer identity to call this API.")
+    protocol = _protocol(request)
+    if protocol == "resumable":
+        if "start" not in _commands(request):
+            raise ApiError.invalid("A resumable upload starts with X-Goog-Upload-Command: start.")
+        meta = await _metadata(request)
+        declared = request.headers.get("x-goog-upload-header-content-length")
+        size = meta.size_bytes
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise ApiError.invalid("Invalid X-Goog-Upload-Header-Content-Length.")
+            size = int(declared)
+        mime = request.headers.get("x-goog-upload-header-content-type") or meta.mime_type
+        new = uploads.start(project_id, meta.name, meta.display_name, mime, size)
+        url = f"{base_url(request)}{request.url.path}?upload_id={new}&upload_protocol=resumable"
+        return Response(b"", headers={"X-Goog-Upload-Status": "active", "X-Goog-Upload-URL": url,
+                                      "X-Goog-Upload-Control-URL": url,
+                                      "X-Goog-Upload-Chunk-Granularity": str(CHUNK_GRANULARITY)})
+    if protocol == "multipart":
+        stored = await _multipart(request, uploads, project_id)
+    elif protocol == "raw":
+        stored = await uploads.whole(project_id, None, None, request.headers.get("content-type"), request.stream())
+    else:
+        raise ApiError.invalid("Unknown upload protocol: use X-Goog-Upload-Protocol resumable, multipart or raw "
+                               "(or uploadType=resumable|multipart|media).")
+    return JSONResponse({"file": file_json(stored, base_url(request))}, headers={"X-Goog-Upload-Status": "final"})
+
+
+async def _resumable_step(request: Request, uploads: UploadService, token: str, project_id: str | None) -> Response:
+    session = uploads.session(token)
+    if project_id is not None and project_id != session["project_id"]:
+        raise ApiError.not_found("The upload was not found: it finished, was cancelled, or expired.")
+    commands = _commands(request)
+    if "cancel" in commands:
+        uploads.cancel(token)
+        return Response(b"", headers={"X-Goog-Upload-Status": "cancelled"})
+    if "query" in commands:
+        return _progress_response(uploads.query(token), request)
+    if not commands & {"upload", "finalize"}:
+        raise ApiError.invalid("X-Goog-Upload-Command must be upload, finalize, query or cancel.")
+    offset_header = request.headers.get("x-goog-upload-offset")
+    if offset_header is not None and not offset_header.strip().isdigit():
+        raise ApiError.invalid("Invalid X-Goog-Upload-Offset.")
+    offset = int(offset_header) if offset_header is not None else None
+    progress = await uploads.chunk(token, offset, request.stream(), finalize="finalize" in commands)
+    return _progress_response(progress, request)
+
+
+async def _multipart(request: Request, uploads: UploadService, project_id: str) -> dict:
+    """multipart/related (Google's form) or multipart/form-data: the JSON metadata, then the media, streamed."""
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if not content_type.startswith(b"multipart/") or not boundary:
+        raise ApiError.invalid("A multipart upload needs Content-Type: multipart/related; boundary=...")
+    parts: list[dict] = []
+    ready: list[bytes] = []
+
+    def on_part_begin() -> None:
+        parts.append({"headers": {}, "data": bytearray()})
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        parts[-1]["field"] = data[start:end].decode("latin-1").lower()
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        parts[-1]["headers"][parts[-1].pop("field", "")] = data[start:end].decode("latin-1")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if len(parts) == 1:
+            if len(parts[0]["data"]) + end - start > METADATA_LIMIT:
+                raise ApiError.invalid(f"The upload's metadata exceeds {METADATA_LIMIT} bytes.")
+            parts[0]["data"] += data[start:end]
+        elif len(parts) == 2:
+            ready.append(data[start:end])
+
+    parser = MultipartParser(boundary, {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
+                                        "on_header_value": on_header_value, "on_part_data": on_part_data})
+    stream = request.stream()
+    # Read until the media part starts, so that its metadata (name, MIME type) is known before any byte is stored.
+    async for piece in stream:
+        parser.write(piece)
+        if len(parts) >= 2:
+            break
+    if len(parts) < 2:
+        raise ApiError.invalid("A multipart upload has two parts: the JSON metadata, then the media.")
+    meta = parse(CreateFileRequest, bytes(parts[0]["data"])).file or FileMetadata()
+    mime = meta.mime_type or parts[1]["headers"].get("content-type")
+
+    async def body() -> AsyncIterator[bytes]:
+        while ready:
+            yield ready.pop(0)
+        async for piece in stream:
+            parser.write(piece)
+            while ready:
+                yield ready.pop(0)
+        parser.finalize()
+        while ready:
+            yield ready.pop(0)
+
+    return await uploads.whole(project_id, meta.name, meta.display_name, mime, body())
+
+
+# Resources ------------------------------------------------------------------------------------------------------------
+def _page_size(request: Request) -> int | None:
+    value = request.query_params.get("pageSize") or request.query_params.get("page_size")
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ApiError.invalid(f"Invalid value at 'page_size' (TYPE_INT32), \"{value}\"") from None
+
+
+async def list_files(request: Request, files: FileService, project_id: str) -> Response:
+    rows, token = files.list(project_id, _page_size(request),
+                             request.query_params.get("pageToken") or request.query_params.get("page_token"))
+    out: dict = {}
+    if rows:
+        out["files"] = [file_json(r, base_url(request)) for r in rows]
+    if token:
+        out["nextPageToken"] = token
+    return JSONResponse(out)
+
+
+async def get_file(request: Request, files: FileService, project_id: str, name: str) -> Response:
+    if name.endswith(":download"):
+        return await download(request, files, project_id, name.removesuffix(":download"))
+    return JSONResponse(file_json(files.get(project_id, name).row, base_url(request)))
+
+
+async def delete_file(request: Request, files: FileService, project_id: str, name: str) -> Response:
+    files.delete(project_id, name)
+    return JSONResponse({})
+
+
+async def download(request: Request, files: FileService, project_id: str, name: str) -> Response:
+    """Generated files only (batch outputs): as on the real API, what a user uploaded cannot be downloaded."""
+    stored = files.get(project_id, name)
+    if stored.row["source"] != "GENERATED":
+        raise ApiError.invalid("Only generated files can be downloaded. Files uploaded by users cannot be downloaded.")
+    return FileResponse(stored.path, media_type=stored.row["mime_type"])
