@@ -280,6 +280,35 @@ def test_user_uploads_cannot_be_downloaded(server):
     assert r.status_code == 400 and "generated" in r.json()["error"]["message"]
 
 
+def test_generated_files_download_at_both_paths(server):
+    """Batch outputs are generated files; one is planted here as the batch service will write it."""
+    from pollux.auth import hash_key
+    from pollux.config import Limits
+    from pollux.files.service import FileService
+    from pollux.store import Store
+
+    store = Store(server.data_dir)
+    try:
+        project = store.project_for_key_hash(hash_key(server.api_key))
+        files = FileService(store, server.data_dir, Limits())
+        file_id = "batch-" + os.urandom(4).hex()
+        data = b'{"key": "1", "response": {}}\n'
+        files.path(project, file_id).parent.mkdir(parents=True, exist_ok=True)
+        files.path(project, file_id).write_bytes(data)
+        row = files.new_row(project, file_id, "out", "application/jsonl", len(data), hashlib.sha256(data).hexdigest(),
+                            source="GENERATED")
+        store.insert_file({**row, "state": "ACTIVE"})
+    finally:
+        store.close()
+    client = client_for(server)
+    got = client.files.get(name=f"files/{file_id}")
+    assert got.download_uri and got.source == types.FileSource.GENERATED
+    assert client.files.download(file=f"files/{file_id}") == data
+    r = httpx.get(f"{server.base_url}/download/v1beta/files/{file_id}:download", params={"alt": "media"},
+                  headers={"x-goog-api-key": server.api_key}, timeout=TIMEOUT)
+    assert r.status_code == 200 and r.content == data
+
+
 # Files and media as model input ---------------------------------------------------------------------------------------
 def test_pdf_inline_by_uri_and_two_at_once(server):
     client = client_for(server)
