@@ -231,6 +231,39 @@ def test_upload_url_is_a_capability_bound_to_its_project(server):
     assert _send(url, b"0123456789", 0, "upload, finalize").headers["x-goog-upload-status"] == "final"
 
 
+def test_multipart_streamed_in_tiny_pieces_and_malformed_bodies(server):
+    meta = json.dumps({"file": {"display_name": "tiny"}}).encode()
+    good = (b"--B\r\nContent-Type: application/json\r\n\r\n" + meta + b"\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
+            b"hello world\r\n--B--\r\n")
+
+    def post(body: bytes, piece: int = 3) -> httpx.Response:
+        chunks = (body[i:i + piece] for i in range(0, len(body), piece))
+        return httpx.post(f"{server.base_url}/upload/v1beta/files?uploadType=multipart", content=chunks,
+                          timeout=TIMEOUT, headers={"x-goog-api-key": server.api_key,
+                                                    "Content-Type": "multipart/related; boundary=B"})
+
+    r = post(good)
+    assert r.status_code == 200 and r.json()["file"]["sizeBytes"] == "11", r.text
+    assert post(good[:-12]).status_code == 400  # no closing boundary: never a silently truncated file
+    third = good.replace(b"--B--", b"--B\r\nContent-Type: text/plain\r\n\r\nmore\r\n--B--")
+    assert post(third).status_code == 400
+    assert post(good.replace(b"Content-Type: application/json", b"Content-Type application/json")).status_code == 400
+
+
+def test_odd_numbers_are_400s(server):
+    url = _start(server, 10, "text/plain")
+    for offset in ("\u00b9", "-1", "1e3"):
+        r = httpx.post(url, content=b"x", timeout=TIMEOUT, headers={
+            "X-Goog-Upload-Offset": offset.encode("latin-1"), "X-Goog-Upload-Command": "upload"})
+        assert r.status_code == 400 and r.headers["x-goog-upload-status"] == "active", (offset, r.text)
+    client = client_for(server)
+    uploaded = client.files.upload(file=MP4)
+    r = httpx.post(f"{server.base_url}/v1beta/models/gemini-2.5-flash:countTokens", timeout=TIMEOUT,
+                   headers={"x-goog-api-key": server.api_key}, json={"contents": [{"parts": [
+                       {"fileData": {"fileUri": uploaded.uri}, "videoMetadata": {"startOffset": "nans"}}]}]})
+    assert r.status_code == 400, r.text
+
+
 def test_upload_larger_than_declared_is_refused(server):
     url = _start(server, 4, "text/plain")
     r = _send(url, b"0123456789", 0, "upload, finalize")
@@ -370,6 +403,12 @@ def test_quotas_expiry_and_cleanup(tmp_path):
         with pytest.raises(errors.APIError) as err:
             client.files.upload(file=PDF)  # a second would pass the project's 70 kB
         assert err.value.code == 429 and err.value.status == "RESOURCE_EXHAUSTED"
+        # Without a declared size the quota holds while the bytes arrive, and a failed one-shot upload holds nothing.
+        for _ in range(2):
+            r = httpx.post(f"{srv.base_url}/upload/v1beta/files?uploadType=media", content=MP4.read_bytes()[:40000],
+                           headers={"x-goog-api-key": srv.api_key, "Content-Type": "video/mp4"}, timeout=TIMEOUT)
+            assert r.status_code == 400 and "storage" in r.json()["error"]["message"], r.text
+        assert not list((data / "uploads").glob("*.part"))
         abandoned = _start(srv, 10, "text/plain")
         assert _send(abandoned, b"01234", 0, "upload").status_code == 200
         stored = list((data / "files").glob("*/*"))
@@ -386,3 +425,31 @@ def test_quotas_expiry_and_cleanup(tmp_path):
         assert not list((data / "files").glob("*/*")) and not list((data / "uploads").glob("*.part"))
     finally:
         srv.stop()
+
+
+def test_a_decoder_crash_fails_the_file_not_the_server(tmp_path, monkeypatch):
+    """A decoder that raises something unexpected marks the file FAILED, at upload and at the next start-up."""
+    import asyncio
+
+    from pollux import auth
+    from pollux.config import Limits
+    from pollux.files import service as files_service
+    from pollux.store import Store
+
+    def crash(path, mime):
+        raise RuntimeError("decoder bug")
+
+    monkeypatch.setattr(files_service, "inspect", crash)
+    store = Store(tmp_path)
+    try:
+        project = auth.create_project(store, "p")["id"]
+        files = files_service.FileService(store, tmp_path, Limits())
+        for file_id in ("a", "b"):
+            files.path(project, file_id).parent.mkdir(parents=True, exist_ok=True)
+            files.path(project, file_id).write_bytes(b"RIFF")
+            store.insert_file(files.new_row(project, file_id, "", "audio/wav", 4, "0" * 64))
+        assert asyncio.run(files.process(project, "a"))["state"] == "FAILED"
+        asyncio.run(files.recover())  # "b" was left PROCESSING, as by a crash
+        assert store.get_file(project, "b")["state"] == "FAILED"
+    finally:
+        store.close()

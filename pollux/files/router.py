@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -15,6 +17,7 @@ from .service import FileService
 from .uploads import CHUNK_GRANULARITY, Progress, UploadService
 
 METADATA_LIMIT = 64 * 1024  # the JSON that starts an upload
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 def base_url(request: Request) -> str:
@@ -67,7 +70,7 @@ async def upload(request: Request, uploads: UploadService, project_id: str | Non
         declared = request.headers.get("x-goog-upload-header-content-length")
         size = meta.size_bytes
         if declared is not None:
-            if not declared.strip().isdigit():
+            if not _DIGITS.fullmatch(declared.strip()):
                 raise ApiError.invalid("Invalid X-Goog-Upload-Header-Content-Length.")
             size = int(declared)
         mime = request.headers.get("x-goog-upload-header-content-type") or meta.mime_type
@@ -92,14 +95,14 @@ async def _resumable_step(request: Request, uploads: UploadService, token: str, 
         raise ApiError.not_found("The upload was not found: it finished, was cancelled, or expired.")
     commands = _commands(request)
     if "cancel" in commands:
-        uploads.cancel(token)
+        await uploads.cancel(token)
         return Response(b"", headers={"X-Goog-Upload-Status": "cancelled"})
     if "query" in commands:
         return _progress_response(uploads.query(token), request)
     if not commands & {"upload", "finalize"}:
         raise ApiError.invalid("X-Goog-Upload-Command must be upload, finalize, query or cancel.")
     offset_header = request.headers.get("x-goog-upload-offset")
-    if offset_header is not None and not offset_header.strip().isdigit():
+    if offset_header is not None and not _DIGITS.fullmatch(offset_header.strip()):
         raise ApiError.invalid("Invalid X-Goog-Upload-Offset.")
     offset = int(offset_header) if offset_header is not None else None
     progress = await uploads.chunk(token, offset, request.stream(), finalize="finalize" in commands)
@@ -112,51 +115,96 @@ async def _multipart(request: Request, uploads: UploadService, project_id: str) 
     boundary = params.get(b"boundary")
     if not content_type.startswith(b"multipart/") or not boundary:
         raise ApiError.invalid("A multipart upload needs Content-Type: multipart/related; boundary=...")
-    parts: list[dict] = []
-    ready: list[bytes] = []
-
-    def on_part_begin() -> None:
-        parts.append({"headers": {}, "data": bytearray()})
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        parts[-1]["field"] = data[start:end].decode("latin-1").lower()
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        parts[-1]["headers"][parts[-1].pop("field", "")] = data[start:end].decode("latin-1")
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if len(parts) == 1:
-            if len(parts[0]["data"]) + end - start > METADATA_LIMIT:
-                raise ApiError.invalid(f"The upload's metadata exceeds {METADATA_LIMIT} bytes.")
-            parts[0]["data"] += data[start:end]
-        elif len(parts) == 2:
-            ready.append(data[start:end])
-
-    parser = MultipartParser(boundary, {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
-                                        "on_header_value": on_header_value, "on_part_data": on_part_data})
+    form = _TwoParts(boundary)
     stream = request.stream()
-    # Read until the media part starts, so that its metadata (name, MIME type) is known before any byte is stored.
+    # Read until the media part's headers are complete, so its metadata is known before any byte is stored.
     async for piece in stream:
-        parser.write(piece)
-        if len(parts) >= 2:
+        form.write(piece)
+        if form.media_started:
             break
-    if len(parts) < 2:
+    if not form.media_started:
         raise ApiError.invalid("A multipart upload has two parts: the JSON metadata, then the media.")
-    meta = parse(CreateFileRequest, bytes(parts[0]["data"])).file or FileMetadata()
-    mime = meta.mime_type or parts[1]["headers"].get("content-type")
+    meta = parse(CreateFileRequest, bytes(form.metadata)).file or FileMetadata()
+    mime = meta.mime_type or form.media_type
 
     async def body() -> AsyncIterator[bytes]:
-        while ready:
-            yield ready.pop(0)
+        yield form.take()
         async for piece in stream:
-            parser.write(piece)
-            while ready:
-                yield ready.pop(0)
-        parser.finalize()
-        while ready:
-            yield ready.pop(0)
+            form.write(piece)
+            yield form.take()
+        form.finish()
+        yield form.take()
 
     return await uploads.whole(project_id, meta.name, meta.display_name, mime, body())
+
+
+class _TwoParts:
+    """A streaming multipart body of exactly two parts: metadata (kept, bounded) and media (handed on as it comes)."""
+
+    def __init__(self, boundary: bytes) -> None:
+        self.parts = 0
+        self.metadata = bytearray()
+        self.media_type: str | None = None
+        self.media_started = False
+        self.ended = False
+        self._pending: list[bytes] = []
+        self._field = bytearray()
+        self._value = bytearray()
+        self._parser = MultipartParser(boundary, {
+            "on_part_begin": self._begin, "on_header_field": self._header_field,
+            "on_header_value": self._header_value, "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished, "on_part_data": self._data, "on_end": self._end})
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._parser.write(data)
+        except MultipartParseError as exc:
+            raise ApiError.invalid(f"The multipart body is malformed: {exc}") from None
+
+    def finish(self) -> None:
+        self.write(b"")
+        self._parser.finalize()
+        if not self.ended:
+            raise ApiError.invalid("The multipart body ends before its closing boundary.")
+
+    def take(self) -> bytes:
+        data, self._pending = b"".join(self._pending), []
+        return data
+
+    def _begin(self) -> None:
+        self.parts += 1
+        if self.parts > 2:
+            raise ApiError.invalid("A multipart upload has two parts: the JSON metadata, then the media.")
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+        if len(self._field) > METADATA_LIMIT:
+            raise ApiError.invalid("A multipart header is too long.")
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+        if len(self._value) > METADATA_LIMIT:
+            raise ApiError.invalid("A multipart header is too long.")
+
+    def _header_end(self) -> None:
+        if self.parts == 2 and bytes(self._field).lower() == b"content-type":
+            self.media_type = self._value.decode("latin-1").strip()
+        self._field, self._value = bytearray(), bytearray()
+
+    def _headers_finished(self) -> None:
+        if self.parts == 2:
+            self.media_started = True
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self.parts == 1:
+            self.metadata += data[start:end]
+            if len(self.metadata) > METADATA_LIMIT:
+                raise ApiError.invalid(f"The upload's metadata exceeds {METADATA_LIMIT} bytes.")
+        else:
+            self._pending.append(data[start:end])
+
+    def _end(self) -> None:
+        self.ended = True
 
 
 # Resources ------------------------------------------------------------------------------------------------------------

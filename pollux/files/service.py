@@ -122,8 +122,9 @@ class FileService:
         """A file named in `fileData.fileUri`, which must be ACTIVE to be read by a model."""
         stored = self.get(project_id, uri)
         if stored.row["state"] != "ACTIVE":
+            why = f" It failed processing: {stored.row['error']}" if stored.row["state"] == "FAILED" else ""
             raise ApiError("FAILED_PRECONDITION", f"The File {stored.id} is not in an ACTIVE state and usage is not "
-                           "allowed.")
+                           f"allowed.{why}")
         return stored
 
     # Arrival and processing ---------------------------------------------------------------------------------------
@@ -144,6 +145,9 @@ class FileService:
         except MediaError as exc:
             self.store.update_file(project_id, file_id, state="FAILED", error=str(exc))
             log.info("file %s failed processing: %s", file_id, exc)
+        except Exception:  # a decoder bug must fail this file, not the upload or the next start-up
+            log.exception("processing file %s failed", file_id)
+            self.store.update_file(project_id, file_id, state="FAILED", error="The file could not be processed.")
         else:
             self.store.update_file(project_id, file_id, state="ACTIVE", info=dataclasses.asdict(info))
         updated = self.store.get_file(project_id, file_id)
@@ -153,7 +157,10 @@ class FileService:
     async def recover(self) -> None:
         """After a restart: files whose processing was cut short are processed again."""
         for row in self.store.files_in_state("PROCESSING"):
-            await self.process(row["project_id"], row["id"])
+            if self.path(row["project_id"], row["id"]).exists():
+                await self.process(row["project_id"], row["id"])
+            else:
+                self.store.update_file(row["project_id"], row["id"], state="FAILED", error="The file's bytes are lost.")
 
     def sweep(self) -> int:
         """Delete expired files with their bytes, and bytes no file owns (a crash between the two). Returns how many
@@ -163,8 +170,9 @@ class FileService:
             if self.store.delete_file(row["project_id"], row["id"]):
                 self.path(row["project_id"], row["id"]).unlink(missing_ok=True)
                 gone += 1
+        owned = self.store.file_names()
         for path in self.files_dir.glob("*/*"):
-            if not self.store.file_exists(path.parent.name, path.name):
+            if (path.parent.name, path.name) not in owned:
                 path.unlink(missing_ok=True)
         return gone
 
@@ -186,10 +194,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def move_into_place(src: Path, dst: Path) -> None:
+def link_into_place(src: Path, dst: Path) -> None:
+    """Give the upload's bytes their file's name, keeping the upload's own until the file's row exists: a crash in
+    between leaves the upload whole (finalize again) and an orphan the sweep removes."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)  # an orphan of an earlier, interrupted finalize of this upload
     try:
-        os.replace(src, dst)
-    except OSError:
-        shutil.move(src, dst)
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(src, dst)
     fsync_dir(dst.parent)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ApiError
 from ..media import is_supported
-from .service import FileService, move_into_place, sha256_of
+from .service import FileService, fsync_dir, link_into_place, sha256_of
 
 # The granularity clients may use for chunks (the SDKs send 8 MiB); any size is accepted.
 CHUNK_GRANULARITY = 8 * 1024 * 1024
@@ -69,6 +69,7 @@ class UploadService:
         key = upload_key(token)
         now = datetime.now(timezone.utc)
         self._part(key).touch()
+        fsync_dir(self.dir)
         self.store.insert_upload({"id": key, "project_id": project_id, "file_id": file_id,
                                   "display_name": display_name or "", "mime_type": mime, "declared_size": size,
                                   "committed": 0, "create_time": now, "expire_time": now + timedelta(seconds=self.ttl)})
@@ -89,10 +90,11 @@ class UploadService:
             if offset is not None and offset != committed:
                 raise ApiError.invalid(f"Invalid X-Goog-Upload-Offset {offset}: the upload has {committed} bytes. "
                                        "Query the upload for its offset and resume from there.")
-            limit = row["declared_size"] if row["declared_size"] is not None else self.files.limits.max_file_bytes
-            written = await self._append(self._part(key), committed, body, limit)
+            written = await self._append(self._part(key), committed, body, self._room(row))
             committed += written
-            self.store.commit_upload(key, committed)  # acknowledged only once the bytes are on disk
+            # Acknowledged only once the bytes are on disk; each chunk keeps a live upload from expiring.
+            if not self.store.commit_upload(key, committed, datetime.now(timezone.utc) + timedelta(seconds=self.ttl)):
+                raise ApiError.not_found("The upload was not found: it finished, was cancelled, or expired.")
             if not finalize:
                 return Progress("active", committed)
             if row["declared_size"] is not None and committed != row["declared_size"]:
@@ -101,9 +103,20 @@ class UploadService:
             stored = await self._finish(key, row, committed)
             return Progress("final", committed, stored)
 
+    def _room(self, row: dict[str, Any]) -> int:
+        """How large the upload may grow: its declared size (checked against the quota at the start), else what the
+        file limit and the project's remaining storage allow."""
+        if row["declared_size"] is not None:
+            return row["declared_size"]
+        limits = self.files.limits
+        others = self.store.project_bytes(row["project_id"]) - row["committed"]
+        return max(0, min(limits.max_file_bytes, limits.max_project_bytes - others))
+
     async def _append(self, part: Path, at: int, body: AsyncIterator[bytes], limit: int) -> int:
         """Write the body after the committed bytes (dropping any torn tail of an interrupted write), then fsync."""
         written = 0
+        if not part.exists() or part.stat().st_size < at:
+            raise ApiError("FAILED_PRECONDITION", "The upload's stored bytes are incomplete. Start the upload again.")
         with part.open("r+b") as f:
             f.truncate(at)
             f.seek(at)
@@ -111,7 +124,8 @@ class UploadService:
                 written += len(piece)
                 if at + written > limit:
                     f.truncate(at)
-                    raise ApiError.invalid(f"The upload exceeds its size: at most {limit} bytes.")
+                    raise ApiError.invalid(f"The upload exceeds its size, or the project's storage: at most {limit} "
+                                           "bytes.")
                 f.write(piece)
             f.flush()
             await asyncio.to_thread(os.fsync, f.fileno())
@@ -120,13 +134,13 @@ class UploadService:
     async def _finish(self, key: str, row: dict[str, Any], size: int) -> dict[str, Any]:
         part = self._part(key)
         project_id, file_id = row["project_id"], row["file_id"]
-        self.files.check_quota(project_id, 0 if row["declared_size"] is not None else size)
+        self.files.check_quota(project_id, 0)  # the upload's own bytes are already counted
         digest = await asyncio.to_thread(sha256_of, part)
-        # Bytes first, then the row that points at them, with no await between (the sweep never sees them apart):
-        # a crash in between leaves an orphan that the sweep removes.
-        move_into_place(part, self.files.path(project_id, file_id))
+        # Bytes under the file's name first, then the row, with no await between (the sweep never sees them apart).
+        link_into_place(part, self.files.path(project_id, file_id))
         self.store.finish_upload(key, self.files.new_row(project_id, file_id, row["display_name"], row["mime_type"],
                                                          size, digest))
+        part.unlink(missing_ok=True)
         self._locks.pop(key, None)
         return await self.files.process(project_id, file_id)
 
@@ -134,18 +148,25 @@ class UploadService:
         row = self.session(token)
         return Progress("active", row["committed"])
 
-    def cancel(self, token: str) -> None:
+    async def cancel(self, token: str) -> None:
         key = upload_key(token)
-        self.session(token)
-        self.store.delete_upload(key)
-        self._part(key).unlink(missing_ok=True)
+        async with self._lock(key):  # not while a chunk is being written
+            self.session(token)
+            self.store.delete_upload(key)
+            self._part(key).unlink(missing_ok=True)
+        self._locks.pop(key, None)
 
     # One-shot forms -----------------------------------------------------------------------------------------------
     async def whole(self, project_id: str, name: str | None, display_name: str | None, mime_type: str | None,
                     body: AsyncIterator[bytes]) -> dict[str, Any]:
         """A multipart or plain-media upload: the same path as a resumable one that finalizes at once."""
         token = self.start(project_id, name, display_name, mime_type, None)
-        progress = await self.chunk(token, 0, body, finalize=True)
+        try:
+            progress = await self.chunk(token, 0, body, finalize=True)
+        except BaseException:
+            if self.store.get_upload(upload_key(token)) is not None:
+                await self.cancel(token)  # a one-shot upload that failed holds no name and no storage
+            raise
         assert progress.file is not None
         return progress.file
 
@@ -156,6 +177,7 @@ class UploadService:
         for row in self.store.expired_uploads():
             self.store.delete_upload(row["id"])
             self._part(row["id"]).unlink(missing_ok=True)
+            self._locks.pop(row["id"], None)
             gone += 1
         live = self.store.upload_ids()
         for part in self.dir.glob("*.part"):

@@ -11,6 +11,7 @@ import base64
 import binascii
 import itertools
 import json
+import math
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -153,7 +154,7 @@ class GenerateService:
         else:
             check_contents(req.contents, "CountTokensRequest")
             inner = GenerateContentRequest(contents=req.contents)
-        return await self._engine(model).count_tokens(self._engine_request(model, inner, project_id, stream=False))
+        return await self._engine(model).count_tokens(await self._engine_request(model, inner, project_id, stream=False))
 
     # Request → engine -------------------------------------------------------------------------------------------
     def _engine(self, model: ModelSpec) -> Engine:
@@ -168,7 +169,7 @@ class GenerateService:
         if req.cached_content:
             # No cache can exist yet for any project: the real API's answer to an unknown cache.
             raise ApiError("PERMISSION_DENIED", "CachedContent not found (or permission denied)")
-        request = self._engine_request(model, req, project_id, stream)
+        request = await self._engine_request(model, req, project_id, stream)
         engine = self._engine(model)
         prompt = await engine.count_tokens(request)
         if prompt.total > model.input_token_limit:
@@ -178,13 +179,18 @@ class GenerateService:
         return Prepared(model, engine, request, (req.generation_config or _NO_CONFIG).candidate_count or 1,
                         request.thinking.include_thoughts, prompt, sign)
 
-    def _engine_request(self, model: ModelSpec, req: GenerateContentRequest, project_id: str,
-                        stream: bool) -> GenerateRequest:
+    async def _engine_request(self, model: ModelSpec, req: GenerateContentRequest, project_id: str,
+                              stream: bool) -> GenerateRequest:
         cfg = req.generation_config or _NO_CONFIG
         fcc = req.tool_config.function_calling_config if req.tool_config else None
         inputs = _Inputs(project_id, cfg.media_resolution)
+        contents = req.contents or []
+        if any(p.inline_data is not None or p.file_data is not None for c in contents for p in c.parts or []):
+            turns = await asyncio.to_thread(self._turns, contents, inputs)  # decoding media is no work for the loop
+        else:
+            turns = self._turns(contents, inputs)
         return GenerateRequest(
-            model=model.id, turns=self._turns(req.contents or [], inputs), system=self._system(req.system_instruction),
+            model=model.id, turns=turns, system=self._system(req.system_instruction),
             functions=self._functions(req),
             tool_mode=(fcc.mode if fcc and fcc.mode not in (None, "MODE_UNSPECIFIED") else "AUTO"),
             allowed_functions=(fcc.allowed_function_names or None) if fcc else None,
@@ -411,6 +417,8 @@ def _seconds(value: str | None, name: str) -> float | None:
         return None
     try:
         seconds = float(value.removesuffix("s"))
+        if not math.isfinite(seconds):
+            raise ValueError(value)
     except ValueError:
         raise ApiError.invalid(f"Invalid value at 'video_metadata.{name}' (type.googleapis.com/google.protobuf.Duration), "
                                f"\"{value}\"") from None

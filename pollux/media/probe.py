@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import io
 import math
+import struct
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +210,7 @@ def _wav(source: _Source) -> float | None:
             frames = 0
             while block := w.readframes(_CHUNK // max(frame_size, 1)):
                 frames += len(block) // frame_size
-    except (wave.Error, EOFError):
+    except (wave.Error, EOFError, RuntimeError, struct.error, ValueError):  # `wave` raises all of these on junk
         return None
     if rate <= 0 or frame_size <= 0:
         raise MediaError("The WAV file's header is invalid.")

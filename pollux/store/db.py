@@ -199,6 +199,13 @@ class Store:
             result = conn.execute(delete(files).where(files.c.project_id == project_id, files.c.id == file_id))
         return result.rowcount == 1
 
+    def file_names(self) -> set[tuple[str, str]]:
+        """(project, id) of every file and of every upload's reserved file."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(files.c.project_id, files.c.id).union_all(
+                select(uploads.c.project_id, uploads.c.file_id)))
+            return {(r[0], r[1]) for r in rows}
+
     def expired_files(self) -> list[dict]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(files).where(files.c.expire_time <= utcnow()))]
@@ -227,9 +234,12 @@ class Store:
             row = conn.execute(select(uploads).where(uploads.c.id == upload_id, uploads.c.expire_time > utcnow())).first()
         return dict(row._mapping) if row else None
 
-    def commit_upload(self, upload_id: str, committed: int) -> None:
+    def commit_upload(self, upload_id: str, committed: int, expire_time: datetime) -> bool:
+        """Record the durable offset (and keep a live upload from expiring); False if the upload is gone."""
         with self.engine.begin() as conn:
-            conn.execute(update(uploads).where(uploads.c.id == upload_id).values(committed=committed))
+            result = conn.execute(update(uploads).where(uploads.c.id == upload_id)
+                                  .values(committed=committed, expire_time=expire_time))
+        return result.rowcount == 1
 
     def finish_upload(self, upload_id: str, file_row: dict) -> None:
         """The upload becomes a file in one transaction: a crash leaves either the session or the file."""
