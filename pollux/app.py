@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,6 +18,13 @@ from starlette.routing import Route
 
 from . import auth
 from .config import Settings
+from .embeddings import openai as embed_openai
+from .embeddings import router as embed_router
+from .embeddings.engines import build_embedders, is_embedding
+from .embeddings.service import EmbedService
+from .openai import chat as openai_chat_router
+from .openai import models as openai_models
+from .openai.errors import openai_errors
 from .engines.base import Engine
 from .engines.emulator import EmulatorEngine
 from .engines.fixtures import load_fixtures
@@ -35,8 +43,6 @@ from .wire import JSONResponse, error_response, read_body
 log = logging.getLogger("pollux")
 
 VERSIONS = "{version:apiversion}"
-# POST models/{model}:{verb} handlers, by verb.
-MODEL_VERBS = generate_router.VERBS
 
 
 @dataclass
@@ -48,12 +54,17 @@ class Services:
     engines: dict[str, Engine]
     files: FileService
     uploads: UploadService
+    embeddings: EmbedService
 
 
 def build_services(settings: Settings, store: Store | None = None) -> Services:
     fixtures = load_fixtures(settings.fixtures) if settings.fixtures else []
     engines: dict[str, Engine] = {"emulator": EmulatorEngine(fixtures, stream_delay=settings.stream_delay)}
+    # Embedding models (their methods say so) get embedding engines, apart from the generation engines.
+    embeddings = EmbedService(settings, build_embedders(settings))
     for model in list(settings.models.values()):
+        if is_embedding(model):
+            continue
         if model.engine == "transformers":
             if model.engine_key not in engines:
                 try:
@@ -72,7 +83,7 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
     files = FileService(store, settings.data_dir, settings.limits)
     uploads = UploadService(files, settings.data_dir, settings.limits.upload_ttl_seconds)
     generate = GenerateService(settings, engines, Signer.from_data_dir(settings.data_dir), files)
-    return Services(settings, store, ModelService(settings), generate, engines, files, uploads)
+    return Services(settings, store, ModelService(settings), generate, engines, files, uploads, embeddings)
 
 
 def _services(request: Request) -> Services:
@@ -80,6 +91,30 @@ def _services(request: Request) -> Services:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+ModelVerb = Callable[[Request, Services, str, bytes], Awaitable[Response]]
+
+
+def _on(service: Callable[[Services], Any], handler: Callable[[Request, Any, str, bytes], Awaitable[Response]]
+        ) -> ModelVerb:
+    """A verb handler of one resource, given the service it takes."""
+    async def verb(request: Request, services: Services, model_name: str, body: bytes) -> Response:
+        return await handler(request, service(services), model_name, body)
+    return verb
+
+
+async def _count_tokens(request: Request, services: Services, model_name: str, body: bytes) -> Response:
+    # An embedding model on an engine of its own counts with that engine's tokenizer.
+    if services.embeddings.counts_tokens(model_name):
+        return await embed_router.count_tokens(request, services.embeddings, model_name, body)
+    return await generate_router.count_tokens(request, services.generate, model_name, body)
+
+
+# POST models/{model}:{verb} handlers, by verb.
+MODEL_VERBS: dict[str, ModelVerb] = {
+    **{verb: _on(lambda s: s.generate, h) for verb, h in generate_router.VERBS.items()},
+    **{verb: _on(lambda s: s.embeddings, h) for verb, h in embed_router.VERBS.items()},
+    "countTokens": _count_tokens,
+}
 
 
 def authorized(handler: Handler) -> Handler:
@@ -124,7 +159,7 @@ async def model_action(request: Request) -> Response:
     if not name or handler is None:
         raise model_not_found(name or verb, request.path_params["version"], verb or "this method")
     body = await read_body(request, services.settings.limits.max_request_bytes)
-    return await handler(request, services.generate, name, body)
+    return await handler(request, services, name, body)
 
 
 async def upload(request: Request) -> Response:
@@ -164,6 +199,33 @@ async def download_file(request: Request) -> Response:
                                        request.path_params["name"].removesuffix(":download"))
 
 
+@openai_errors
+@authorized
+async def openai_embeddings(request: Request) -> Response:
+    services = _services(request)
+    return await embed_openai.embeddings(request, services.embeddings, services.settings.limits.max_request_bytes)
+
+
+@openai_errors
+@authorized
+async def openai_chat(request: Request) -> Response:
+    services = _services(request)
+    body = await read_body(request, services.settings.limits.max_request_bytes)
+    return await openai_chat_router.chat_completions(request, services.generate, request.state.project_id, body)
+
+
+@openai_errors
+@authorized
+async def openai_list_models(request: Request) -> Response:
+    return JSONResponse(openai_models.list_models(_services(request).settings))
+
+
+@openai_errors
+@authorized
+async def openai_get_model(request: Request) -> Response:
+    return JSONResponse(openai_models.get_model(_services(request).settings, request.path_params["name"]))
+
+
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -199,6 +261,11 @@ def _routes() -> list[Route]:
         Route(f"/{VERSIONS}/files/{{name:path}}", get_file, methods=["GET"]),
         Route(f"/{VERSIONS}/files/{{name:path}}", delete_file, methods=["DELETE"]),
         Route(f"/download/{VERSIONS}/files/{{name:path}}", download_file, methods=["GET"]),
+        Route(f"/{VERSIONS}/openai/embeddings", openai_embeddings, methods=["POST"]),
+        Route(f"/{VERSIONS}/openai/chat/completions", openai_chat, methods=["POST"]),
+        Route(f"/{VERSIONS}/chat/completions", openai_chat, methods=["POST"]),  # the docs' cached_content base URL
+        Route(f"/{VERSIONS}/openai/models", openai_list_models, methods=["GET"]),
+        Route(f"/{VERSIONS}/openai/models/{{name:path}}", openai_get_model, methods=["GET"]),
     ]
     return routes
 
@@ -226,6 +293,7 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
         sweeper.cancel()
         for engine in services.engines.values():
             await engine.close()
+        await services.embeddings.close()
         services.store.close()
 
     app = Starlette(routes=_routes(), lifespan=lifespan, exception_handlers={

@@ -1,0 +1,62 @@
+"""The embedding engine interface, and which engine serves each embedding model.
+
+A model is an embedding model when its methods include `embedContent` (gemini-embedding-001 and any id configured
+with `base = "gemini-embedding-001"`). Its `engine` picks the implementation: `emulator` (the default) is the
+built-in deterministic embedder, `transformers` a sentence-transformers or transformers encoder (`hf.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Protocol
+
+import numpy as np
+
+from ..config import ModelSpec, Settings
+
+
+class Embedder(Protocol):
+    name: str
+    dimension: int          # the size of the vectors `embed` returns
+    input_token_limit: int  # the longest text it reads, in its own tokens
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Each text's tokens as `embed` would read them; cheap enough to call on the event loop."""
+        ...
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """One float32 row of `dimension` values per text, in order; normalised if the model's vectors are."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def is_embedding(model: ModelSpec) -> bool:
+    return "embedContent" in model.methods
+
+
+def build_embedders(settings: Settings) -> dict[str, Embedder]:
+    """One engine per distinct (engine, options) of the embedding models, keyed like `ModelSpec.engine_key`. The
+    served input limit of a model becomes its engine's."""
+    embedders: dict[str, Embedder] = {}
+    for model in list(settings.models.values()):
+        if not is_embedding(model):
+            continue
+        if model.engine_key not in embedders:
+            if model.engine == "emulator":
+                from .builtin import BuiltinEmbedder
+                embedders[model.engine_key] = BuiltinEmbedder.from_options(model.engine_options,
+                                                                           model.input_token_limit)
+                continue  # the built-in one takes the catalogue's limit
+            if model.engine != "transformers":
+                raise ValueError(f"embedding model {model.id!r}: unknown engine {model.engine!r} "
+                                 "(available: emulator, transformers)")
+            try:
+                from .hf import EmbedOptions, TransformersEmbedder
+            except ImportError as exc:
+                raise ValueError(f"model {model.id!r} needs the transformers engine, which is not installed "
+                                 f"({exc.name} is missing): pip install 'pollux[transformers]'") from None
+            embedders[model.engine_key] = TransformersEmbedder(EmbedOptions.from_dict(model.engine_options))
+        if model.engine != "emulator":
+            settings.models[model.id] = replace(model, input_token_limit=embedders[model.engine_key].input_token_limit)
+    return embedders

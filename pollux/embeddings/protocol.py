@@ -1,0 +1,54 @@
+"""Wire types of embedContent and batchEmbedContents, and of the OpenAI-compatible `embeddings` route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict
+from starlette.responses import Response
+
+from ..generate.protocol import Content
+from ..wire import ProtoModel, enum
+
+TASK_TYPES = ("TASK_TYPE_UNSPECIFIED", "RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY",
+              "CLASSIFICATION", "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY")
+TaskType = enum("TaskType", *TASK_TYPES)
+
+
+class EmbedContentRequest(ProtoModel):
+    model: str | None = None
+    content: Content | None = None
+    task_type: TaskType | None = None
+    title: str | None = None
+    output_dimensionality: int | None = None
+
+
+class BatchEmbedContentsRequest(ProtoModel):
+    requests: list[EmbedContentRequest] | None = None
+
+
+class OpenAIEmbeddingsRequest(BaseModel):
+    """OpenAI's body is snake_case only; fields it does not know (`user`, client extras) are ignored, as OpenAI does."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    input: Any = None  # a string, a list of strings (or token arrays, refused with a clear message)
+    model: str | None = None
+    dimensions: int | None = None
+    encoding_format: str | None = None
+
+
+class VectorJSONResponse(Response):
+    """JSON with numpy vectors in it: float32 values are written at float32 precision (about half the bytes of
+    their float64 repr, and faster to write)."""
+
+    media_type = "application/json; charset=UTF-8"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def embedding_json(vector: np.ndarray) -> dict[str, Any]:
+    return {"values": np.ascontiguousarray(vector)}  # orjson writes only C-contiguous arrays

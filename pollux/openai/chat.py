@@ -1,0 +1,361 @@
+"""POST /v1beta/openai/chat/completions: an OpenAI request becomes a GenerateContentRequest, goes through the one
+GenerateService, and its reply is written back in OpenAI's shape (a whole completion, or SSE chunks ending in
+`data: [DONE]`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..config import ModelSpec
+from ..errors import ApiError
+from ..generate.protocol import GenerateContentRequest
+from ..generate.results import Chunk, Reply, Usage
+from ..generate.router import ClientGone, until_disconnected
+from ..generate.service import GenerateService
+from ..wire import JSONResponse, payload_error
+from .protocol import ChatCompletionRequest, Message
+
+log = logging.getLogger("pollux.openai")
+
+# reasoning_effort → Gemini, as the docs' table has it.
+EFFORT_LEVELS = {"minimal": "LOW", "low": "LOW", "medium": "HIGH", "high": "HIGH"}
+EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
+FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
+          "PROHIBITED_CONTENT": "content_filter", "BLOCKLIST": "content_filter", "SPII": "content_filter"}
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[\w=.-]+)*;base64,(?P<data>.*)$", re.DOTALL)
+
+
+def parse_chat(body: bytes) -> ChatCompletionRequest:
+    try:
+        return ChatCompletionRequest.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        raise payload_error(exc) from None
+
+
+# Request ------------------------------------------------------------------------------------------------------------
+def to_gemini(req: ChatCompletionRequest, model: ModelSpec) -> GenerateContentRequest:
+    google = _google(req)
+    contents, system = _contents(req.messages)
+    config: dict[str, Any] = {}
+    if req.n is not None:
+        config["candidateCount"] = req.n
+    if req.stop is not None:
+        config["stopSequences"] = [req.stop] if isinstance(req.stop, str) else req.stop
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
+    for field, name in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed"),
+                        ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
+        if getattr(req, field) is not None:
+            config[name] = getattr(req, field)
+    if req.logprobs:
+        config["responseLogprobs"] = True
+        if req.top_logprobs:
+            config["logprobs"] = req.top_logprobs
+    config.update(_response_format(req.response_format))
+    thinking = _thinking(req, google, model)
+    if thinking:
+        config["thinkingConfig"] = thinking
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    if config:
+        body["generationConfig"] = config
+    if req.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in req.tools]}]
+    if req.tool_choice is not None:
+        body["toolConfig"] = {"functionCallingConfig": _tool_choice(req.tool_choice)}
+    if google.get("cached_content"):
+        body["cachedContent"] = google["cached_content"]
+    try:
+        return GenerateContentRequest.model_validate(body)
+    except ValidationError as exc:
+        raise payload_error(exc) from None
+
+
+def _google(req: ChatCompletionRequest) -> dict[str, Any]:
+    nested = (req.extra_body or {}).get("google")
+    google = nested if nested is not None else req.google
+    if google is not None and not isinstance(google, dict):
+        raise ApiError.invalid("extra_body.google must be an object.")
+    unknown = set(google or {}) - {"thinking_config", "cached_content", "thought_tag_marker"}
+    if unknown:
+        raise ApiError.invalid(f"Unknown field(s) in extra_body.google: {', '.join(sorted(unknown))}.")
+    return google or {}
+
+
+def _thinking(req: ChatCompletionRequest, google: dict[str, Any], model: ModelSpec) -> dict[str, Any] | None:
+    tc = google.get("thinking_config")
+    if req.reasoning_effort is not None and tc is not None:
+        raise ApiError.invalid("reasoning_effort and extra_body.google.thinking_config cannot both be set: they "
+                               "overlap. Use one of them.")
+    if req.reasoning_effort is not None:
+        effort = req.reasoning_effort.lower()
+        if effort == "none":
+            if not model.thinking_can_disable:
+                raise ApiError.invalid(f"reasoning_effort \"none\" is not supported by {model.id}: its reasoning "
+                                       "cannot be turned off.")
+            return {"thinkingBudget": 0}
+        if effort not in EFFORT_BUDGETS:
+            raise ApiError.invalid(f"Invalid reasoning_effort \"{req.reasoning_effort}\": use none, minimal, low, "
+                                   "medium or high.")
+        if model.thinking_control == "level":
+            return {"thinkingLevel": EFFORT_LEVELS[effort]}
+        return {"thinkingBudget": EFFORT_BUDGETS[effort]}
+    if tc is None:
+        return None
+    if not isinstance(tc, dict):
+        raise ApiError.invalid("extra_body.google.thinking_config must be an object.")
+    out: dict[str, Any] = {}
+    budget = tc.get("thinking_budget", tc.get("thinkingBudget"))
+    if isinstance(budget, str):  # the docs send "low" | "medium" | "high"
+        if budget.lower() not in EFFORT_BUDGETS:
+            raise ApiError.invalid(f"Invalid thinking_budget \"{budget}\": use a number, low, medium or high.")
+        budget = EFFORT_BUDGETS[budget.lower()]
+    if budget is not None:
+        out["thinkingBudget"] = budget
+    level = tc.get("thinking_level", tc.get("thinkingLevel"))
+    if level is not None:
+        out["thinkingLevel"] = level
+    include = tc.get("include_thoughts", tc.get("includeThoughts"))
+    if include is not None:
+        out["includeThoughts"] = include
+    return out
+
+
+def _response_format(fmt: dict[str, Any] | None) -> dict[str, Any]:
+    if not fmt or fmt.get("type") in (None, "text"):
+        return {}
+    if fmt["type"] == "json_object":
+        return {"responseMimeType": "application/json"}
+    if fmt["type"] == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise ApiError.invalid("response_format.json_schema.schema must be a JSON Schema object.")
+        return {"responseMimeType": "application/json", "responseJsonSchema": schema}
+    raise ApiError.invalid(f"Unsupported response_format type \"{fmt['type']}\": use text, json_object or "
+                           "json_schema.")
+
+
+def _declaration(tool: dict[str, Any]) -> dict[str, Any]:
+    fn = tool.get("function") if tool.get("type", "function") == "function" else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise ApiError.invalid("Each tool must be {\"type\": \"function\", \"function\": {\"name\": ...}}.")
+    out: dict[str, Any] = {"name": fn["name"], "description": fn.get("description") or ""}
+    if fn.get("parameters") is not None:
+        out["parametersJsonSchema"] = fn["parameters"]
+    return out
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(choice, str):
+        modes = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+        if choice not in modes:
+            raise ApiError.invalid(f"Invalid tool_choice \"{choice}\": use auto, none, required or a function.")
+        return {"mode": modes[choice]}
+    name = (choice.get("function") or {}).get("name")
+    if choice.get("type") != "function" or not isinstance(name, str):
+        raise ApiError.invalid("tool_choice must name a function: {\"type\": \"function\", \"function\": {\"name\": ...}}.")
+    return {"mode": "ANY", "allowedFunctionNames": [name]}
+
+
+def _contents(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """OpenAI messages as Gemini turns (consecutive messages of one role merge) and the system instruction."""
+    contents: list[dict[str, Any]] = []
+    system: list[dict[str, Any]] = []
+    call_names: dict[str, str] = {}
+    for i, m in enumerate(messages):
+        if m.role in ("system", "developer"):
+            system += [p for p in _user_parts(m.content, i) if "text" in p]
+            continue
+        if m.role == "assistant":
+            role, parts = "model", []
+            if isinstance(m.content, str) and m.content:
+                parts.append({"text": m.content})
+            elif isinstance(m.content, list):
+                parts += [{"text": p.get("text", "")} for p in m.content if p.get("type") == "text"]
+            for tc in m.tool_calls or []:
+                try:
+                    args = json.loads(tc.function.arguments or "{}")
+                except json.JSONDecodeError:
+                    raise ApiError.invalid(f"messages[{i}].tool_calls: arguments are not valid JSON.") from None
+                call: dict[str, Any] = {"functionCall": {"name": tc.function.name, "args": args}}
+                if tc.id:
+                    call["functionCall"]["id"] = tc.id
+                    call_names[tc.id] = tc.function.name
+                signature = ((tc.extra_content or {}).get("google") or {}).get("thought_signature")
+                if signature:
+                    call["thoughtSignature"] = signature
+                parts.append(call)
+        elif m.role == "tool":
+            role = "user"
+            name = call_names.get(m.tool_call_id or "") or m.name
+            if not name:
+                raise ApiError.invalid(f"messages[{i}]: a tool message must answer a tool call (tool_call_id).")
+            text = m.content if isinstance(m.content, str) else "".join(
+                p.get("text", "") for p in m.content or [] if p.get("type") == "text")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            response = value if isinstance(value, dict) else {"result": value}
+            parts = [{"functionResponse": {"name": name, "response": response,
+                                           **({"id": m.tool_call_id} if m.tool_call_id else {})}}]
+        else:
+            role, parts = "user", _user_parts(m.content, i)
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"] += parts
+        else:
+            contents.append({"role": role, "parts": parts})
+    return contents, system
+
+
+def _user_parts(content: str | list[dict[str, Any]] | None, i: int) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}]
+    parts: list[dict[str, Any]] = []
+    for p in content:
+        kind = p.get("type")
+        if kind == "text":
+            parts.append({"text": p.get("text", "")})
+        elif kind == "image_url":
+            url = (p.get("image_url") or {}).get("url", "") if isinstance(p.get("image_url"), dict) else p.get("image_url")
+            match = _DATA_URL.match(url or "")
+            if not match:
+                raise ApiError.invalid(f"messages[{i}]: image_url must be a data: URL with base64 data (Pollux "
+                                       "fetches nothing from the network).")
+            parts.append({"inlineData": {"mimeType": match["mime"], "data": match["data"]}})
+        elif kind == "input_audio":
+            audio = p.get("input_audio") or {}
+            fmt = str(audio.get("format", "wav")).lower()
+            parts.append({"inlineData": {"mimeType": f"audio/{fmt}", "data": audio.get("data", "")}})
+        else:
+            raise ApiError.invalid(f"messages[{i}]: unsupported content part type \"{kind}\".")
+    return parts
+
+
+# Response -----------------------------------------------------------------------------------------------------------
+def _usage(usage: Usage) -> dict[str, Any]:
+    return {"prompt_tokens": usage.prompt.total, "completion_tokens": usage.output + usage.thoughts,
+            "total_tokens": usage.total, "completion_tokens_details": {"reasoning_tokens": usage.thoughts},
+            "prompt_tokens_details": {"cached_tokens": 0}}
+
+
+def _finish(chunk: Chunk, has_calls: bool) -> str | None:
+    reason = chunk.candidate.finish
+    if reason is None:
+        return None
+    if has_calls and reason == "STOP":
+        return "tool_calls"
+    return FINISH.get(reason, "stop")
+
+
+def _message(chunk: Chunk, marker: str, first_call: int = 0) -> tuple[str | None, list[dict[str, Any]]]:
+    """The text (thought summaries inside <thought> tags, as Gemini's compat layer writes them) and tool calls."""
+    text: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in chunk.parts:
+        if part.call is not None:
+            call: dict[str, Any] = {"index": first_call + len(calls), "id": part.call.id or f"call_{len(calls)}",
+                                    "type": "function", "function": {
+                                        "name": part.call.name, "arguments": json.dumps(part.call.args)}}
+            if part.signature:
+                call["extra_content"] = {"google": {"thought_signature": part.signature}}
+            calls.append(call)
+        elif part.text:
+            text.append(f"<{marker}>{part.text}</{marker}>" if part.thought else part.text)
+    return ("".join(text) if text else None), calls
+
+
+def completion_json(reply: Reply, model: str, created: int, marker: str) -> dict[str, Any]:
+    choices = []
+    for chunk in reply.chunks:
+        content, calls = _message(chunk, marker)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
+        choices.append({"index": chunk.candidate.index, "message": message,
+                        "finish_reason": _finish(chunk, bool(calls))})
+    return {"id": f"chatcmpl-{reply.response_id}", "object": "chat.completion", "created": created, "model": model,
+            "choices": choices, "usage": _usage(reply.usage)}
+
+
+async def chat_completions(request: Request, service: GenerateService, project_id: str, body: bytes) -> Response:
+    req = parse_chat(body)
+    model = service.resolve(req.model, "v1beta", "generateContent")
+    gemini = to_gemini(req, model)
+    marker = str(_google(req).get("thought_tag_marker") or "thought")
+    created = int(time.time())
+    if not req.stream:
+        try:
+            reply = await until_disconnected(request, service.generate(model, gemini, project_id))
+        except ClientGone:
+            return Response(status_code=499)
+        return JSONResponse(completion_json(reply, req.model, created, marker))
+    replies = await service.stream(model, gemini, project_id)
+    try:
+        first = await anext(replies, None)  # an error before any output is still a plain HTTP error
+    except BaseException:
+        await replies.aclose()
+        raise
+    usage = bool(req.stream_options and req.stream_options.include_usage)
+    return StreamingResponse(_events(replies, first, req.model, created, marker, usage),
+                             media_type="text/event-stream")
+
+
+async def _events(replies: AsyncIterator[Reply], first: Reply | None, model: str, created: int, marker: str,
+                  include_usage: bool) -> AsyncIterator[bytes]:
+    started: set[int] = set()
+    calls_so_far: dict[int, int] = {}
+    last: Reply | None = None
+
+    def event(obj: Any) -> bytes:
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    try:
+        reply = first
+        while reply is not None:
+            last = reply
+            choices = []
+            for chunk in reply.chunks:
+                index = chunk.candidate.index
+                content, calls = _message(chunk, marker, calls_so_far.get(index, 0))
+                calls_so_far[index] = calls_so_far.get(index, 0) + len(calls)
+                delta: dict[str, Any] = {}
+                if index not in started:
+                    delta["role"] = "assistant"
+                    started.add(index)
+                if content:
+                    delta["content"] = content
+                if calls:
+                    delta["tool_calls"] = calls
+                finish = _finish(chunk, calls_so_far[index] > 0)
+                choices.append({"index": index, "delta": delta, "finish_reason": finish})
+            yield event({"id": f"chatcmpl-{reply.response_id}", "object": "chat.completion.chunk",
+                         "created": created, "model": model, "choices": choices})
+            reply = await anext(replies, None)
+    except ApiError as err:
+        yield event(err.body())
+        return
+    except Exception:
+        log.exception("chat completion stream failed")
+        yield event(ApiError("INTERNAL", "An internal error has occurred.").body())
+        return
+    finally:
+        await replies.aclose()
+    if include_usage and last is not None:
+        yield event({"id": f"chatcmpl-{last.response_id}", "object": "chat.completion.chunk", "created": created,
+                     "model": model, "choices": [], "usage": _usage(last.usage)})
+    yield b"data: [DONE]\n\n"
