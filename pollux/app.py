@@ -22,7 +22,10 @@ from .embeddings import openai as embed_openai
 from .embeddings import router as embed_router
 from .embeddings.engines import build_embedders, is_embedding
 from .embeddings.service import EmbedService
+from .images import router as images_router
+from .images.service import ImageService
 from .openai import chat as openai_chat_router
+from .openai import images as openai_images
 from .openai import models as openai_models
 from .openai.errors import openai_errors
 from .engines.base import Engine
@@ -55,6 +58,7 @@ class Services:
     files: FileService
     uploads: UploadService
     embeddings: EmbedService
+    images: ImageService
 
 
 def build_services(settings: Settings, store: Store | None = None) -> Services:
@@ -83,7 +87,8 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
     files = FileService(store, settings.data_dir, settings.limits)
     uploads = UploadService(files, settings.data_dir, settings.limits.upload_ttl_seconds)
     generate = GenerateService(settings, engines, Signer.from_data_dir(settings.data_dir), files)
-    return Services(settings, store, ModelService(settings), generate, engines, files, uploads, embeddings)
+    return Services(settings, store, ModelService(settings), generate, engines, files, uploads, embeddings,
+                    ImageService())
 
 
 def _services(request: Request) -> Services:
@@ -114,6 +119,8 @@ MODEL_VERBS: dict[str, ModelVerb] = {
     **{verb: _on(lambda s: s.generate, h) for verb, h in generate_router.VERBS.items()},
     **{verb: _on(lambda s: s.embeddings, h) for verb, h in embed_router.VERBS.items()},
     "countTokens": _count_tokens,
+    "predict": lambda request, services, name, body: images_router.predict(request, services.images,
+                                                                           services.settings, name, body),
 }
 
 
@@ -216,6 +223,14 @@ async def openai_chat(request: Request) -> Response:
 
 @openai_errors
 @authorized
+async def openai_images_generations(request: Request) -> Response:
+    services = _services(request)
+    body = await read_body(request, services.settings.limits.max_request_bytes)
+    return await openai_images.generations(request, services.images, services.settings, body)
+
+
+@openai_errors
+@authorized
 async def openai_list_models(request: Request) -> Response:
     return JSONResponse(openai_models.list_models(_services(request).settings))
 
@@ -264,6 +279,7 @@ def _routes() -> list[Route]:
         Route(f"/{VERSIONS}/openai/embeddings", openai_embeddings, methods=["POST"]),
         Route(f"/{VERSIONS}/openai/chat/completions", openai_chat, methods=["POST"]),
         Route(f"/{VERSIONS}/chat/completions", openai_chat, methods=["POST"]),  # the docs' cached_content base URL
+        Route(f"/{VERSIONS}/openai/images/generations", openai_images_generations, methods=["POST"]),
         Route(f"/{VERSIONS}/openai/models", openai_list_models, methods=["GET"]),
         Route(f"/{VERSIONS}/openai/models/{{name:path}}", openai_get_model, methods=["GET"]),
     ]

@@ -25,6 +25,7 @@ from .errors import model_not_found
 
 GENERATE_METHODS = ("generateContent", "countTokens", "createCachedContent", "batchGenerateContent")
 EMBED_METHODS = ("embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent")
+IMAGE_METHODS = ("predict",)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,12 @@ DEFAULT_CATALOGUE: tuple[ModelSpec, ...] = (
     _gemini("gemini-flash-lite-latest", "Gemini Flash-Lite Latest", "Latest release of Gemini Flash-Lite",
             "Gemini Flash-Lite Latest", **_LITE),
     _gemini("gemini-pro-latest", "Gemini Pro Latest", "Latest release of Gemini Pro", "Gemini Pro Latest", **_PRO),
+    *(ModelSpec(id=f"imagen-{version}", display_name=display, description=display, version=version.rsplit("-", 1)[-1],
+                input_token_limit=480, output_token_limit=8192, methods=IMAGE_METHODS, temperature=None,
+                max_temperature=None, top_p=None, top_k=None)
+      for version, display in (("3.0-generate-002", "Imagen 3.0"), ("4.0-generate-001", "Imagen 4"),
+                               ("4.0-ultra-generate-001", "Imagen 4 Ultra"),
+                               ("4.0-fast-generate-001", "Imagen 4 Fast"))),
     ModelSpec(id="gemini-embedding-001", display_name="Gemini Embedding 001",
               description="Obtain a distributed representation of a text.", version="001",
               input_token_limit=2048, output_token_limit=1, methods=EMBED_METHODS,

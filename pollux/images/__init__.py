@@ -1,0 +1,1 @@
+"""Image generation: OpenAI's `images/generations` and Imagen's native `:predict`, on one service."""
