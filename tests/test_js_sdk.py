@@ -36,6 +36,19 @@ def _installed_sdk_version() -> str | None:
         return None
 
 
+def _all_installed() -> bool:
+    """Every dependency of tests/js/package.json is in node_modules at its pinned version."""
+    wanted = json.loads((JS_DIR / "package.json").read_text())["dependencies"]
+    for name, version in wanted.items():
+        try:
+            installed = json.loads((JS_DIR / "node_modules" / name / "package.json").read_text()).get("version")
+        except (OSError, ValueError):
+            return False
+        if installed != version:
+            return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def js_sdk() -> Path:
     """tests/js with its node dependencies installed (npm ci from the committed lock file when missing)."""
@@ -43,7 +56,7 @@ def js_sdk() -> Path:
     npm = shutil.which("npm")
     if node is None or npm is None:
         pytest.fail("node and npm are needed for the JS SDK tests, and were not found on PATH", pytrace=False)
-    if _installed_sdk_version() != SDK_VERSION:
+    if not _all_installed():
         proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True,
                               timeout=600)
         if proc.returncode != 0:
@@ -358,3 +371,19 @@ def test_files_upload_blob_and_path_then_use_and_delete(js_sdk, server):
     assert {out["blob"]["name"], out["path"]["name"]} <= set(out["listed"])
     assert "application/pdf" in out["text"] and out["documentTokens"] == 258
     assert out["afterDelete"] == 403
+
+
+# --- the OpenAI-compatible surface through the openai npm package ------------------------------------------------------
+
+
+def test_openai_js_examples_from_the_docs(js_sdk, server):
+    out = node_json(js_sdk, server, "openai.mjs")
+    assert "Explain to me how AI works" in out["chat"] and "Explain to me how AI works" in out["streamed"]
+    assert is_int(out["streamUsage"]) and out["streamUsage"] > 0
+    assert out["call"]["name"] == "get_weather" and json.loads(out["call"]["arguments"])["location"] == "Chicago"
+    assert out["finish"] == "tool_calls"
+    assert set(out["parsed"]) == {"name", "date", "participants"} and isinstance(out["parsed"]["participants"], list)
+    assert out["embeddingLength"] == 3072
+    assert out["imageBytes"] == "PNG"
+    assert "models/gemini-2.5-flash" in out["models"] and out["retrieved"] == "models/gemini-2.0-flash"
+    assert out["notFound"] == 404
