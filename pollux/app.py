@@ -27,6 +27,7 @@ from .images.service import ImageService
 from .openai import chat as openai_chat_router
 from .openai import images as openai_images
 from .openai import models as openai_models
+from .openai.errors import error_response as openai_error_response
 from .openai.errors import openai_errors
 from .engines.base import Engine
 from .engines.emulator import EmulatorEngine
@@ -247,19 +248,27 @@ async def health(request: Request) -> Response:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc)
+    return _render(request, exc)
+
+
+def _render(request: Request, err: ApiError) -> Response:
+    """Gemini's error object, or on the OpenAI-compatible surface the compat layer's array around it."""
+    path = request.url.path
+    if "/openai/" in path or path.endswith("/chat/completions"):
+        return openai_error_response(err)
+    return error_response(err)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     # A known path with the wrong method is, to Google's front end, a path that does not exist.
-    return error_response(ApiError.not_found(f"The requested URL {request.url.path} was not found on this server."))
+    return _render(request, ApiError.not_found(f"The requested URL {request.url.path} was not found on this server."))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(ApiError("INTERNAL", "An internal error has occurred. Please retry or report in "
-                                   "https://developers.generativeai.google/guide/troubleshooting"))
+    return _render(request, ApiError("INTERNAL", "An internal error has occurred. Please retry or report in "
+                                     "https://developers.generativeai.google/guide/troubleshooting"))
 
 
 def _routes() -> list[Route]:

@@ -201,3 +201,46 @@ def test_models_and_other_base_urls(oai, server):
         other = OpenAI(api_key=server.api_key, base_url=server.base_url + base, max_retries=0)
         assert other.chat.completions.create(model="gemini-2.5-flash",
                                              messages=[{"role": "user", "content": "Hi"}]).choices[0].message.content
+
+
+def test_thoughts_stream_in_one_block_and_logprobs(oai):
+    extra = {"extra_body": {"google": {"thinking_config": {"include_thoughts": True}, "thought_tag_marker": "think"}}}
+    whole = oai.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "Hi"}],
+                                        extra_body=extra).choices[0].message.content
+    streamed = "".join(c.choices[0].delta.content or "" for c in oai.chat.completions.create(
+        model="gemini-2.5-flash", messages=[{"role": "user", "content": "Hi"}], extra_body=extra, stream=True)
+        if c.choices)
+    assert streamed == whole and whole.count("<think>") == 1 and whole.count("</think>") == 1
+    with_logprobs = oai.chat.completions.create(model="gemini-2.0-flash", logprobs=True, top_logprobs=2,
+                                                messages=[{"role": "user", "content": "Hi"}])
+    content = with_logprobs.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == with_logprobs.choices[0].message.content
+    assert all(len(t.top_logprobs) == 1 for t in content)  # a deterministic model has no alternatives to offer
+
+
+@pytest.mark.parametrize("patch", [
+    {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": "x"}]}]},
+    {"tool_choice": {"type": "function", "function": "f"}, "tools": [WEATHER]},
+    {"response_format": {"type": "json_schema", "json_schema": "x"}},
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "tool_calls": [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"},
+         "extra_content": {"google": "x"}}]}, {"role": "tool", "tool_call_id": "a", "content": "ok"}]},
+    {"google": {"thinking_config": {"thinking_budget": 0}},
+     "extra_body": {"google": {"thinking_config": {"include_thoughts": True}}}},
+    {"max_tokens": 50, "max_completion_tokens": 4000},
+    {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "m4a"}}]}]},
+    {"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"}}]},
+                  {"role": "user", "content": "Hi"}]},
+])
+def test_bad_input_is_a_400_array(server, patch):
+    body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "Hi"}], **patch}
+    r = httpx.post(f"{server.base_url}/v1beta/openai/chat/completions", json=body, timeout=TIMEOUT,
+                   headers={"Authorization": f"Bearer {server.api_key}"})
+    assert r.status_code == 400 and r.json()[0]["error"]["status"] == "INVALID_ARGUMENT", r.text
+
+
+def test_unknown_openai_paths_answer_arrays(server):
+    for method, path in (("GET", "/v1beta/openai/chat/completions"), ("POST", "/v1beta/openai/chat/completion")):
+        r = httpx.request(method, server.base_url + path, headers={"Authorization": f"Bearer {server.api_key}"},
+                          timeout=TIMEOUT)
+        assert r.status_code == 404 and isinstance(r.json(), list), (path, r.text)

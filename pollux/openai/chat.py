@@ -51,6 +51,8 @@ def to_gemini(req: ChatCompletionRequest, model: ModelSpec) -> GenerateContentRe
         config["candidateCount"] = req.n
     if req.stop is not None:
         config["stopSequences"] = [req.stop] if isinstance(req.stop, str) else req.stop
+    if None not in (req.max_tokens, req.max_completion_tokens) and req.max_tokens != req.max_completion_tokens:
+        raise ApiError.invalid("max_tokens and max_completion_tokens disagree: set one of them.")
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     if max_tokens is not None:
         config["maxOutputTokens"] = max_tokens
@@ -84,18 +86,26 @@ def to_gemini(req: ChatCompletionRequest, model: ModelSpec) -> GenerateContentRe
 
 
 def _google(req: ChatCompletionRequest) -> dict[str, Any]:
-    nested = (req.extra_body or {}).get("google")
-    google = nested if nested is not None else req.google
-    if google is not None and not isinstance(google, dict):
-        raise ApiError.invalid("extra_body.google must be an object.")
-    unknown = set(google or {}) - {"thinking_config", "cached_content", "thought_tag_marker"}
+    nested = _object((req.extra_body or {}).get("google"), "extra_body.google")
+    flat = _object(req.google, "google")
+    both = set(nested) & set(flat)
+    if both:
+        raise ApiError.invalid(f"{', '.join(sorted(both))} set both in extra_body.google and in google: set it once.")
+    google = {**flat, **nested}
+    unknown = set(google) - {"thinking_config", "cached_content", "thought_tag_marker"}
     if unknown:
         raise ApiError.invalid(f"Unknown field(s) in extra_body.google: {', '.join(sorted(unknown))}.")
-    return google or {}
+    return google
 
 
 def _thinking(req: ChatCompletionRequest, google: dict[str, Any], model: ModelSpec) -> dict[str, Any] | None:
     tc = google.get("thinking_config")
+    if tc is not None:
+        unknown = set(_object(tc, "extra_body.google.thinking_config")) - {
+            "thinking_budget", "thinkingBudget", "thinking_level", "thinkingLevel", "include_thoughts",
+            "includeThoughts"}
+        if unknown:
+            raise ApiError.invalid(f"Unknown field(s) in thinking_config: {', '.join(sorted(unknown))}.")
     if req.reasoning_effort is not None and tc is not None:
         raise ApiError.invalid("reasoning_effort and extra_body.google.thinking_config cannot both be set: they "
                                "overlap. Use one of them.")
@@ -133,13 +143,22 @@ def _thinking(req: ChatCompletionRequest, google: dict[str, Any], model: ModelSp
     return out
 
 
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """A nested field that must be a JSON object (a string there is a 400, not a crash)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError.invalid(f"{where} must be an object.")
+    return value
+
+
 def _response_format(fmt: dict[str, Any] | None) -> dict[str, Any]:
     if not fmt or fmt.get("type") in (None, "text"):
         return {}
     if fmt["type"] == "json_object":
         return {"responseMimeType": "application/json"}
     if fmt["type"] == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
+        schema = _object(fmt.get("json_schema"), "response_format.json_schema").get("schema")
         if not isinstance(schema, dict):
             raise ApiError.invalid("response_format.json_schema.schema must be a JSON Schema object.")
         return {"responseMimeType": "application/json", "responseJsonSchema": schema}
@@ -163,7 +182,7 @@ def _tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
         if choice not in modes:
             raise ApiError.invalid(f"Invalid tool_choice \"{choice}\": use auto, none, required or a function.")
         return {"mode": modes[choice]}
-    name = (choice.get("function") or {}).get("name")
+    name = _object(choice.get("function"), "tool_choice.function").get("name")
     if choice.get("type") != "function" or not isinstance(name, str):
         raise ApiError.invalid("tool_choice must name a function: {\"type\": \"function\", \"function\": {\"name\": ...}}.")
     return {"mode": "ANY", "allowedFunctionNames": [name]}
@@ -176,14 +195,10 @@ def _contents(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[
     call_names: dict[str, str] = {}
     for i, m in enumerate(messages):
         if m.role in ("system", "developer"):
-            system += [p for p in _user_parts(m.content, i) if "text" in p]
+            system += _text_parts(m.content, i)
             continue
         if m.role == "assistant":
-            role, parts = "model", []
-            if isinstance(m.content, str) and m.content:
-                parts.append({"text": m.content})
-            elif isinstance(m.content, list):
-                parts += [{"text": p.get("text", "")} for p in m.content if p.get("type") == "text"]
+            role, parts = "model", _text_parts(m.content, i)
             for tc in m.tool_calls or []:
                 try:
                     args = json.loads(tc.function.arguments or "{}")
@@ -193,7 +208,8 @@ def _contents(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[
                 if tc.id:
                     call["functionCall"]["id"] = tc.id
                     call_names[tc.id] = tc.function.name
-                signature = ((tc.extra_content or {}).get("google") or {}).get("thought_signature")
+                signature = _object(_object(tc.extra_content, "extra_content").get("google"),
+                                    "extra_content.google").get("thought_signature")
                 if signature:
                     call["thoughtSignature"] = signature
                 parts.append(call)
@@ -213,11 +229,23 @@ def _contents(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[
                                            **({"id": m.tool_call_id} if m.tool_call_id else {})}}]
         else:
             role, parts = "user", _user_parts(m.content, i)
+        if not parts:
+            raise ApiError.invalid(f"messages[{i}] has no content.")
         if contents and contents[-1]["role"] == role:
             contents[-1]["parts"] += parts
         else:
             contents.append({"role": role, "parts": parts})
     return contents, system
+
+
+def _text_parts(content: str | list[dict[str, Any]] | None, i: int) -> list[dict[str, Any]]:
+    """System and assistant messages carry text only."""
+    if isinstance(content, list):
+        for p in content:
+            if p.get("type") != "text":
+                raise ApiError.invalid(f"messages[{i}]: only text content is supported in this role, not "
+                                       f"\"{p.get('type')}\".")
+    return [p for p in _user_parts(content, i) if p.get("text")]
 
 
 def _user_parts(content: str | list[dict[str, Any]] | None, i: int) -> list[dict[str, Any]]:
@@ -238,8 +266,10 @@ def _user_parts(content: str | list[dict[str, Any]] | None, i: int) -> list[dict
                                        "fetches nothing from the network).")
             parts.append({"inlineData": {"mimeType": match["mime"], "data": match["data"]}})
         elif kind == "input_audio":
-            audio = p.get("input_audio") or {}
+            audio = _object(p.get("input_audio"), f"messages[{i}].content.input_audio")
             fmt = str(audio.get("format", "wav")).lower()
+            if fmt not in ("wav", "mp3"):
+                raise ApiError.invalid(f"Invalid audio format \"{fmt}\". Valid formats are: [wav, mp3]")
             parts.append({"inlineData": {"mimeType": f"audio/{fmt}", "data": audio.get("data", "")}})
         else:
             raise ApiError.invalid(f"messages[{i}]: unsupported content part type \"{kind}\".")
@@ -262,31 +292,70 @@ def _finish(chunk: Chunk, has_calls: bool) -> str | None:
     return FINISH.get(reason, "stop")
 
 
-def _message(chunk: Chunk, marker: str, first_call: int = 0) -> tuple[str | None, list[dict[str, Any]]]:
-    """The text (thought summaries inside <thought> tags, as Gemini's compat layer writes them) and tool calls."""
+class _Tags:
+    """Thought summaries go inside one `<thought>…</thought>` block (the marker is configurable), as Gemini's compat
+    layer writes them, however many chunks they are streamed in."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.open = False
+
+    def text(self, text: str, thought: bool) -> str:
+        prefix = ""
+        if thought and not self.open:
+            prefix, self.open = f"<{self.marker}>", True
+        elif not thought and self.open:
+            prefix, self.open = f"</{self.marker}>", False
+        return prefix + text
+
+    def close(self) -> str:
+        if not self.open:
+            return ""
+        self.open = False
+        return f"</{self.marker}>"
+
+
+def _message(chunk: Chunk, tags: _Tags, first_call: int = 0) -> tuple[str | None, list[dict[str, Any]]]:
+    """The text and the tool calls of a candidate's chunk; the thought block closes when the candidate finishes."""
     text: list[str] = []
     calls: list[dict[str, Any]] = []
     for part in chunk.parts:
         if part.call is not None:
-            call: dict[str, Any] = {"index": first_call + len(calls), "id": part.call.id or f"call_{len(calls)}",
+            index = first_call + len(calls)
+            call: dict[str, Any] = {"index": index, "id": part.call.id or f"call_{index}",
                                     "type": "function", "function": {
                                         "name": part.call.name, "arguments": json.dumps(part.call.args)}}
             if part.signature:
                 call["extra_content"] = {"google": {"thought_signature": part.signature}}
             calls.append(call)
         elif part.text:
-            text.append(f"<{marker}>{part.text}</{marker}>" if part.thought else part.text)
-    return ("".join(text) if text else None), calls
+            text.append(tags.text(part.text, part.thought))
+    if chunk.candidate.finish is not None:
+        text.append(tags.close())
+    joined = "".join(text)
+    return (joined or None), calls
+
+
+def _logprobs(chunk: Chunk) -> dict[str, Any] | None:
+    """OpenAI's `logprobs.content` from the candidate's token log probabilities."""
+    if not chunk.logprobs:
+        return None
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {"content": [{**entry(lp.token, lp.logprob), "top_logprobs": [entry(t, p) for t, _, p in lp.top]}
+                        for lp in chunk.logprobs]}
 
 
 def completion_json(reply: Reply, model: str, created: int, marker: str) -> dict[str, Any]:
     choices = []
     for chunk in reply.chunks:
-        content, calls = _message(chunk, marker)
+        content, calls = _message(chunk, _Tags(marker))
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
             message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
-        choices.append({"index": chunk.candidate.index, "message": message,
+        choices.append({"index": chunk.candidate.index, "message": message, "logprobs": _logprobs(chunk),
                         "finish_reason": _finish(chunk, bool(calls))})
     return {"id": f"chatcmpl-{reply.response_id}", "object": "chat.completion", "created": created, "model": model,
             "choices": choices, "usage": _usage(reply.usage)}
@@ -319,6 +388,7 @@ async def _events(replies: AsyncIterator[Reply], first: Reply | None, model: str
                   include_usage: bool) -> AsyncIterator[bytes]:
     started: set[int] = set()
     calls_so_far: dict[int, int] = {}
+    tags: dict[int, _Tags] = {}
     last: Reply | None = None
 
     def event(obj: Any) -> bytes:
@@ -331,7 +401,7 @@ async def _events(replies: AsyncIterator[Reply], first: Reply | None, model: str
             choices = []
             for chunk in reply.chunks:
                 index = chunk.candidate.index
-                content, calls = _message(chunk, marker, calls_so_far.get(index, 0))
+                content, calls = _message(chunk, tags.setdefault(index, _Tags(marker)), calls_so_far.get(index, 0))
                 calls_so_far[index] = calls_so_far.get(index, 0) + len(calls)
                 delta: dict[str, Any] = {}
                 if index not in started:
@@ -342,7 +412,7 @@ async def _events(replies: AsyncIterator[Reply], first: Reply | None, model: str
                 if calls:
                     delta["tool_calls"] = calls
                 finish = _finish(chunk, calls_so_far[index] > 0)
-                choices.append({"index": index, "delta": delta, "finish_reason": finish})
+                choices.append({"index": index, "delta": delta, "logprobs": _logprobs(chunk), "finish_reason": finish})
             yield event({"id": f"chatcmpl-{reply.response_id}", "object": "chat.completion.chunk",
                          "created": created, "model": model, "choices": choices})
             reply = await anext(replies, None)
