@@ -23,6 +23,7 @@ from .embeddings import router as embed_router
 from .embeddings.engines import build_embedders, is_embedding
 from .embeddings.service import EmbedService
 from .images import router as images_router
+from .images.engines import build_image_engines, is_image_model
 from .images.service import ImageService
 from .openai import chat as openai_chat_router
 from .openai import images as openai_images
@@ -68,7 +69,7 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
     # Embedding models (their methods say so) get embedding engines, apart from the generation engines.
     embeddings = EmbedService(settings, build_embedders(settings))
     for model in list(settings.models.values()):
-        if is_embedding(model):
+        if is_embedding(model) or is_image_model(model):
             continue
         if model.engine == "transformers":
             if model.engine_key not in engines:
@@ -88,8 +89,8 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
     files = FileService(store, settings.data_dir, settings.limits)
     uploads = UploadService(files, settings.data_dir, settings.limits.upload_ttl_seconds)
     generate = GenerateService(settings, engines, Signer.from_data_dir(settings.data_dir), files)
-    return Services(settings, store, ModelService(settings), generate, engines, files, uploads, embeddings,
-                    ImageService())
+    images = ImageService(build_image_engines(settings))
+    return Services(settings, store, ModelService(settings), generate, engines, files, uploads, embeddings, images)
 
 
 def _services(request: Request) -> Services:
@@ -319,6 +320,7 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
         for engine in services.engines.values():
             await engine.close()
         await services.embeddings.close()
+        await services.images.close()
         services.store.close()
 
     app = Starlette(routes=_routes(), lifespan=lifespan, exception_handlers={

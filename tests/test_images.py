@@ -67,3 +67,32 @@ def test_native_imagen_predict(server):
                      headers={"x-goog-api-key": server.api_key},
                      json={"instances": [{"prompt": "x"}], "parameters": {"aspectRatio": "2:1"}})
     assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_a_configured_diffusers_engine(tmp_path):
+    import tiny_models
+    from conftest import start_server
+
+    pipeline = tiny_models.build_tiny_sd(tiny_models.models_root())
+    config = tmp_path / "pollux.toml"
+    config.write_text(f"""
+[models."imagen-3.0-generate-002"]
+engine = "diffusers"
+engine_options = {{ source = "{pipeline}", steps = 2 }}
+""")
+    srv = start_server(tmp_path / "data", "--config", str(config))
+    try:
+        client = OpenAI(api_key=srv.api_key, base_url=srv.base_url + "/v1beta/openai/", max_retries=0)
+        response = client.images.generate(model="imagen-3.0-generate-002", prompt="a red square",
+                                          response_format="b64_json", n=2, size="96x64")
+        images = [decode(d.b64_json) for d in response.data]
+        assert [i.size for i in images] == [(96, 64), (96, 64)]
+        from pollux.images.painter import paint
+        assert base64.b64decode(response.data[0].b64_json) != paint("imagen-3.0-generate-002", "a red square", 0, 96,
+                                                                    64)  # the pipeline made it, not the painter
+        painted = client.images.generate(model="imagen-4.0-generate-001", prompt="a red square",
+                                         response_format="b64_json", n=1, size="96x64")  # still the emulator
+        assert decode(painted.data[0].b64_json).size == (96, 64)
+        assert "loading image pipeline" in srv.log()
+    finally:
+        srv.stop()

@@ -585,6 +585,38 @@ def build_llama3_format(root: Path | str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# A tiny text-to-image pipeline (the shape of Stable Diffusion, random weights), for the diffusers image engine.
+
+
+def _build_tiny_sd(root: Path | str, out: Path) -> None:
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(SEED)
+    tokenizer = AutoTokenizer.from_pretrained(build_tokenizer(root))
+    tokenizer.model_max_length = 32
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=32, attention_head_dim=8)
+    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        norm_num_groups=32, sample_size=64)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        max_position_embeddings=32, pad_token_id=tokenizer.pad_token_id))
+    StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                            scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(out)
+
+
+def build_tiny_sd(root: Path | str) -> Path:
+    """A random tiny StableDiffusionPipeline (64-px images, 2-block UNet), in root/tiny-sd."""
+    return _cached_build(root, "tiny-sd", lambda out: _build_tiny_sd(root, out))
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Scripted model
 
 
