@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -411,6 +412,30 @@ def test_signature_restores_the_reasoning_and_rejects_tampering(hf, client):
 
 
 PDF = tiny_models.Path(__file__).resolve().parents[2] / "shared" / "testdata" / "genai-sdk" / "story.pdf"
+
+
+def test_video_frames_to_a_vision_model(client, models):
+    """A vision model sees a video as frames sampled a second apart; a text-only model cannot read it."""
+    video = types.Part.from_bytes(data=(PDF.parent / "animal.mp4").read_bytes(), mime_type="video/mp4")
+    response = client.models.generate_content(model="tiny-vision", contents=[video, "Describe"],
+                                              config=types.GenerateContentConfig(max_output_tokens=2))
+    details = {d.modality: d.token_count for d in response.usage_metadata.prompt_tokens_details}
+    assert details[types.MediaModality.VIDEO] > 258
+    with pytest.raises(errors.ClientError) as err:
+        client.models.generate_content(model="gemini-2.0-flash", contents=[video, "Describe"])
+    assert err.value.code == 400
+    from pollux.engines.base import Media, Text, Turn
+    from pollux.engines.hf import HFOptions, TransformersEngine
+    from pollux.media import inspect_bytes
+
+    data = (PDF.parent / "animal.mp4").read_bytes()
+    info = inspect_bytes(data, "video/mp4")
+    engine = TransformersEngine(HFOptions.from_dict({"source": models["vision"], "threads": 1, "workers": 1}))
+    try:
+        _, frames = engine._messages([Turn("user", [Media("video/mp4", "VIDEO", data=data, info=info), Text("x")])], [])
+    finally:
+        asyncio.run(engine.close())
+    assert len(frames) == math.ceil(info.duration)
 
 
 def test_pdf_to_a_text_model_and_a_vision_model(client, models):

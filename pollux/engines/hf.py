@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ApiError
+from ..media import MediaError
 from ..media.documents import PdfDocument
+from ..media.video import sample_frames
 from .accounting import media_tokens
 from .base import (Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount, ToolCall,
                    ToolResult, Turn)
@@ -36,6 +38,7 @@ from .decoding import HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, Special
 log = logging.getLogger("pollux.engines.hf")
 
 OVERLOADED = "The model is overloaded. Please try again later."
+MAX_VIDEO_FRAMES = 32  # frames of one video given to a vision model (each costs the model an image's tokens)
 _END_OF_TURN = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "</s>")
 
 
@@ -244,7 +247,11 @@ class TransformersEngine:
                     self._check_readable(seg)
                     if counting:
                         continue
-                    if seg.modality == "DOCUMENT":
+                    if seg.modality == "VIDEO":
+                        for frame in self._frames(seg):
+                            parts.append({"type": "image"})
+                            images.append(frame)
+                    elif seg.modality == "DOCUMENT":
                         texts, pages = self._document(seg)
                         for text, page in zip(texts, pages or [None] * len(texts), strict=True):
                             if page is not None:
@@ -269,9 +276,9 @@ class TransformersEngine:
         return call_id
 
     def _check_readable(self, media: Media) -> None:
-        if media.modality not in ("IMAGE", "DOCUMENT"):
+        if media.modality not in ("IMAGE", "DOCUMENT", "VIDEO"):
             raise ApiError.invalid(f"This model cannot read {media.mime_type} input.")
-        if media.modality == "IMAGE" and not self.multimodal:
+        if media.modality in ("IMAGE", "VIDEO") and not self.multimodal:
             raise ApiError.invalid("This model cannot read images: it is a text-only model. Send text, or configure "
                                    "a vision-language model for this model id.")
 
@@ -284,6 +291,16 @@ class TransformersEngine:
         except (UnidentifiedImageError, OSError) as exc:
             raise ApiError.invalid(f"Unable to process input image: {exc}") from None
         return image.convert("RGB")
+
+    def _frames(self, media: Media) -> list[Any]:
+        """A video as a vision model sees it: frames sampled at videoMetadata.fps (1 a second by default), within its
+        clip, at most MAX_VIDEO_FRAMES spread over the whole of it."""
+        start, end = media.clip or (0.0, None)
+        try:
+            return sample_frames(media.path or media.data, fps=media.fps or 1.0, start=start, end=end,
+                                 max_frames=MAX_VIDEO_FRAMES)
+        except MediaError as exc:
+            raise ApiError.invalid(f"Unable to process input video: {exc}") from None
 
     def _document(self, media: Media) -> tuple[list[str], list[Any] | None]:
         """Each page's native text, and its rendered image when the model can see."""
