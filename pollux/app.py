@@ -22,14 +22,6 @@ from .embeddings import openai as embed_openai
 from .embeddings import router as embed_router
 from .embeddings.engines import build_embedders, is_embedding
 from .embeddings.service import EmbedService
-from .images import router as images_router
-from .images.engines import build_image_engines, is_image_model
-from .images.service import ImageService
-from .openai import chat as openai_chat_router
-from .openai import images as openai_images
-from .openai import models as openai_models
-from .openai.errors import error_response as openai_error_response
-from .openai.errors import openai_errors
 from .engines.base import Engine
 from .engines.emulator import EmulatorEngine
 from .engines.fixtures import load_fixtures
@@ -40,8 +32,15 @@ from .files.uploads import UploadService
 from .generate import router as generate_router
 from .generate.service import GenerateService
 from .generate.signatures import Signer
+from .images import router as images_router
+from .images.engines import build_image_engines, is_image_model
+from .images.service import ImageService
 from .models import router as models_router
 from .models.service import ModelService
+from .openai import chat as openai_chat_router
+from .openai import images as openai_images
+from .openai import models as openai_models
+from .openai.errors import error_response as openai_error_response
 from .store import Store
 from .wire import JSONResponse, error_response, read_body
 
@@ -89,7 +88,7 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
     files = FileService(store, settings.data_dir, settings.limits)
     uploads = UploadService(files, settings.data_dir, settings.limits.upload_ttl_seconds)
     generate = GenerateService(settings, engines, Signer.from_data_dir(settings.data_dir), files)
-    images = ImageService(build_image_engines(settings))
+    images = ImageService(settings, build_image_engines(settings))
     return Services(settings, store, ModelService(settings), generate, engines, files, uploads, embeddings, images)
 
 
@@ -121,8 +120,7 @@ MODEL_VERBS: dict[str, ModelVerb] = {
     **{verb: _on(lambda s: s.generate, h) for verb, h in generate_router.VERBS.items()},
     **{verb: _on(lambda s: s.embeddings, h) for verb, h in embed_router.VERBS.items()},
     "countTokens": _count_tokens,
-    "predict": lambda request, services, name, body: images_router.predict(request, services.images,
-                                                                           services.settings, name, body),
+    "predict": _on(lambda s: s.images, images_router.predict),
 }
 
 
@@ -208,14 +206,12 @@ async def download_file(request: Request) -> Response:
                                        request.path_params["name"].removesuffix(":download"))
 
 
-@openai_errors
 @authorized
 async def openai_embeddings(request: Request) -> Response:
     services = _services(request)
     return await embed_openai.embeddings(request, services.embeddings, services.settings.limits.max_request_bytes)
 
 
-@openai_errors
 @authorized
 async def openai_chat(request: Request) -> Response:
     services = _services(request)
@@ -223,24 +219,22 @@ async def openai_chat(request: Request) -> Response:
     return await openai_chat_router.chat_completions(request, services.generate, request.state.project_id, body)
 
 
-@openai_errors
 @authorized
 async def openai_images_generations(request: Request) -> Response:
     services = _services(request)
     body = await read_body(request, services.settings.limits.max_request_bytes)
-    return await openai_images.generations(request, services.images, services.settings, body)
+    return await openai_images.generations(request, services.images, body)
 
 
-@openai_errors
 @authorized
 async def openai_list_models(request: Request) -> Response:
     return JSONResponse(openai_models.list_models(_services(request).settings))
 
 
-@openai_errors
 @authorized
 async def openai_get_model(request: Request) -> Response:
-    return JSONResponse(openai_models.get_model(_services(request).settings, request.path_params["name"]))
+    return JSONResponse(openai_models.get_model(_services(request).settings, request.path_params["name"],
+                                                request.path_params["version"]))
 
 
 async def health(request: Request) -> Response:
@@ -253,7 +247,8 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 
 def _render(request: Request, err: ApiError) -> Response:
-    """Gemini's error object, or on the OpenAI-compatible surface the compat layer's array around it."""
+    """Gemini's error object, or on the OpenAI-compatible surface the compat layer's array around it (auth errors
+    and unknown paths included)."""
     path = request.url.path
     if "/openai/" in path or path.endswith("/chat/completions"):
         return openai_error_response(err)

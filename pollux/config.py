@@ -115,7 +115,7 @@ class Limits:
     max_request_bytes: int = 100 * 1024 * 1024
     models_page_default: int = 50
     models_page_max: int = 1000
-    # Files API (reference/semantics.md §7): 2 GB per file, 20 GB per project, kept 48 hours.
+    # Files API (reference/semantics.md §8): 2 GB per file, 20 GB per project, kept 48 hours.
     max_file_bytes: int = 2 * 1024**3
     max_project_bytes: int = 20 * 1024**3
     file_ttl_seconds: int = 48 * 3600

@@ -1,5 +1,5 @@
-"""POST /{version}/openai/embeddings: OpenAI's embeddings API on the same service as the native routes (errors in
-the compat layer's array shape come from `pollux.openai.errors`)."""
+"""POST /{version}/openai/embeddings: OpenAI's embeddings API on the same service as the native routes (errors
+leave in the compat layer's array shape through the app's exception handlers)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..errors import ApiError
 from ..wire import parse, read_body
 from .protocol import OpenAIEmbeddingsRequest, VectorJSONResponse
 from .service import EmbedInput, EmbedService
+
 
 def _texts(value: object) -> list[str]:
     if isinstance(value, str):

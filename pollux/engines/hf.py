@@ -10,7 +10,6 @@ waiting for it. Events go back to each request's asyncio queue as they are made,
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import io
 import json
@@ -27,10 +26,11 @@ from typing import Any
 from ..errors import ApiError
 from ..media import MediaError
 from ..media.documents import PdfDocument
+from ..media.probe import register_heif
 from ..media.video import sample_frames
 from .accounting import media_tokens
-from .base import (Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount, ToolCall,
-                   ToolResult, Turn)
+from .base import (Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount, ToolCall, ToolResult,
+                   Turn)
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, tool_body_grammar,
                         tool_call_grammar)
 from .decoding import HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat
@@ -119,16 +119,6 @@ def _load(options: HFOptions) -> tuple[Any, Any, Any | None]:
 def _token_id(tokenizer: Any, text: str) -> int | None:
     vocab = tokenizer.get_vocab()
     return vocab.get(text)
-
-
-@functools.cache
-def _register_heif() -> None:
-    """HEIC/HEIF, which Gemini accepts, through pillow-heif when it is installed (Pillow alone cannot read them)."""
-    try:
-        from pillow_heif import register_heif_opener
-    except ImportError:
-        return
-    register_heif_opener()
 
 
 
@@ -284,7 +274,7 @@ class TransformersEngine:
 
     def _image(self, media: Media) -> Any:
         from PIL import Image, UnidentifiedImageError
-        _register_heif()
+        register_heif()
         try:
             image = Image.open(io.BytesIO(media.read()))
             image.load()
@@ -470,8 +460,8 @@ class TransformersEngine:
 
     def _run(self, jobs: list[_Job]) -> None:
         import torch
-        from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, \
-            StoppingCriteriaList
+        from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
+                                  StoppingCriteriaList)
 
         sequences = [j.sequence for j in jobs]
 

@@ -6,8 +6,8 @@ Every lookup is by (project, id): another project's file is answered exactly as 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import base64
+import dataclasses
 import hashlib
 import logging
 import os

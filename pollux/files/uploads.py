@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ApiError
-from ..media import is_supported
+from ..media import is_supported, normalize_mime
 from .service import FileService, fsync_dir, link_into_place, sha256_of
 
 # The granularity clients may use for chunks (the SDKs send 8 MiB); any size is accepted.
@@ -187,7 +187,7 @@ class UploadService:
 
 
 def check_mime(mime_type: str | None) -> str:
-    mime = (mime_type or "").split(";", 1)[0].strip().lower()
+    mime = normalize_mime(mime_type or "")
     if not mime:
         raise ApiError.invalid("The upload has no MIME type: set X-Goog-Upload-Header-Content-Type or file.mimeType.")
     if not is_supported(mime):

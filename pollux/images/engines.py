@@ -93,7 +93,6 @@ class DiffusersImages:
                              "directory.") from None
         self.pipeline.to(device)
         self.pipeline.set_progress_bar_config(disable=True)
-        self.device = device
         self._lock = threading.Lock()
         self._waiting = 0
 

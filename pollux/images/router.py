@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import Settings, find_model
 from ..errors import ApiError
-from ..wire import JSONResponse, payload_error
+from ..wire import JSONResponse, parse
 from .service import ASPECT_SIZES, ImageService
 
 
@@ -31,13 +30,9 @@ class PredictRequest(BaseModel):
     parameters: _Parameters = _Parameters()
 
 
-async def predict(request: Request, service: ImageService, settings: Settings, model_name: str,
-                  body: bytes) -> Response:
-    model = find_model(settings, model_name, request.path_params["version"], "predict")
-    try:
-        req = PredictRequest.model_validate_json(body or b"{}")
-    except ValidationError as exc:
-        raise payload_error(exc) from None
+async def predict(request: Request, service: ImageService, model_name: str, body: bytes) -> Response:
+    model = service.resolve(model_name, request.path_params["version"])
+    req = parse(PredictRequest, body)
     if len(req.instances) != 1:
         raise ApiError.invalid("Exactly one instance (one prompt) is supported per request.")
     size = ASPECT_SIZES.get(req.parameters.aspectRatio)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import ModelSpec
+from ..config import ModelSpec, Settings, find_model
 from ..errors import ApiError
 from .engines import ImageEngine
 
@@ -14,8 +14,13 @@ ASPECT_SIZES = {"1:1": (1024, 1024), "3:4": (896, 1280), "4:3": (1280, 896), "9:
 
 
 class ImageService:
-    def __init__(self, engines: dict[str, ImageEngine]) -> None:
+    def __init__(self, settings: Settings, engines: dict[str, ImageEngine]) -> None:
+        self.settings = settings
         self.engines = engines
+
+    def resolve(self, name: str, version: str) -> ModelSpec:
+        """The image model a request names, or the real API's 404."""
+        return find_model(self.settings, name, version, "predict")
 
     async def close(self) -> None:
         for engine in self.engines.values():
@@ -33,13 +38,3 @@ class ImageService:
         if engine is None:
             raise ApiError("UNAVAILABLE", f"The engine {model.engine!r} for {model.name} is not running.")
         return await engine.generate(model.id, prompt, n, width, height)
-
-
-def parse_size(size: str | None) -> tuple[int, int]:
-    """OpenAI's `size` ("1024x1024"); absent means 1024x1024."""
-    if not size or size == "auto":
-        return ASPECT_SIZES["1:1"]
-    width, sep, height = size.lower().partition("x")
-    if not sep or not width.isascii() or not width.isdigit() or not height.isascii() or not height.isdigit():
-        raise ApiError.invalid(f"Invalid size \"{size}\": use WIDTHxHEIGHT, e.g. 1024x1024.")
-    return int(width), int(height)

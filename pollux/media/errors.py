@@ -12,4 +12,3 @@ class MediaError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message

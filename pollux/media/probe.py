@@ -7,7 +7,6 @@ image_tokens` must stay cheap for engines that never see media.
 
 from __future__ import annotations
 
-import codecs
 import io
 import math
 import struct
@@ -61,7 +60,6 @@ class MediaInfo:
     height: int | None = None
     pages: int | None = None      # PDF
     duration: float | None = None  # seconds: audio, video
-    chars: int | None = None      # text, after UTF-8 decoding (bad bytes count as U+FFFD)
 
 
 def normalize_mime(mime_type: str) -> str:
@@ -123,7 +121,7 @@ def _inspect(source: _Source, size: int, mime_type: str) -> MediaInfo:
     if modality == "DOCUMENT":
         return MediaInfo(mime, modality, size, pages=_pdf(source, size))
     if modality == "TEXT":
-        return MediaInfo(mime, modality, size, chars=_text(source))
+        return MediaInfo(mime, modality, size)  # read as UTF-8 with replacement: any bytes will do
     if modality == "AUDIO" and mime in _WAV_TYPES:
         duration = _wav(source)
         if duration is not None:
@@ -135,23 +133,20 @@ def _inspect(source: _Source, size: int, mime_type: str) -> MediaInfo:
 _heif_registered = False
 
 
-def _register_heif() -> None:
-    """Teach Pillow HEIC/HEIF when pillow-heif is installed; without it those uploads fail to decode, clearly."""
+def register_heif() -> None:
+    """Teach Pillow HEIC/HEIF (Gemini accepts them), once."""
     global _heif_registered
     if not _heif_registered:
-        try:
-            from pillow_heif import register_heif_opener
-        except ImportError:
-            pass
-        else:
-            register_heif_opener()
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
         _heif_registered = True
 
 
 def _image(source: _Source, mime: str) -> tuple[int, int]:
     from PIL import Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401  (registers the formats)
 
-    _register_heif()
+    register_heif()
     formats = tuple(f for f in _PILLOW_FORMATS if f in Image.OPEN)
     bad = f"The image could not be decoded as {mime}: the data is damaged, truncated or not an image."
     try:
@@ -189,16 +184,6 @@ def _pdf(source: _Source, size: int) -> int:
             raise MediaError(f"The document has {pages} pages; the limit is {MAX_PDF_PAGES}.")
         doc.load_page(0)  # PDFium repairs broken files on open; parsing a page shows whether anything is left
     return pages
-
-
-def _text(source: _Source) -> int:
-    # Gemini reads text as UTF-8; undecodable bytes become U+FFFD rather than an error, so this only counts.
-    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-    chars = 0
-    with _open(source) as f:
-        while chunk := f.read(_CHUNK):
-            chars += len(decoder.decode(chunk))
-    return chars + len(decoder.decode(b"", final=True))
 
 
 def _wav(source: _Source) -> float | None:

@@ -14,7 +14,6 @@ ULTRA_HIGH = "MEDIA_RESOLUTION_ULTRA_HIGH"  # Gemini 3, per-part only; documente
 RESOLUTIONS = frozenset({UNSPECIFIED, LOW, MEDIUM, HIGH, ULTRA_HIGH})
 
 IMAGE_TILE_TOKENS = 258       # one 768×768 tile, or a whole image up to 384×384 (Gemini 2.x)
-GEMINI_3_IMAGE_TOKENS = 1120  # Gemini 3 at the default media resolution
 AUDIO_TOKENS_PER_SECOND = 32  # audio alone, and the soundtrack of a video
 
 # Gemini 3 per-item costs by media resolution; None and UNSPECIFIED mean the default.

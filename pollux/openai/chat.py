@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -22,7 +21,7 @@ from ..generate.protocol import GenerateContentRequest
 from ..generate.results import Chunk, Reply, Usage
 from ..generate.router import ClientGone, until_disconnected
 from ..generate.service import GenerateService
-from ..wire import JSONResponse, payload_error
+from ..wire import JSONResponse, parse, payload_error, sse_event
 from .protocol import ChatCompletionRequest, Message
 
 log = logging.getLogger("pollux.openai")
@@ -35,16 +34,8 @@ FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "R
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[\w=.-]+)*;base64,(?P<data>.*)$", re.DOTALL)
 
 
-def parse_chat(body: bytes) -> ChatCompletionRequest:
-    try:
-        return ChatCompletionRequest.model_validate_json(body or b"{}")
-    except ValidationError as exc:
-        raise payload_error(exc) from None
-
-
 # Request ------------------------------------------------------------------------------------------------------------
-def to_gemini(req: ChatCompletionRequest, model: ModelSpec) -> GenerateContentRequest:
-    google = _google(req)
+def to_gemini(req: ChatCompletionRequest, google: dict[str, Any], model: ModelSpec) -> GenerateContentRequest:
     contents, system = _contents(req.messages)
     config: dict[str, Any] = {}
     if req.n is not None:
@@ -124,8 +115,6 @@ def _thinking(req: ChatCompletionRequest, google: dict[str, Any], model: ModelSp
         return {"thinkingBudget": EFFORT_BUDGETS[effort]}
     if tc is None:
         return None
-    if not isinstance(tc, dict):
-        raise ApiError.invalid("extra_body.google.thinking_config must be an object.")
     out: dict[str, Any] = {}
     budget = tc.get("thinking_budget", tc.get("thinkingBudget"))
     if isinstance(budget, str):  # the docs send "low" | "medium" | "high"
@@ -362,10 +351,11 @@ def completion_json(reply: Reply, model: str, created: int, marker: str) -> dict
 
 
 async def chat_completions(request: Request, service: GenerateService, project_id: str, body: bytes) -> Response:
-    req = parse_chat(body)
-    model = service.resolve(req.model, "v1beta", "generateContent")
-    gemini = to_gemini(req, model)
-    marker = str(_google(req).get("thought_tag_marker") or "thought")
+    req = parse(ChatCompletionRequest, body)
+    model = service.resolve(req.model, request.path_params["version"], "generateContent")
+    google = _google(req)
+    gemini = to_gemini(req, google, model)
+    marker = str(google.get("thought_tag_marker") or "thought")
     created = int(time.time())
     if not req.stream:
         try:
@@ -391,9 +381,6 @@ async def _events(replies: AsyncIterator[Reply], first: Reply | None, model: str
     tags: dict[int, _Tags] = {}
     last: Reply | None = None
 
-    def event(obj: Any) -> bytes:
-        return b"data: " + orjson.dumps(obj) + b"\n\n"
-
     try:
         reply = first
         while reply is not None:
@@ -413,19 +400,19 @@ async def _events(replies: AsyncIterator[Reply], first: Reply | None, model: str
                     delta["tool_calls"] = calls
                 finish = _finish(chunk, calls_so_far[index] > 0)
                 choices.append({"index": index, "delta": delta, "logprobs": _logprobs(chunk), "finish_reason": finish})
-            yield event({"id": f"chatcmpl-{reply.response_id}", "object": "chat.completion.chunk",
+            yield sse_event({"id": f"chatcmpl-{reply.response_id}", "object": "chat.completion.chunk",
                          "created": created, "model": model, "choices": choices})
             reply = await anext(replies, None)
     except ApiError as err:
-        yield event(err.body())
+        yield sse_event(err.body())
         return
     except Exception:
         log.exception("chat completion stream failed")
-        yield event(ApiError("INTERNAL", "An internal error has occurred.").body())
+        yield sse_event(ApiError("INTERNAL", "An internal error has occurred.").body())
         return
     finally:
         await replies.aclose()
     if include_usage and last is not None:
-        yield event({"id": f"chatcmpl-{last.response_id}", "object": "chat.completion.chunk", "created": created,
+        yield sse_event({"id": f"chatcmpl-{last.response_id}", "object": "chat.completion.chunk", "created": created,
                      "model": model, "choices": [], "usage": _usage(last.usage)})
-    yield b"data: [DONE]\n\n"
+    yield b"data: [DONE]\r\n\r\n"

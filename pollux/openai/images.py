@@ -10,9 +10,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import Settings, find_model
 from ..errors import ApiError
-from ..images.service import ImageService, parse_size
+from ..images.service import ASPECT_SIZES, ImageService
 from ..wire import JSONResponse, payload_error
 from .protocol import OpenAIModel
 
@@ -30,7 +29,7 @@ def lenient_json(body: bytes) -> bytes:
     return re.sub(rb",(\s*[}\]])", rb"\1", body)
 
 
-async def generations(request: Request, service: ImageService, settings: Settings, body: bytes) -> Response:
+async def generations(request: Request, service: ImageService, body: bytes) -> Response:
     try:
         req = ImagesRequest.model_validate_json(body or b"{}")
     except ValidationError:
@@ -40,7 +39,17 @@ async def generations(request: Request, service: ImageService, settings: Setting
             raise payload_error(exc) from None
     if req.response_format != "b64_json":
         raise ApiError.invalid("Only response_format \"b64_json\" is supported: Pollux hosts no image URLs.")
-    model = find_model(settings, req.model, "v1beta", "predict")
+    model = service.resolve(req.model, request.path_params["version"])
     images = await service.generate(model, req.prompt, req.n, parse_size(req.size))
     return JSONResponse({"created": int(time.time()),
                          "data": [{"b64_json": base64.b64encode(png).decode()} for png in images]})
+
+
+def parse_size(size: str | None) -> tuple[int, int]:
+    """OpenAI's `size` ("1024x1024"); absent means 1024x1024."""
+    if not size or size == "auto":
+        return ASPECT_SIZES["1:1"]
+    width, sep, height = size.lower().partition("x")
+    if not sep or not width.isascii() or not width.isdigit() or not height.isascii() or not height.isdigit():
+        raise ApiError.invalid(f"Invalid size \"{size}\": use WIDTHxHEIGHT, e.g. 1024x1024.")
+    return int(width), int(height)

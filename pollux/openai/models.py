@@ -13,6 +13,6 @@ def list_models(settings: Settings) -> dict:
     return {"object": "list", "data": [model_json(m) for m in settings.models]}
 
 
-def get_model(settings: Settings, name: str) -> dict:
+def get_model(settings: Settings, name: str, version: str) -> dict:
     """`gemini-2.0-flash`, `models/gemini-2.0-flash` or its percent-encoded form (already decoded in the path)."""
-    return model_json(find_model(settings, name, "v1beta", "get").id)
+    return model_json(find_model(settings, name, version, "get").id)
