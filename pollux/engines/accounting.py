@@ -1,5 +1,4 @@
-"""Gemini's token accounting for one media segment, shared by every engine so usage reads the same whichever model
-answers (reference/semantics.md §7)."""
+"""A media segment's prompt tokens: the same for every engine, so usage reads the same whichever model answers."""
 
 from __future__ import annotations
 
@@ -29,17 +28,3 @@ def media_tokens(media: Media, model: str) -> tuple[str, int]:
     if media.modality == "AUDIO":
         return "AUDIO", audio_tokens(clip_seconds(media))
     return "VIDEO", video_tokens(clip_seconds(media), model, media.fps or 1.0, media.resolution)
-
-
-def describe(media: Media) -> str:
-    """What a segment is, in words: the emulator tells apps what it received."""
-    info = media.info
-    what = f"{media.mime_type}, {info.size_bytes if info else len(media.data)} bytes"
-    if info is not None:
-        if info.pages is not None:
-            what += f", {info.pages} page{'s' if info.pages != 1 else ''}"
-        if info.width and info.height:
-            what += f", {info.width}x{info.height}"
-        if info.duration is not None:
-            what += f", {clip_seconds(media):.1f} s"
-    return what

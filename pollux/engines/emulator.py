@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ApiError
 from ..schemas import SchemaMismatch, instance_for, validate_instance, words_of
-from .accounting import describe, media_tokens
+from .accounting import clip_seconds, media_tokens
 from .base import (CallEvent, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TextDelta,
                    TokenCount, TokenLogprob, ToolCall, ToolResult, Turn)
 from .fixtures import Rule, Scripted, find
@@ -325,3 +325,17 @@ def _prose(request: GenerateRequest, last_text: str, rng: random.Random) -> list
     for sentence in rng.sample(_FILLER, rng.randint(2, 4)):
         tokens += _fixed(sentence)
     return tokens
+
+
+def describe(media: Media) -> str:
+    """What a segment is, in words: the emulator tells apps what it received."""
+    info = media.info
+    what = f"{media.mime_type}, {info.size_bytes if info else len(media.data)} bytes"
+    if info is not None:
+        if info.pages is not None:
+            what += f", {info.pages} page{'s' if info.pages != 1 else ''}"
+        if info.width and info.height:
+            what += f", {info.width}x{info.height}"
+        if info.duration is not None:
+            what += f", {clip_seconds(media):.1f} s"
+    return what
