@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ApiError
+from ..engines.loading import (EngineLoadError, device_and_dtype, load_failed, model_name, options_from,
+                               overloaded)
 
 log = logging.getLogger("pollux.embeddings.hf")
 
-OVERLOADED = "The model is overloaded. Please try again later."
 _POOLING_MODES = {  # sentence-transformers' pooling config keys → our names
     "pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len", "pooling_mode_lasttoken": "last",
@@ -54,12 +55,7 @@ class EmbedOptions:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> EmbedOptions:
-        unknown = set(options) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown transformers embedding option(s) {sorted(unknown)}")
-        if "source" not in options:
-            raise ValueError("the transformers engine needs a source: hf:ORG/NAME or a local directory")
-        return cls(**options)
+        return options_from(cls, options, "transformers embedding")
 
 
 @dataclass(frozen=True)
@@ -70,10 +66,6 @@ class Layout:
     normalize: bool = False
     max_seq_length: int | None = None
     lower_case: bool = False
-
-
-class EngineLoadError(ValueError):
-    pass
 
 
 def _reader(options: EmbedOptions) -> tuple[str, Any]:
@@ -90,9 +82,7 @@ def _reader(options: EmbedOptions) -> tuple[str, Any]:
                 return None
 
         return repo, read_hub
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        raise EngineLoadError(f"model directory {source!r} does not exist (use hf:ORG/NAME for a hub model)")
+    path = Path(model_name(source))
 
     def read_local(filename: str) -> Any:
         file = path / filename
@@ -130,22 +120,14 @@ def _load(options: EmbedOptions) -> tuple[Any, Any, Layout, str]:
     name, read = _reader(options)
     layout = read_layout(read)
     kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code, "revision": options.revision}
-    device = options.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = options.dtype
-    if dtype == "auto":
-        dtype = "float16" if device.startswith("cuda") else "float32"
+    device, dtype = device_and_dtype(options.device, options.dtype, "float16")
     log.info("loading embedding model %s on %s (%s, %s pooling%s)", name, device, dtype, layout.pooling,
              ", normalised" if layout.normalize else "")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
         model = AutoModel.from_pretrained(name, dtype=getattr(torch, dtype), **kwargs)
     except OSError as exc:
-        raise EngineLoadError(
-            f"cannot load model {name!r}: {exc}\nIf this machine is offline, download the model where the hub is "
-            f"reachable (`hf download {name}`) and copy the Hugging Face cache (~/.cache/huggingface) here, or give "
-            "a local directory instead.") from None
+        raise load_failed(name, exc) from None
     model.to(device).eval()
     tokenizer.padding_side = "right"  # last-token pooling reads the last unmasked position
     return model, tokenizer, layout, device
@@ -210,8 +192,7 @@ class TransformersEmbedder:
         job = _Job(texts, loop, loop.create_future())
         with self._pending_lock:
             if self._pending >= self.options.max_queue:
-                raise ApiError("UNAVAILABLE", OVERLOADED, details=[
-                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}])
+                raise overloaded("1s")
             self._pending += 1
         self._queue.put(job)
         try:

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import ApiError
@@ -33,11 +32,11 @@ from .base import (Event, Finish, FunctionSpec, GenerateRequest, Media, Segment,
                    Turn)
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, tool_body_grammar,
                         tool_call_grammar)
+from .loading import device_and_dtype, load_failed, model_name, options_from, overloaded
 from .decoding import HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat
 
 log = logging.getLogger("pollux.engines.hf")
 
-OVERLOADED = "The model is overloaded. Please try again later."
 MAX_VIDEO_FRAMES = 32  # frames of one video given to a vision model (each costs the model an image's tokens)
 _END_OF_TURN = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "</s>")
 
@@ -48,7 +47,7 @@ class HFOptions:
 
     source: str
     device: str = "auto"          # auto: cuda if present, else cpu
-    dtype: str = "auto"           # auto: bfloat16 on a GPU that supports it, else float32
+    dtype: str = "auto"           # auto: bfloat16 on a GPU that has it (else float16), float32 on the CPU
     trust_remote_code: bool = False
     revision: str | None = None
     max_batch_size: int = 16
@@ -60,17 +59,7 @@ class HFOptions:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> HFOptions:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(options) - known
-        if unknown:
-            raise ValueError(f"unknown transformers engine option(s) {sorted(unknown)}")
-        if "source" not in options:
-            raise ValueError("the transformers engine needs a source: hf:ORG/NAME or a local directory")
-        return cls(**options)
-
-
-class EngineLoadError(ValueError):
-    pass
+        return options_from(cls, options, "transformers")
 
 
 def _load(options: HFOptions) -> tuple[Any, Any, Any | None]:
@@ -79,21 +68,11 @@ def _load(options: HFOptions) -> tuple[Any, Any, Any | None]:
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
                               AutoTokenizer)
 
-    source = options.source
-    if source.startswith("hf:"):
-        name = source[3:]
-    else:
-        path = Path(source).expanduser()
-        if not path.is_dir():
-            raise EngineLoadError(f"model directory {source!r} does not exist (use hf:ORG/NAME for a hub model)")
-        name = str(path)
+    name = model_name(options.source)
     kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code, "revision": options.revision}
-    device = options.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = options.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    device, dtype = device_and_dtype(options.device, options.dtype,
+                                     "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+                                     else "float16")
     log.info("loading %s on %s (%s)", name, device, dtype)
     try:
         config = AutoConfig.from_pretrained(name, **kwargs)
@@ -107,10 +86,7 @@ def _load(options: HFOptions) -> tuple[Any, Any, Any | None]:
             tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(name, dtype=getattr(torch, dtype), **kwargs)
     except OSError as exc:
-        raise EngineLoadError(
-            f"cannot load model {name!r}: {exc}\nIf this machine is offline, download the model where the hub is "
-            f"reachable (`hf download {name}`) and copy the Hugging Face cache (~/.cache/huggingface) here, or give "
-            "a local directory instead.") from None
+        raise load_failed(name, exc) from None
     model.to(device).eval()
     tokenizer.padding_side = "left"
     return model, tokenizer, processor
@@ -410,8 +386,7 @@ class TransformersEngine:
     def _submit(self, job: _Job) -> None:
         with self._pending_lock:
             if self._pending >= self.options.max_queue:
-                raise ApiError("UNAVAILABLE", OVERLOADED, details=[
-                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}])
+                raise overloaded("1s")
             self._pending += 1
         self._queue.put(job)
 

@@ -14,11 +14,10 @@ import io
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import ModelSpec, Settings
-from ..errors import ApiError
+from ..engines.loading import device_and_dtype, load_failed, model_name, options_from, overloaded
 from .painter import paint
 
 log = logging.getLogger("pollux.images")
@@ -58,12 +57,7 @@ class DiffusersOptions:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> DiffusersOptions:
-        unknown = set(options) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown diffusers engine option(s) {sorted(unknown)}")
-        if "source" not in options:
-            raise ValueError("the diffusers engine needs a source: hf:ORG/NAME or a local directory")
-        return cls(**options)
+        return options_from(cls, options, "diffusers")
 
 
 class DiffusersImages:
@@ -75,22 +69,14 @@ class DiffusersImages:
         from diffusers import DiffusionPipeline
 
         self.options = options
-        if options.source.startswith("hf:"):
-            name = options.source[3:]
-        else:
-            name = str(Path(options.source).expanduser())
-            if not Path(name).is_dir():
-                raise ValueError(f"image model directory {name!r} does not exist (use hf:ORG/NAME for a hub model)")
-        device = options.device if options.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = options.dtype if options.dtype != "auto" else ("float16" if device.startswith("cuda") else "float32")
+        name = model_name(options.source)
+        device, dtype = device_and_dtype(options.device, options.dtype, "float16")
         log.info("loading image pipeline %s on %s (%s)", name, device, dtype)
         try:
             self.pipeline = DiffusionPipeline.from_pretrained(name, torch_dtype=getattr(torch, dtype),
                                                               revision=options.revision)
         except OSError as exc:
-            raise ValueError(f"cannot load image pipeline {name!r}: {exc}\nIf this machine is offline, download it "
-                             "where the hub is reachable and copy the Hugging Face cache here, or give a local "
-                             "directory.") from None
+            raise load_failed(name, exc) from None
         self.pipeline.to(device)
         self.pipeline.set_progress_bar_config(disable=True)
         self._lock = threading.Lock()
@@ -98,8 +84,7 @@ class DiffusersImages:
 
     async def generate(self, model: str, prompt: str, n: int, width: int, height: int) -> list[bytes]:
         if self._waiting >= self.options.max_queue:
-            raise ApiError("UNAVAILABLE", "The model is overloaded. Please try again later.", details=[
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "5s"}])
+            raise overloaded("5s")
         self._waiting += 1
         try:
             return await asyncio.to_thread(self._generate, prompt, n, width, height)
