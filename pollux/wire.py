@@ -122,6 +122,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def page_params(request: Request) -> tuple[int | None, str | None]:
+    """`pageSize` and `pageToken` of a list call, in either casing; a page size that is not a number is the 400."""
+    query = request.query_params
+    size = query.get("pageSize") or query.get("page_size")
+    token = query.get("pageToken") or query.get("page_token")
+    if not size:
+        return None, token
+    try:
+        return int(size), token
+    except ValueError:
+        raise ApiError.invalid(f"Invalid value at 'page_size' (TYPE_INT32), \"{size}\"") from None
+
+
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import ModelSpec, find_model
-from ..engines.base import TokenCount
+from ..config import ModelSpec
 from ..errors import ApiError
 from ..generate.protocol import CountTokensRequest, count_tokens_json
 from ..wire import JSONResponse, parse
@@ -39,13 +38,8 @@ async def batch_embed_contents(request: Request, service: EmbedService, model_na
 
 async def count_tokens(request: Request, service: EmbedService, model_name: str, body: bytes) -> Response:
     """countTokens on an embedding model served by a model of its own: its tokenizer's count of the text."""
-    model = find_model(service.settings, model_name, request.path_params["version"], "countTokens")
-    req = parse(CountTokensRequest, body)
-    if req.contents and req.generate_content_request:
-        raise ApiError.invalid("* CountTokensRequest: contents and generate_content_request are mutually exclusive.\n")
-    contents = req.contents or (req.generate_content_request.contents if req.generate_content_request else None)
-    texts = [content_text(c, f"CountTokensRequest.contents[{i}].") for i, c in enumerate(contents or [])]
-    return JSONResponse(count_tokens_json(TokenCount({"TEXT": service.count_tokens(model, texts)} if texts else {})))
+    model = service.resolve(model_name, request.path_params["version"], "countTokens")
+    return JSONResponse(count_tokens_json(service.count_tokens(model, parse(CountTokensRequest, body))))
 
 
 VERBS = {

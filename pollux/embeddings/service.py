@@ -13,7 +13,8 @@ import numpy as np
 
 from ..config import ModelSpec, Settings, find_model
 from ..errors import ApiError, model_not_found
-from ..generate.protocol import Content
+from ..engines.base import TokenCount
+from ..generate.protocol import Content, CountTokensRequest
 from .engines import Embedder, is_embedding
 
 MAX_BATCH = 100
@@ -84,8 +85,14 @@ class EmbedService:
         for engine in self.engines.values():
             await engine.close()
 
-    def count_tokens(self, model: ModelSpec, texts: list[str]) -> int:
-        return sum(self.engine(model).count_tokens(texts))
+    def count_tokens(self, model: ModelSpec, req: CountTokensRequest) -> TokenCount:
+        """The model's tokenizer's count of the texts (either form of the request)."""
+        if req.contents and req.generate_content_request:
+            raise ApiError.invalid("* CountTokensRequest: contents and generate_content_request are mutually "
+                                   "exclusive.\n")
+        contents = req.contents or (req.generate_content_request.contents if req.generate_content_request else None)
+        texts = [content_text(c, f"CountTokensRequest.contents[{i}].") for i, c in enumerate(contents or [])]
+        return TokenCount({"TEXT": sum(self.engine(model).count_tokens(texts))} if texts else {})
 
     async def embed(self, model: ModelSpec, inputs: list[EmbedInput], field: str) -> Embeddings:
         """Vectors for `inputs`, in order, after Gemini's checks (`field` names the list in messages)."""

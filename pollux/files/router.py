@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from ..errors import ApiError
-from ..wire import JSONResponse, parse
+from ..wire import JSONResponse, page_params, parse
 from .protocol import CreateFileRequest, FileMetadata, file_json
 from .service import FileService
 from .uploads import CHUNK_GRANULARITY, Progress, UploadService
@@ -208,19 +208,8 @@ class _TwoParts:
 
 
 # Resources ------------------------------------------------------------------------------------------------------------
-def _page_size(request: Request) -> int | None:
-    value = request.query_params.get("pageSize") or request.query_params.get("page_size")
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ApiError.invalid(f"Invalid value at 'page_size' (TYPE_INT32), \"{value}\"") from None
-
-
 async def list_files(request: Request, files: FileService, project_id: str) -> Response:
-    rows, token = files.list(project_id, _page_size(request),
-                             request.query_params.get("pageToken") or request.query_params.get("page_token"))
+    rows, token = files.list(project_id, *page_params(request))
     out: dict = {}
     if rows:
         out["files"] = [file_json(r, base_url(request)) for r in rows]
