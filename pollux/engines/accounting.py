@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..media.tokens import audio_tokens, image_tokens, pdf_page_tokens, video_tokens
+from ..media.tokens import audio_tokens, image_tokens, is_gemini_3, pdf_page_tokens, video_tokens
 from .base import Media
 
 
@@ -24,7 +24,7 @@ def media_tokens(media: Media, model: str) -> tuple[str, int]:
         return "IMAGE", image_tokens(info.width or 0, info.height or 0, model, media.resolution)
     if media.modality == "DOCUMENT":
         pages = (info.pages or 0) * pdf_page_tokens(model, media.resolution)
-        return ("IMAGE" if model.startswith("gemini-3") else "DOCUMENT"), pages
+        return ("IMAGE" if is_gemini_3(model) else "DOCUMENT"), pages
     if media.modality == "AUDIO":
         return "AUDIO", audio_tokens(clip_seconds(media))
     return "VIDEO", video_tokens(clip_seconds(media), model, media.fps or 1.0, media.resolution)

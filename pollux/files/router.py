@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from ..errors import ApiError
-from ..wire import JSONResponse, page_params, parse
+from ..wire import JSONResponse, page_params, parse, read_body
 from .protocol import CreateFileRequest, FileMetadata, file_json
 from .service import FileService
 from .uploads import CHUNK_GRANULARITY, Progress, UploadService
@@ -43,11 +43,7 @@ def _progress_response(progress: Progress, request: Request) -> Response:
 
 async def _metadata(request: Request) -> FileMetadata:
     """The `{"file": {...}}` body, in either casing, and also with the single quotes of the docs' curl example."""
-    body = b""
-    async for piece in request.stream():
-        body += piece
-        if len(body) > METADATA_LIMIT:
-            raise ApiError.invalid(f"Request payload size exceeds the limit: {METADATA_LIMIT} bytes.")
+    body = await read_body(request, METADATA_LIMIT)
     if b"'" in body and b'"' not in body:
         body = body.replace(b"'", b'"')  # `-d "{'file': {'display_name': 'X'}}"` from the docs
     return parse(CreateFileRequest, body).file or FileMetadata()

@@ -26,7 +26,7 @@ _G2_VIDEO_FRAME_LOW = 66
 _EPSILON = 1e-9
 
 
-def _gemini_3(model: str) -> bool:
+def is_gemini_3(model: str) -> bool:
     return model.removeprefix("models/").startswith("gemini-3")
 
 
@@ -50,7 +50,7 @@ def image_tokens(width: int, height: int, model: str, resolution: str | None = N
     LOW 280 (ULTRA_HIGH 2240).
     """
     resolution = _check(resolution)
-    if _gemini_3(model):
+    if is_gemini_3(model):
         return _G3_IMAGE[resolution]
     if width <= 384 and height <= 384:
         return IMAGE_TILE_TOKENS
@@ -64,7 +64,7 @@ def pdf_page_tokens(model: str, resolution: str | None = None) -> int:
     The page's native text is not charged on top (Gemini 3 reports these tokens under IMAGE, not DOCUMENT).
     """
     resolution = _check(resolution)
-    if _gemini_3(model):
+    if is_gemini_3(model):
         return _G3_PDF_PAGE[resolution]
     return IMAGE_TILE_TOKENS
 
@@ -96,7 +96,7 @@ def video_tokens(seconds: float, model: str, fps: float = 1.0, resolution: str |
     """
     resolution = _check(resolution)
     frames = video_frames(seconds, fps)
-    if _gemini_3(model):
+    if is_gemini_3(model):
         per_frame = _G3_VIDEO_FRAME[resolution]
     else:
         per_frame = _G2_VIDEO_FRAME_LOW if resolution == LOW else IMAGE_TILE_TOKENS
