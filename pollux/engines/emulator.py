@@ -15,7 +15,7 @@ import logging
 import random
 import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ..errors import ApiError
@@ -101,13 +101,18 @@ class EmulatorEngine:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
         try:
-            async for event in self._generate(request):
+            for event in self._events(request):
+                if self.stream_delay and isinstance(event, TextDelta):
+                    # `stream_delay` paces every chunk of `chunk_tokens`; a whole answer waits for all of them at once.
+                    chunks = 1 if request.stream else -(-event.tokens // self.chunk_tokens)
+                    await asyncio.sleep(self.stream_delay * chunks)
                 yield event
         except (GeneratorExit, asyncio.CancelledError):
             log.info("emulator generation cancelled before its end")
             raise
 
-    async def _generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
+    def _events(self, request: GenerateRequest) -> Iterator[Event]:
+        """The generation, computed synchronously (it is quick): only `generate` is asynchronous."""
         rng = random.Random(_fingerprint(request))
         last_text = _last_user_text(request.turns)
         scripted = find(self.fixtures, request.model, last_text)
@@ -122,8 +127,7 @@ class EmulatorEngine:
                 thought_tokens = thought_tokens[:max(request.thinking.budget, 0)]
             thought_tokens = thought_tokens[:budget]
             budget -= len(thought_tokens)
-            async for event in self._stream(request, thought_tokens, thought=True, logprobs=None):
-                yield event
+            yield from self._chunks(request, thought_tokens, thought=True, logprobs=None)
             if budget <= 0:
                 yield Finish("MAX_TOKENS")
                 return
@@ -144,18 +148,13 @@ class EmulatorEngine:
             tokens = tokenize(answer[:cut])
         if len(tokens) > budget:
             tokens, reason = tokens[:budget], "MAX_TOKENS"
-        async for event in self._stream(request, tokens, thought=False, logprobs=request.sampling.logprobs):
-            yield event
+        yield from self._chunks(request, tokens, thought=False, logprobs=request.sampling.logprobs)
         yield Finish(reason)
 
-    async def _stream(self, request: GenerateRequest, tokens: list[str], thought: bool,
-                      logprobs: int | None) -> AsyncIterator[TextDelta]:
+    def _chunks(self, request: GenerateRequest, tokens: list[str], thought: bool,
+                logprobs: int | None) -> Iterator[TextDelta]:
         size = self.chunk_tokens if request.stream else max(len(tokens), 1)
-        # `stream_delay` paces every chunk of `chunk_tokens`; a whole answer waits for all of its chunks at once.
-        delay = self.stream_delay * (1 if request.stream else -(-len(tokens) // self.chunk_tokens))
         for i in range(0, len(tokens), size):
-            if delay:
-                await asyncio.sleep(delay)
             chunk = tokens[i:i + size]
             # A deterministic model gives each token it emits probability 1, and no alternative a chance.
             probs = tuple(TokenLogprob(t, token_id(t), 0.0, ((t, token_id(t), 0.0),) if logprobs else ())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from typing import Any, Generic, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -36,13 +36,15 @@ async def count_tokens(request: Request, service: GenerateService, model_name: s
     return JSONResponse(count_tokens_json(count))
 
 
-async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
     """Run `work`, cancelling it if the client goes away first (a long generation should not outlive its caller).
 
-    The work runs in this task and only the watcher gets a task of its own: one task per request, not two."""
+    The work runs in this task. A disconnect can only be acted on while the work waits, so the watcher task starts
+    at the work's first wait: work that never waits (the emulator's answers) costs no second task."""
     current = asyncio.current_task()
     assert current is not None
     gone = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal gone
@@ -51,9 +53,12 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         gone = True
         current.cancel()
 
-    watcher = asyncio.create_task(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.create_task(watch())
+
     try:
-        return await work
+        return await _FirstWait(work, start_watching)
     except asyncio.CancelledError:
         if not gone:
             raise
@@ -61,7 +66,36 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         log.info("generation cancelled: the client went away")
         raise ClientGone from None
     finally:
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
+
+
+class _FirstWait(Generic[T]):
+    """Awaits a coroutine like `await` does, calling `on_wait` once when the coroutine first suspends."""
+
+    def __init__(self, coro: Coroutine[Any, Any, T], on_wait: Callable[[], None]) -> None:
+        self.coro = coro
+        self.on_wait: Callable[[], None] | None = on_wait
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        step: Callable[[Any], Any] = self.coro.send
+        arg: Any = None
+        while True:
+            try:
+                signal = step(arg)
+            except StopIteration as done:
+                return done.value
+            if self.on_wait is not None:
+                self.on_wait()
+                self.on_wait = None
+            # What the task sends back, or throws in (a cancellation), goes on to the coroutine, as `await` does.
+            try:
+                arg, step = (yield signal), self.coro.send
+            except GeneratorExit:
+                self.coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, which decides
+                arg, step = exc, self.coro.throw
 
 
 class ClientGone(Exception):
