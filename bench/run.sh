@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: non-streaming generateContent on the emulator vs. a bare uvicorn endpoint (the ceiling of the stack).
+# A third target, the same fixed answer through Starlette (bench/starlette_app.py), shows the framework's own cost.
 #
 #   bench/run.sh                       # DURATION=10s per run, concurrency 1 8 32
 #   DURATION=30s CONCURRENCY="8" bench/run.sh
@@ -11,10 +12,10 @@
 #   THREADS=1         most wrk threads (-t is min(THREADS, c)); wrk gets one core, so one thread by default
 #   SERVER_CPU=0      core both servers are pinned to (taskset), one at a time under load
 #   WRK_CPU=1         core wrk is pinned to; PIN=0 turns pinning off
-#   POLLUX_PORT=18080 BARE_PORT=18081
+#   POLLUX_PORT=18080 BARE_PORT=18081 STARLETTE_PORT=18083
 #   PYTHON=<repo>/.venv/bin/python
 #
-# For every concurrency it measures the bare endpoint, then Pollux, with identical wrk options and pinning, and prints
+# For every concurrency it measures the bare endpoint, then Starlette, then Pollux, with identical wrk options and pinning, and prints
 # a Markdown table; raw wrk output, server logs and the table are kept in bench/results/<timestamp>/ (git-ignored).
 set -euo pipefail
 
@@ -28,6 +29,7 @@ WRK_CPU=${WRK_CPU:-1}
 PIN=${PIN:-1}
 POLLUX_PORT=${POLLUX_PORT:-18080}
 BARE_PORT=${BARE_PORT:-18081}
+STARLETTE_PORT=${STARLETTE_PORT:-18083}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 MODEL_PATH=/v1beta/models/gemini-2.5-flash:generateContent
 REQUEST='{"contents":[{"parts":[{"text":"Explain how AI works in a few words"}]}]}'
@@ -91,9 +93,13 @@ pollux_pid=$!
 "${server_pin[@]}" "$PYTHON" "$ROOT/bench/bare_app.py" --port "$BARE_PORT" >"$OUT/bare.log" 2>&1 &
 pids+=($!)
 bare_pid=$!
+(cd "$ROOT/bench" && exec "${server_pin[@]}" "$PYTHON" starlette_app.py --port "$STARLETTE_PORT") >"$OUT/starlette.log" 2>&1 &
+pids+=($!)
+starlette_pid=$!
 
 wait_http pollux "$pollux_pid" "http://127.0.0.1:$POLLUX_PORT/healthz"
 wait_http bare "$bare_pid" "http://127.0.0.1:$BARE_PORT/"
+wait_http starlette "$starlette_pid" "http://127.0.0.1:$STARLETTE_PORT/"
 GEMINI_API_KEY=$(sed -n 's/.*export GEMINI_API_KEY=//p' "$OUT/pollux.log" | head -1)
 if [[ -z $GEMINI_API_KEY ]]; then
   echo "no 'export GEMINI_API_KEY=' line in pollux's output:" >&2
@@ -104,11 +110,12 @@ export GEMINI_API_KEY
 
 declare -A URL=(
   [bare]="http://127.0.0.1:$BARE_PORT$MODEL_PATH"
+  [starlette]="http://127.0.0.1:$STARLETTE_PORT$MODEL_PATH"
   [pollux]="http://127.0.0.1:$POLLUX_PORT$MODEL_PATH"
 )
 
 # One request each: both must answer 200; keep the bodies to compare their sizes.
-for target in bare pollux; do
+for target in bare starlette pollux; do
   status=$(curl -s -o "$OUT/$target.response.json" -w '%{http_code}' -X POST \
     -H "x-goog-api-key: $GEMINI_API_KEY" -H 'Content-Type: application/json' -d "$REQUEST" "${URL[$target]}")
   if [[ $status != 200 ]]; then
@@ -118,7 +125,7 @@ for target in bare pollux; do
   fi
 done
 
-declare -A PID=([bare]=$bare_pid [pollux]=$pollux_pid)
+declare -A PID=([bare]=$bare_pid [starlette]=$starlette_pid [pollux]=$pollux_pid)
 
 # CPU time (clock ticks) of a process, and busy ticks of the servers' core (or of all cores without pinning).
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -161,31 +168,42 @@ field() { # field LINE NAME
   if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
     echo "code: commit $(git -C "$ROOT" rev-parse --short HEAD), $(git -C "$ROOT" status --porcelain -- pollux | wc -l) uncommitted change(s) under pollux/"
   fi
-  echo "response sizes: pollux $(wc -c <"$OUT/pollux.response.json") B, bare $(wc -c <"$OUT/bare.response.json") B"
+  echo "response sizes: pollux $(wc -c <"$OUT/pollux.response.json") B, bare and starlette $(wc -c <"$OUT/bare.response.json") B"
 } | tee "$OUT/meta.txt" >&2
 
 echo "warming up ($WARMUP each)" >&2
 run_wrk bare 8 "$WARMUP" warmup-bare >/dev/null
+run_wrk starlette 8 "$WARMUP" warmup-starlette >/dev/null
 run_wrk pollux 8 "$WARMUP" warmup-pollux >/dev/null
 
 table="| target | concurrency | req/s | p50 ms | p99 ms | throughput vs bare | added p50 ms | server CPU µs/req | other load on server core | errors |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 verdict=""
+# row LABEL C RESULT BARE_RESULT: one table row; the comparison columns are against the bare endpoint's run.
+row() {
+  local label=$1 c=$2 r=$3 b=$4 versus="| | |"
+  if [[ $r != "$b" ]]; then
+    versus=$(awk -v p="$(field "$r" rps)" -v b="$(field "$b" rps)" -v pp="$(field "$r" p50_ms)" \
+      -v bp="$(field "$b" p50_ms)" 'BEGIN { printf "| %.0f %% | %+.2f |", 100 * p / b, pp - bp }')
+  fi
+  printf '| %s | %s | %.0f | %.2f | %.2f %s %s | %s | %s |' "$label" "$c" "$(field "$r" rps)" "$(field "$r" p50_ms)" \
+    "$(field "$r" p99_ms)" "$versus" "$(field "$r" server_cpu_us)" "$(field "$r" other_busy_pct)" \
+    "$(($(field "$r" errors) + $(field "$r" non2xx)))"
+}
+
 for c in $CONCURRENCY; do
   echo "c=$c: bare" >&2
   b=$(run_wrk bare "$c" "$DURATION" "bare-c$c")
+  echo "c=$c: starlette" >&2
+  st=$(run_wrk starlette "$c" "$DURATION" "starlette-c$c")
   echo "c=$c: pollux" >&2
   p=$(run_wrk pollux "$c" "$DURATION" "pollux-c$c")
-  b_rps=$(field "$b" rps); b_p50=$(field "$b" p50_ms); b_p99=$(field "$b" p99_ms)
-  p_rps=$(field "$p" rps); p_p50=$(field "$p" p50_ms); p_p99=$(field "$p" p99_ms)
-  b_err=$(($(field "$b" errors) + $(field "$b" non2xx)))
-  p_err=$(($(field "$p" errors) + $(field "$p" non2xx)))
-  ratio=$(awk -v p="$p_rps" -v b="$b_rps" 'BEGIN { printf "%.0f %%", 100 * p / b }')
-  added=$(awk -v p="$p_p50" -v b="$b_p50" 'BEGIN { printf "%+.2f", p - b }')
-  table+=$'\n'"| bare uvicorn | $c | $(printf %.0f "$b_rps") | $(printf %.2f "$b_p50") | $(printf %.2f "$b_p99") | | | $(field "$b" server_cpu_us) | $(field "$b" other_busy_pct) | $b_err |"
-  table+=$'\n'"| pollux | $c | $(printf %.0f "$p_rps") | $(printf %.2f "$p_p50") | $(printf %.2f "$p_p99") | $ratio | $added | $(field "$p" server_cpu_us) | $(field "$p" other_busy_pct) | $p_err |"
+  table+=$'\n'"$(row "bare uvicorn" "$c" "$b" "$b")"
+  table+=$'\n'"$(row "starlette, fixed body" "$c" "$st" "$b")"
+  table+=$'\n'"$(row pollux "$c" "$p" "$b")"
   if [[ $c == 8 ]]; then
-    verdict=$(awk -v pr="$p_rps" -v br="$b_rps" -v pp="$p_p50" -v bp="$b_p50" 'BEGIN {
+    verdict=$(awk -v pr="$(field "$p" rps)" -v br="$(field "$b" rps)" -v pp="$(field "$p" p50_ms)" \
+      -v bp="$(field "$b" p50_ms)" 'BEGIN {
       r = pr / br; a = pp - bp
       printf "goal at c=8: throughput %.0f %% of bare (goal >= 50 %%): %s; added p50 %.2f ms (goal <= 2 ms): %s",
         100 * r, (r >= 0.5 ? "MET" : "NOT MET"), a, (a <= 2 ? "MET" : "NOT MET") }')
