@@ -93,7 +93,7 @@ pollux_pid=$!
 "${server_pin[@]}" "$PYTHON" "$ROOT/bench/bare_app.py" --port "$BARE_PORT" >"$OUT/bare.log" 2>&1 &
 pids+=($!)
 bare_pid=$!
-(cd "$ROOT/bench" && exec "${server_pin[@]}" "$PYTHON" starlette_app.py --port "$STARLETTE_PORT") >"$OUT/starlette.log" 2>&1 &
+"${server_pin[@]}" "$PYTHON" "$ROOT/bench/starlette_app.py" --port "$STARLETTE_PORT" >"$OUT/starlette.log" 2>&1 &
 pids+=($!)
 starlette_pid=$!
 
