@@ -48,6 +48,12 @@ class Server:
         args = ["keys", "create"] + (["--project", project] if project else [])
         return self.cli(*args).stdout.strip().splitlines()[-1]
 
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -58,14 +64,20 @@ class Server:
                 self.process.wait()
 
 
-def start_server(data_dir: Path, *extra: str) -> Server:
+def start_server(data_dir: Path, *extra: str, config: str | None = None) -> Server:
+    """`pollux serve` on `data_dir` with the extra CLI arguments, and `config` as its pollux.toml when given; a
+    context manager that stops it."""
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        config_path = data_dir.parent / "pollux.toml"
+        config_path.write_text(config)
+        extra = ("--config", str(config_path), *extra)
     log_path = data_dir.parent / f"{data_dir.name}-server-{port}.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "pollux.cli", "serve", "--port", str(port),
-                             "--data-dir", str(data_dir), *extra], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    with open(log_path, "w") as log:  # the server writes to its own copy of the handle
+        proc = subprocess.Popen([sys.executable, "-m", "pollux.cli", "serve", "--port", str(port),
+                                 "--data-dir", str(data_dir), *extra], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -86,10 +98,9 @@ def start_server(data_dir: Path, *extra: str) -> Server:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("pollux") / "data")
-    assert srv.api_key.startswith("AIza"), srv.log()
-    yield srv
-    srv.stop()
+    with start_server(tmp_path_factory.mktemp("pollux") / "data") as srv:
+        assert srv.api_key.startswith("AIza"), srv.log()
+        yield srv
 
 
 @pytest.fixture

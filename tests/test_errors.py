@@ -475,6 +475,27 @@ def test_unknown_field_inside_a_built_in_tool(server, tool):
     assert_error(r, 400, "INVALID_ARGUMENT", contains="Cannot find field")
 
 
+@pytest.mark.parametrize("tool, name", [
+    ({"google_search": {}}, "google_search"), ({"codeExecution": {}}, "code_execution"),
+    ({"url_context": {}}, "url_context"), ({"googleMaps": {}}, "google_maps"),
+    ({"functionDeclarations": [{"name": "f"}], "fileSearch": {}}, "file_search"),
+])
+def test_built_in_tools_are_refused_not_ignored(server, tool, name):
+    for path in (GENERATE, STREAM_SSE):
+        r = post(server, path, {"contents": HELLO, "tools": [tool]})
+        assert_error(r, 400, "INVALID_ARGUMENT", startswith=f"* GenerateContentRequest.tools[0].{name}: {name} is not "
+                     "available on Pollux")
+
+
+def test_sdk_google_search_is_a_client_error(client):
+    from google.genai import errors, types
+
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(model="gemini-2.5-flash", contents="Who won Euro 2024?", config=types.
+                                       GenerateContentConfig(tools=[types.Tool(google_search=types.GoogleSearch())]))
+    assert info.value.code == 400 and "google_search is not available on Pollux" in info.value.message
+
+
 def test_count_tokens_does_not_need_signatures(server):
     history = [{"role": "user", "parts": [{"text": "weather?"}]},
                {"role": "model", "parts": [{"functionCall": {"name": "w", "args": {}}}]},

@@ -186,16 +186,14 @@ def _query(url: str) -> int:
 def test_a_server_killed_mid_upload_resumes_from_the_committed_offset(tmp_path):
     data = PDF.read_bytes()
     half = len(data) // 2
-    srv = start_server(tmp_path / "data")
-    try:
+    with start_server(tmp_path / "data") as srv:
         url = _start(srv, len(data))
         r = _send(url, data[:half], 0, "upload")
         assert r.status_code == 200 and r.headers["x-goog-upload-status"] == "active"
         assert r.headers["x-goog-upload-size-received"] == str(half)
         srv.process.send_signal(signal.SIGKILL)  # no shutdown: only what was acknowledged may survive
         srv.process.wait()
-        srv2 = start_server(tmp_path / "data")
-        try:
+        with start_server(tmp_path / "data") as srv2:
             url2 = url.replace(srv.base_url, srv2.base_url)
             assert _query(url2) == half
             wrong = _send(url2, data[half:], 0, "upload, finalize")
@@ -206,17 +204,10 @@ def test_a_server_killed_mid_upload_resumes_from_the_committed_offset(tmp_path):
             assert file["sha256Hash"] == sha256_b64(data) and file["sizeBytes"] == str(len(data))
             assert file["state"] == "ACTIVE"
             srv2.stop()
-            srv3 = start_server(tmp_path / "data")  # a finished upload survives a restart
-            try:
+            with start_server(tmp_path / "data") as srv3:  # a finished upload survives a restart
                 client = client_for(srv3, srv.api_key)
                 got = client.files.get(name=file["name"])
                 assert got.sha256_hash == file["sha256Hash"]
-            finally:
-                srv3.stop()
-        finally:
-            srv2.stop()
-    finally:
-        srv.stop()
 
 
 def test_upload_url_is_a_capability_bound_to_its_project(server):
@@ -389,12 +380,10 @@ def test_a_broken_inline_image_is_a_clear_400(server):
 
 # Limits and expiry -----------------------------------------------------------------------------------------------------
 def test_quotas_expiry_and_cleanup(tmp_path):
-    config = tmp_path / "pollux.toml"
-    config.write_text("[limits]\nmax_file_bytes = 60000\nmax_project_bytes = 70000\nfile_ttl_seconds = 3\n"
-                      "upload_ttl_seconds = 3\n")
+    config = ("[limits]\nmax_file_bytes = 60000\nmax_project_bytes = 70000\nfile_ttl_seconds = 3\n"
+              "upload_ttl_seconds = 3\n")
     data = tmp_path / "data"
-    srv = start_server(data, "--config", str(config))
-    try:
+    with start_server(data, config=config) as srv:
         client = client_for(srv)
         with pytest.raises(errors.APIError) as err:
             client.files.upload(file=MP4)  # 934 kB: over the 60 kB per-file limit
@@ -418,13 +407,8 @@ def test_quotas_expiry_and_cleanup(tmp_path):
             client.files.get(name=kept.name)
         assert err.value.code == 403
         assert _send(abandoned, b"56789", 5, "upload, finalize").status_code == 404
-    finally:
-        srv.stop()
-    srv = start_server(data, "--config", str(config))  # the sweep at start-up deletes the bytes too
-    try:
+    with start_server(data, config=config):  # the sweep at start-up deletes the bytes too
         assert not list((data / "files").glob("*/*")) and not list((data / "uploads").glob("*.part"))
-    finally:
-        srv.stop()
 
 
 def test_a_decoder_crash_fails_the_file_not_the_server(tmp_path, monkeypatch):

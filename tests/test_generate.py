@@ -353,9 +353,8 @@ def scripted(tmp_path_factory):
 - match: {contains: "rate limit me"}
   respond: {error: {code: 429, status: RESOURCE_EXHAUSTED, message: "Quota exceeded."}}
 """)
-    srv = start_server(root / "data", "--fixtures", str(rules))
-    yield srv
-    srv.stop()
+    with start_server(root / "data", "--fixtures", str(rules)) as srv:
+        yield srv
 
 
 def test_fixtures_script_answers(scripted):

@@ -74,14 +74,12 @@ def test_a_configured_diffusers_engine(tmp_path):
     from conftest import start_server
 
     pipeline = tiny_models.build_tiny_sd(tiny_models.models_root())
-    config = tmp_path / "pollux.toml"
-    config.write_text(f"""
+    config = f"""
 [models."imagen-3.0-generate-002"]
 engine = "diffusers"
 engine_options = {{ source = "{pipeline}", steps = 2 }}
-""")
-    srv = start_server(tmp_path / "data", "--config", str(config))
-    try:
+"""
+    with start_server(tmp_path / "data", config=config) as srv:
         client = OpenAI(api_key=srv.api_key, base_url=srv.base_url + "/v1beta/openai/", max_retries=0)
         response = client.images.generate(model="imagen-3.0-generate-002", prompt="a red square",
                                           response_format="b64_json", n=2, size="96x64")
@@ -94,5 +92,3 @@ engine_options = {{ source = "{pipeline}", steps = 2 }}
                                          response_format="b64_json", n=1, size="96x64")  # still the emulator
         assert decode(painted.data[0].b64_json).size == (96, 64)
         assert "loading image pipeline" in srv.log()
-    finally:
-        srv.stop()

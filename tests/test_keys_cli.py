@@ -247,16 +247,12 @@ def test_projects_create_list_rename_and_keys(server):
 # Restart ---------------------------------------------------------------------------------------------------------------
 def test_restart_keeps_keys_and_prints_no_new_key(tmp_path):
     data_dir = tmp_path / "data"
-    first = start_server(data_dir)
-    try:
+    with start_server(data_dir) as first:
         assert KEY_RE.match(first.api_key), first.log()
         cli_key, _ = create_key(first, "--name", "survivor")
         assert works(first, cli_key) and works(first, first.api_key)
-    finally:
-        first.stop()
 
-    second = start_server(data_dir)
-    try:
+    with start_server(data_dir) as second:
         log = second.log()
         assert second.api_key == "", log
         assert "export GEMINI_API_KEY" not in log, log
@@ -264,5 +260,3 @@ def test_restart_keeps_keys_and_prints_no_new_key(tmp_path):
         assert works(second, first.api_key)
         assert works(second, cli_key)
         assert_key_invalid(call(second, "GET", "/v1beta/models", headers={"x-goog-api-key": "AIza" + "z" * 35}))
-    finally:
-        second.stop()

@@ -88,25 +88,18 @@ def test_engine_error_before_any_chunk_is_a_plain_http_error(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text('- match: {contains: "fail"}\n  respond: {error: {code: 503, status: UNAVAILABLE, '
                      'message: "The model is overloaded. Please try again later."}}\n')
-    srv = start_server(tmp_path / "data", "--fixtures", str(rules))
-    try:
+    with start_server(tmp_path / "data", "--fixtures", str(rules)) as srv:
         url = f"{srv.base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={srv.api_key}"
         response = httpx.post(url, json={"contents": [{"parts": [{"text": "fail now"}]}]})
         assert response.status_code == 503
         assert response.json()["error"]["status"] == "UNAVAILABLE"
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory):
     """A server whose emulator takes 0.3 s per chunk of 8 tokens, so a client can leave mid-generation."""
-    root = tmp_path_factory.mktemp("slow")
-    config = root / "pollux.toml"
-    config.write_text("[emulator]\nstream_delay = 0.3\n")
-    srv = start_server(root / "data", "--config", str(config))
-    yield srv
-    srv.stop()
+    with start_server(tmp_path_factory.mktemp("slow") / "data", config="[emulator]\nstream_delay = 0.3\n") as srv:
+        yield srv
 
 
 def _wait_for(srv, text: str, count: int) -> bool:

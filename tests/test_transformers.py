@@ -36,9 +36,7 @@ def models() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory, models):
-    root = tmp_path_factory.mktemp("hf")
-    config = root / "pollux.toml"
-    config.write_text(f"""
+    config = f"""
 [models."gemini-2.5-flash"]
 engine = "transformers"
 engine_options = {{ source = "{models['scripted']}", threads = 1 }}
@@ -65,11 +63,10 @@ engine_options = {{ source = "{models['llama3']}", threads = 1, workers = 1 }}
 base = "gemini-2.5-flash"
 engine = "transformers"
 engine_options = {{ source = "{models['vision']}", threads = 1 }}
-""")
+"""
     os.environ["HF_HUB_OFFLINE"] = "1"
-    srv = start_server(root / "data", "--config", str(config), "--log-level", "debug")
-    yield srv
-    srv.stop()
+    with start_server(tmp_path_factory.mktemp("hf") / "data", "--log-level", "debug", config=config) as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -369,11 +366,9 @@ def test_model_that_cannot_load_stops_the_server_with_a_message(tmp_path, source
 
 
 def test_queue_bound_answers_503_with_retry_info(tmp_path, models):
-    config = tmp_path / "pollux.toml"
-    config.write_text(f'[models."gemini-2.0-flash"]\nengine = "transformers"\nengine_options = {{ source = '
-                      f'"{models["random"]}", threads = 1, max_batch_size = 1, max_queue = 1 }}\n')
-    srv = start_server(tmp_path / "data", "--config", str(config))
-    try:
+    config = (f'[models."gemini-2.0-flash"]\nengine = "transformers"\nengine_options = {{ source = '
+              f'"{models["random"]}", threads = 1, max_batch_size = 1, max_queue = 1 }}\n')
+    with start_server(tmp_path / "data", config=config) as srv:
         async def burst():
             async with httpx.AsyncClient(timeout=120) as http:
                 url = f"{srv.base_url}/v1beta/models/gemini-2.0-flash:generateContent?key={srv.api_key}"
@@ -385,8 +380,6 @@ def test_queue_bound_answers_503_with_retry_info(tmp_path, models):
         error = next(r for r in responses if r.status_code == 503).json()["error"]
         assert error["status"] == "UNAVAILABLE"
         assert any(d["@type"].endswith("RetryInfo") for d in error["details"])
-    finally:
-        srv.stop()
 
 
 def test_signature_restores_the_reasoning_and_rejects_tampering(hf, client):

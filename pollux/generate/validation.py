@@ -138,10 +138,22 @@ def check_thinking(tc: ThinkingConfig, model: ModelSpec) -> None:
                                    f"Supported levels: {', '.join(model.thinking_levels)}.")
 
 
+# The Tool fields other than function_declarations.
+BUILT_IN_TOOLS = ("google_search", "google_search_retrieval", "code_execution", "url_context", "file_search",
+                  "google_maps", "computer_use", "mcp_servers")
+
+
 def check_tools(tools: list[Tool] | None, tool_config: ToolConfig | None) -> list[str]:
     """Validate declarations and the calling config; returns the declared function names."""
     names: list[str] = []
     for i, tool in enumerate(tools or []):
+        for builtin in BUILT_IN_TOOLS:
+            if getattr(tool, builtin) is not None:
+                # Refused, not ignored: an app must not take an answer without search (or code runs) for one with.
+                raise _field(f"tools[{i}].{builtin}", f"{builtin} is not available on Pollux: built-in tools run on "
+                             "Google's services (search, maps, code execution, URL fetching, file search stores, MCP "
+                             "servers), which a self-hosted server does not have. Declare a function instead, or script "
+                             "the answer with fixtures.")
         for j, fd in enumerate(tool.function_declarations or []):
             path = f"tools[{i}].function_declarations[{j}]"
             if not fd.name or not _FUNCTION_NAME.match(fd.name):
