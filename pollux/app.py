@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -261,6 +261,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _render(request, ApiError.not_found(f"The requested URL {request.url.path} was not found on this server."))
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client closed the connection before its body was complete: nothing was done and no one is left to answer.
+    log.info("%s %s: the client went away while sending its body", request.method, request.url.path)
+    return Response(status_code=499)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _render(request, ApiError("INTERNAL", "An internal error has occurred. Please retry or report in "
@@ -319,7 +325,7 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
         services.store.close()
 
     app = Starlette(routes=_routes(), lifespan=lifespan, exception_handlers={
-        ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error})
+        ApiError: _api_error, HTTPException: _http_error, ClientDisconnect: _client_gone, Exception: _internal_error})
     app.state.services = services
     return app
 

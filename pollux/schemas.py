@@ -34,6 +34,8 @@ _DEEP = 4
 # Nesting that only an endlessly recursive schema reaches.
 _MAX_DEPTH = 32
 MAX_STRING = 100_000  # characters: more than any answer within Gemini's output limit
+# Objects and arrays inside one another in a schema document: the meta-schema check recurses through them.
+MAX_SCHEMA_NESTING = 100
 # Values generated per instance_for call, all attempts together: bounds the work on pathological
 # schemas (endless recursion with many failing branches).
 _MAX_STEPS = 20_000
@@ -200,6 +202,8 @@ def _schema_problem(canonical: str) -> str | None:
 
 
 def _validator(schema: Schema) -> Draft202012Validator:
+    if _nesting(schema) > MAX_SCHEMA_NESTING:
+        raise SchemaMismatch(f"invalid schema: nested more than {MAX_SCHEMA_NESTING} levels deep")
     try:
         problem = _schema_problem(json.dumps(schema, sort_keys=True))
     except (TypeError, ValueError):
@@ -504,12 +508,17 @@ class _Generator:
             raise SchemaMismatch("minProperties needs more properties than the schema allows")
         names: list[str] = []
         for i in range(10 * count + len(self.words)):
+            self.steps_left -= 1  # each name tried is work, like a value: a huge minProperties runs out of steps
+            if self.steps_left < 0:
+                raise SchemaMismatch(f"minProperties {schema.get('minProperties')} asks for more properties than "
+                                     "any answer can hold")
             if closed:
                 name = self.from_pattern(self.rng.choice(patterns), 1, None)
             else:
                 name = self.words[i] if i < len(self.words) else f"field{i}"
-            if name in taken or name in names:
+            if name in taken:
                 continue
+            taken.add(name)
             if "propertyNames" in schema and not self.matches(name, schema["propertyNames"]):
                 continue
             names.append(name)
@@ -682,6 +691,19 @@ class _Generator:
             for k in dict.fromkeys((start + offset, start - offset)):
                 if first <= k <= last:
                     yield k
+
+
+def _nesting(value: Any) -> int:
+    """How deep objects and arrays nest in a JSON value (counted without recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _conditional(schema: dict[str, Any]) -> dict[str, Any]:

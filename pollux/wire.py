@@ -82,6 +82,8 @@ def payload_error(exc: ValidationError) -> ApiError:
             where = f" at '{_path(loc[:-1])}'" if len(loc) > 1 else ""
             violations.append((_path(loc[:-1]) or None,
                                f'Invalid JSON payload received. Unknown name "{loc[-1]}"{where}: Cannot find field.'))
+        elif kind == "missing":
+            violations.append((_path(loc), f"Missing required field '{_path(loc)}'."))
         elif kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
             violations.append((None, 'Invalid JSON payload received. Unknown name "": Root element must be a message.'))
         else:
@@ -98,6 +100,12 @@ def parse(model: type[M], body: bytes) -> M:
     """Parse a request body into a wire model, or raise the 400 the real API would."""
     if not body.strip():
         body = b"{}"
+    try:
+        # Strict JSON first: pydantic's parser takes NaN, Infinity and 1e999, which the API refuses (and which no
+        # schema or sampler downstream should meet).
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError.bad_request_fields([(None, f"Invalid JSON payload received. {exc}.")]) from None
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

@@ -76,6 +76,23 @@ def test_malformed_json(server):
                  startswith="Invalid JSON payload received.")
 
 
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+@pytest.mark.parametrize("path", [GENERATE, COUNT, "/v1beta/openai/chat/completions"])
+def test_non_finite_numbers_are_not_json(server, path, literal):
+    """JSON has no NaN or infinity; a lenient parser let them reach schemas and samplers (a 500)."""
+    if "openai" in path:
+        body = (b'{"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}], '
+                b'"temperature": ' + literal + b'}')
+    else:
+        body = (b'{"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"responseMimeType": '
+                b'"application/json", "responseJsonSchema": {"type": "number", "minimum": ' + literal + b'}}}')
+    r = post(server, path, content=body)
+    if "openai" in path:
+        assert r.status_code == 400 and r.json()[0]["error"]["message"].startswith("Invalid JSON payload received.")
+    else:
+        assert_error(r, 400, "INVALID_ARGUMENT", startswith="Invalid JSON payload received.")
+
+
 def test_json_array_body(server):
     assert_error(post(server, GENERATE, [{"contents": HELLO}]), 400, "INVALID_ARGUMENT",
                  startswith="Invalid JSON payload received.")
@@ -434,7 +451,8 @@ def test_unknown_paths_and_methods(server, method, path):
     {"type": "string", "minLength": 30_000_000},
     {"type": "object", "properties": {"a": {"type": "string", "minLength": 10**9}}, "required": ["a"]},
     {"type": "array", "minItems": 10**7, "items": {"type": "string"}},
-], ids=["huge-string", "huge-nested-string", "huge-array"])
+    {"type": "object", "minProperties": 10**9},
+], ids=["huge-string", "huge-nested-string", "huge-array", "huge-object"])
 def test_schema_larger_than_any_answer_is_refused_promptly(server, schema):
     started = time.monotonic()
     r = post(server, GENERATE, with_config(responseMimeType="application/json", responseJsonSchema=schema))
@@ -449,12 +467,28 @@ def test_huge_string_parameter_in_a_function_declaration(server):
     assert_error(post(server, GENERATE, body), 400, "INVALID_ARGUMENT")
 
 
-def test_deeply_nested_schema(server):
+@pytest.mark.parametrize("levels, nest", [
+    (300, lambda s: {"type": "object", "properties": {"a": s}, "required": ["a"]}),
+    (150, lambda s: {"type": "array", "items": s}),
+    (60, lambda s: {"type": "object", "properties": {"a": s}}),
+], ids=["objects-300", "arrays-150", "objects-60"])
+def test_deeply_nested_schema(server, levels, nest):
     schema: dict = {"type": "string"}
-    for _ in range(300):
-        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    for _ in range(levels):
+        schema = nest(schema)
     r = post(server, GENERATE, with_config(responseMimeType="application/json", responseJsonSchema=schema))
     assert_error(r, 400, "INVALID_ARGUMENT")
+    function = {"name": "f", "parametersJsonSchema": {"type": "object", "properties": {"a": schema}}}
+    r = post(server, GENERATE, {"contents": HELLO, "tools": [{"functionDeclarations": [function]}],
+                                "toolConfig": {"functionCallingConfig": {"mode": "ANY"}}})
+    assert_error(r, 400, "INVALID_ARGUMENT")
+
+
+@pytest.mark.parametrize("schema", [7, "x", [1]])
+def test_function_parameters_must_be_a_schema(server, schema):
+    r = post(server, GENERATE, {"contents": HELLO, "tools": [{"functionDeclarations": [
+        {"name": "f", "parametersJsonSchema": schema}]}]})
+    assert_error(r, 400, "INVALID_ARGUMENT", contains="parameters_json_schema must be a JSON Schema object")
 
 
 def test_enormous_integer(server):

@@ -112,6 +112,8 @@ def test_list_pages_without_an_empty_last_page(server):
         if not token:
             break
     assert names <= set(seen) and len(seen) == len(set(seen))
+    negative = httpx.get(url, params={"pageSize": -1}, headers={"x-goog-api-key": server.api_key}, timeout=TIMEOUT)
+    assert negative.status_code == 400 and "must not be negative" in negative.json()["error"]["message"]
 
 
 # The docs' curl script, verbatim but for the base URL and key -----------------------------------------------------
@@ -239,6 +241,10 @@ def test_multipart_streamed_in_tiny_pieces_and_malformed_bodies(server):
     third = good.replace(b"--B--", b"--B\r\nContent-Type: text/plain\r\n\r\nmore\r\n--B--")
     assert post(third).status_code == 400
     assert post(good.replace(b"Content-Type: application/json", b"Content-Type application/json")).status_code == 400
+    long = httpx.post(f"{server.base_url}/upload/v1beta/files?uploadType=multipart", content=good, timeout=TIMEOUT,
+                      headers={"x-goog-api-key": server.api_key,
+                               "Content-Type": "multipart/related; boundary=" + "b" * 5000})
+    assert long.status_code == 400 and "boundary" in long.json()["error"]["message"], long.text
 
 
 def test_odd_numbers_are_400s(server):

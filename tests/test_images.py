@@ -40,6 +40,10 @@ def test_docs_example_with_the_openai_sdk(server):
         client.images.generate(model="imagen-3.0-generate-002", prompt="x", response_format="b64_json", n=9)
     with pytest.raises(openai.NotFoundError):
         client.images.generate(model="gemini-2.5-flash", prompt="x", response_format="b64_json")
+    for size in ("9" * 5000 + "x1", "1x" + "9" * 5000, "64x"):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.images.generate(model="imagen-3.0-generate-002", prompt="x", response_format="b64_json", size=size)
+        assert err.value.body[0]["error"]["message"].startswith("Invalid size"), err.value.body
 
 
 def test_docs_curl_body_with_its_trailing_comma(server):

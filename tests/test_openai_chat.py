@@ -231,12 +231,22 @@ def test_thoughts_stream_in_one_block_and_logprobs(oai):
     {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "m4a"}}]}]},
     {"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"}}]},
                   {"role": "user", "content": "Hi"}]},
+    {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": {"a": 1}}}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 7}]}]},
+    {"tools": [{"type": "function", "function": {"name": "f", "parameters": 7}}]},
 ])
 def test_bad_input_is_a_400_array(server, patch):
     body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "Hi"}], **patch}
     r = httpx.post(f"{server.base_url}/v1beta/openai/chat/completions", json=body, timeout=TIMEOUT,
                    headers={"Authorization": f"Bearer {server.api_key}"})
     assert r.status_code == 400 and r.json()[0]["error"]["status"] == "INVALID_ARGUMENT", r.text
+
+
+def test_a_missing_field_is_named_not_echoed(server):
+    r = httpx.post(f"{server.base_url}/v1beta/openai/chat/completions", timeout=TIMEOUT,
+                   json={"messages": [{"role": "user", "content": "a secret prompt"}]},
+                   headers={"Authorization": f"Bearer {server.api_key}"})
+    assert r.status_code == 400 and r.json()[0]["error"]["message"] == "Missing required field 'model'.", r.text
 
 
 def test_unknown_openai_paths_answer_arrays(server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import time
 
@@ -126,6 +127,22 @@ def test_client_disconnect_cancels_a_whole_answer(slow):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url, json={"contents": [{"parts": [{"text": "Tell me a long story"}]}]}, timeout=0.5)
     assert _wait_for(slow, "emulator generation cancelled", before + 1), slow.log()
+
+
+def test_a_client_that_leaves_while_sending_its_body_is_no_error(slow):
+    """Content-Length promises more than arrives, then the connection closes: nothing to answer, nothing to log as
+    an error."""
+    host, port = slow.base_url.removeprefix("http://").split(":")
+    for path in ("/v1beta/models/gemini-2.5-flash:generateContent", "/upload/v1beta/files?uploadType=media"):
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nx-goog-api-key: {slow.api_key}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 97\r\n\r\n{\"contents\": [".encode())
+            time.sleep(0.2)
+        assert _wait_for(slow, f"POST {path.split('?')[0]}: the client went away while sending its body", 1)
+    r = httpx.post(f"{slow.base_url}/v1beta/models/gemini-2.5-flash:countTokens?key={slow.api_key}",
+                   json={"contents": [{"parts": [{"text": "still here"}]}]})
+    assert r.status_code == 200
+    assert "Traceback" not in slow.log() and "unhandled error" not in slow.log(), slow.log()
 
 
 async def test_error_after_the_first_chunk_ends_the_stream_with_an_error_event():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -146,20 +146,26 @@ class _TwoParts:
         self._pending: list[bytes] = []
         self._field = bytearray()
         self._value = bytearray()
-        self._parser = MultipartParser(boundary, {
-            "on_part_begin": self._begin, "on_header_field": self._header_field,
-            "on_header_value": self._header_value, "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished, "on_part_data": self._data, "on_end": self._end})
+        try:
+            self._parser = MultipartParser(boundary, {
+                "on_part_begin": self._begin, "on_header_field": self._header_field,
+                "on_header_value": self._header_value, "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished, "on_part_data": self._data, "on_end": self._end})
+        except FormParserError as exc:  # e.g. a boundary over 256 bytes
+            raise ApiError.invalid(f"The multipart boundary is not valid: {exc}") from None
 
     def write(self, data: bytes) -> None:
         try:
             self._parser.write(data)
-        except MultipartParseError as exc:
+        except FormParserError as exc:
             raise ApiError.invalid(f"The multipart body is malformed: {exc}") from None
 
     def finish(self) -> None:
         self.write(b"")
-        self._parser.finalize()
+        try:
+            self._parser.finalize()
+        except FormParserError as exc:
+            raise ApiError.invalid(f"The multipart body is malformed: {exc}") from None
         if not self.ended:
             raise ApiError.invalid("The multipart body ends before its closing boundary.")
 

@@ -95,8 +95,9 @@ class FileService:
         return StoredFile(row, self.path(project_id, file_id))
 
     def list(self, project_id: str, page_size: int | None, page_token: str | None) -> tuple[list[dict], str | None]:
-        size = page_size or self.limits.files_page_default
-        size = max(1, min(size, self.limits.files_page_max))
+        if page_size is not None and page_size < 0:
+            raise ApiError.invalid("* ListFilesRequest.page_size: page_size must not be negative\n")
+        size = min(page_size or self.limits.files_page_default, self.limits.files_page_max)
         after = None
         if page_token:
             try:

@@ -162,6 +162,9 @@ def check_tools(tools: list[Tool] | None, tool_config: ToolConfig | None) -> lis
                              "length of 64.")
             if fd.parameters is not None and fd.parameters_json_schema is not None:
                 raise _field(f"{path}.parameters", "parameters and parameters_json_schema cannot both be set.")
+            for name in ("parameters_json_schema", "response_json_schema"):
+                if not isinstance(getattr(fd, name), (dict, bool, type(None))):
+                    raise _field(f"{path}.{name}", f"{name} must be a JSON Schema object.")
             if fd.response is not None and fd.response_json_schema is not None:
                 raise _field(f"{path}.response", "response and response_json_schema cannot both be set.")
             names.append(fd.name)

@@ -248,8 +248,9 @@ def _user_parts(content: str | list[dict[str, Any]] | None, i: int) -> list[dict
         if kind == "text":
             parts.append({"text": p.get("text", "")})
         elif kind == "image_url":
-            url = (p.get("image_url") or {}).get("url", "") if isinstance(p.get("image_url"), dict) else p.get("image_url")
-            match = _DATA_URL.match(url or "")
+            image = p.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            match = _DATA_URL.match(url) if isinstance(url, str) else None
             if not match:
                 raise ApiError.invalid(f"messages[{i}]: image_url must be a data: URL with base64 data (Pollux "
                                        "fetches nothing from the network).")
