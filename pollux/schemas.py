@@ -37,8 +37,10 @@ MAX_STRING = 100_000  # characters: more than any answer within Gemini's output 
 # Objects and arrays inside one another in a schema document: the meta-schema check recurses through them.
 MAX_SCHEMA_NESTING = 100
 # Values generated per instance_for call, all attempts together: bounds the work on pathological
-# schemas (endless recursion with many failing branches).
+# schemas (endless recursion with many failing branches, or more values than any answer holds).
 _MAX_STEPS = 20_000
+# What one string from a regex costs, in values: rstr takes ~0.3 ms, some 20 plain values' worth.
+_PATTERN_COST = 20
 _MAX_REF_HOPS = 64
 _ATTEMPTS = 5
 _PATTERN_TRIES = 30
@@ -258,6 +260,11 @@ class _Generator:
         self.xeger = rstr.Rstr(rng)
         self.steps_left = steps_left
 
+    def spend(self, steps: int) -> None:
+        self.steps_left -= steps
+        if self.steps_left < 0:
+            raise SchemaMismatch("the schema needs more values than any answer holds, or recurses without an end")
+
     def matches(self, instance: Any, schema: Schema) -> bool:
         """Whether `instance` validates against a subschema, resolving refs against the root."""
         return self.validator.evolve(schema=schema).is_valid(instance)
@@ -341,9 +348,9 @@ class _Generator:
     # -- generation --------------------------------------------------------------------------
 
     def generate(self, schema: Schema, depth: int) -> Any:
-        self.steps_left -= 1
-        if depth > _MAX_DEPTH or self.steps_left < 0:
+        if depth > _MAX_DEPTH:
             raise SchemaMismatch("the schema recurses without an end")
+        self.spend(1)
         schema = self.flatten(schema)
         if schema is True:
             return self.text(0, None)
@@ -508,10 +515,7 @@ class _Generator:
             raise SchemaMismatch("minProperties needs more properties than the schema allows")
         names: list[str] = []
         for i in range(10 * count + len(self.words)):
-            self.steps_left -= 1  # each name tried is work, like a value: a huge minProperties runs out of steps
-            if self.steps_left < 0:
-                raise SchemaMismatch(f"minProperties {schema.get('minProperties')} asks for more properties than "
-                                     "any answer can hold")
+            self.spend(1)  # each name tried is work, like a value: a huge minProperties runs out of steps
             if closed:
                 name = self.from_pattern(self.rng.choice(patterns), 1, None)
             else:
@@ -598,6 +602,7 @@ class _Generator:
             raise SchemaMismatch(f"unsupported pattern {pattern!r}: {error}") from None
         high = math.inf if high is None else high
         for _ in range(_PATTERN_TRIES):
+            self.spend(_PATTERN_COST)
             try:
                 text = self.xeger.xeger(pattern)
             except Exception as error:  # rstr fails in assorted ways on constructs it lacks

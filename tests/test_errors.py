@@ -452,7 +452,8 @@ def test_unknown_paths_and_methods(server, method, path):
     {"type": "object", "properties": {"a": {"type": "string", "minLength": 10**9}}, "required": ["a"]},
     {"type": "array", "minItems": 10**7, "items": {"type": "string"}},
     {"type": "object", "minProperties": 10**9},
-], ids=["huge-string", "huge-nested-string", "huge-array", "huge-object"])
+    {"type": "array", "minItems": 19_000, "items": {"type": "string", "pattern": "^[a-z]{5,10}@[a-z]+\\.com$"}},
+], ids=["huge-string", "huge-nested-string", "huge-array", "huge-object", "many-patterned-strings"])
 def test_schema_larger_than_any_answer_is_refused_promptly(server, schema):
     started = time.monotonic()
     r = post(server, GENERATE, with_config(responseMimeType="application/json", responseJsonSchema=schema))

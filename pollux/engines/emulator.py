@@ -101,7 +101,11 @@ class EmulatorEngine:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
         try:
-            for event in self._events(request):
+            events = self._events(request)
+            if request.response_format.kind == "json" or request.functions:
+                # Values made from a schema can take a good part of a second: not on the event loop.
+                events = iter(await asyncio.to_thread(list, events))
+            for event in events:
                 if self.stream_delay and isinstance(event, TextDelta):
                     # `stream_delay` paces every chunk of `chunk_tokens`; a whole answer waits for all of them at once.
                     chunks = 1 if request.stream else -(-event.tokens // self.chunk_tokens)
