@@ -12,11 +12,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from . import auth
+from .body_timeout import BodyIdleTimeout
 from .config import Settings
 from .embeddings import openai as embed_openai
 from .embeddings import router as embed_router
@@ -325,7 +327,8 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
         services.store.close()
 
     app = Starlette(routes=_routes(), lifespan=lifespan, exception_handlers={
-        ApiError: _api_error, HTTPException: _http_error, ClientDisconnect: _client_gone, Exception: _internal_error})
+        ApiError: _api_error, HTTPException: _http_error, ClientDisconnect: _client_gone, Exception: _internal_error},
+        middleware=[Middleware(BodyIdleTimeout, idle=settings.limits.body_idle_seconds)])
     app.state.services = services
     return app
 

@@ -122,6 +122,9 @@ class Limits:
     upload_ttl_seconds: int = 24 * 3600  # an upload left unfinished this long is deleted with its bytes
     files_page_default: int = 10
     files_page_max: int = 100
+    # A client that sends no byte of its request body for this long is dropped (it would hold a connection, and an
+    # upload's lock, for ever).
+    body_idle_seconds: int = 60
 
 
 @dataclass

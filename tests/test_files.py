@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -210,6 +211,24 @@ def test_a_server_killed_mid_upload_resumes_from_the_committed_offset(tmp_path):
                 client = client_for(srv3, srv.api_key)
                 got = client.files.get(name=file["name"])
                 assert got.sha256_hash == file["sha256Hash"]
+
+
+def test_a_stalled_body_is_dropped_and_frees_its_upload(tmp_path):
+    """A client that stops sending mid-body holds nothing for ever: not its connection, not the upload's lock."""
+    with start_server(tmp_path / "data", config="[limits]\nbody_idle_seconds = 1\n") as srv:
+        url = _start(srv, 10, "text/plain")
+        host, port = srv.base_url.removeprefix("http://").split(":")
+        path = url.removeprefix(srv.base_url)
+        for head in (f"POST {path} HTTP/1.1\r\nX-Goog-Upload-Command: upload, finalize\r\nX-Goog-Upload-Offset: 0"
+                     "\r\nContent-Length: 10\r\n", f"POST /v1beta/models/gemini-2.5-flash:generateContent HTTP/1.1"
+                     f"\r\nx-goog-api-key: {srv.api_key}\r\nContent-Length: 97\r\n"):
+            with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+                sock.sendall(f"{head}Host: {host}\r\n\r\n01234".encode())
+                assert sock.recv(100).startswith(b"HTTP/1.1 499"), head  # answered once the body stalled
+        assert srv.log().count("no byte of the body for 1 s; dropping the request") == 2, srv.log()
+        done = _send(url, b"0123456789", 0, "upload, finalize")  # the stalled chunk left nothing behind
+        assert done.status_code == 200 and done.json()["file"]["sizeBytes"] == "10", done.text
+        assert "Traceback" not in srv.log()
 
 
 def test_upload_url_is_a_capability_bound_to_its_project(server):

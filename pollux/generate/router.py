@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..errors import ApiError
+from ..first_wait import FirstWait
 from ..wire import JSONResponse, dumps, parse, sse_event
 from .protocol import CountTokensRequest, GenerateContentRequest, count_tokens_json, reply_json
 from .results import Reply
@@ -58,7 +59,7 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
         watcher = asyncio.create_task(watch())
 
     try:
-        return await _FirstWait(work, start_watching)
+        return await FirstWait(work, start_watching)
     except asyncio.CancelledError:
         if not gone:
             raise
@@ -68,34 +69,6 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
     finally:
         if watcher is not None:
             watcher.cancel()
-
-
-class _FirstWait(Generic[T]):
-    """Awaits a coroutine like `await` does, calling `on_wait` once when the coroutine first suspends."""
-
-    def __init__(self, coro: Coroutine[Any, Any, T], on_wait: Callable[[], None]) -> None:
-        self.coro = coro
-        self.on_wait: Callable[[], None] | None = on_wait
-
-    def __await__(self) -> Generator[Any, Any, T]:
-        step: Callable[[Any], Any] = self.coro.send
-        arg: Any = None
-        while True:
-            try:
-                signal = step(arg)
-            except StopIteration as done:
-                return done.value
-            if self.on_wait is not None:
-                self.on_wait()
-                self.on_wait = None
-            # What the task sends back, or throws in (a cancellation), goes on to the coroutine, as `await` does.
-            try:
-                arg, step = (yield signal), self.coro.send
-            except GeneratorExit:
-                self.coro.close()
-                raise
-            except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, which decides
-                arg, step = exc, self.coro.throw
 
 
 class ClientGone(Exception):

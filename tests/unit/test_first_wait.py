@@ -1,11 +1,11 @@
-"""`_FirstWait`: awaits a coroutine as `await` does, and reports its first suspension (where the disconnect watcher of
+"""`FirstWait`: awaits a coroutine as `await` does, and reports its first suspension (where the disconnect watcher of
 a whole answer starts). The HTTP side is tests/test_rest.py::test_client_disconnect_cancels_a_whole_answer."""
 
 import asyncio
 
 import pytest
 
-from pollux.generate.router import _FirstWait
+from pollux.first_wait import FirstWait
 
 
 def test_work_that_never_waits_starts_no_watcher():
@@ -15,7 +15,7 @@ def test_work_that_never_waits_starts_no_watcher():
         return 42
 
     async def main():
-        return await _FirstWait(quick(), lambda: waits.append(1))
+        return await FirstWait(quick(), lambda: waits.append(1))
 
     assert asyncio.run(main()) == 42
     assert waits == []
@@ -31,7 +31,7 @@ def test_work_that_waits_reports_once_and_gets_what_it_awaited():
         return value
 
     async def main():
-        return await _FirstWait(slow(), lambda: waits.append(1))
+        return await FirstWait(slow(), lambda: waits.append(1))
 
     assert asyncio.run(main()) == "from a thread"
     assert waits == [1]
@@ -52,13 +52,13 @@ def test_a_cancellation_reaches_the_work_and_errors_come_out():
         raise ValueError("boom")
 
     async def main():
-        task = asyncio.create_task(_await(_FirstWait(cancelled(), lambda: None)))
+        task = asyncio.create_task(_await(FirstWait(cancelled(), lambda: None)))
         await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         with pytest.raises(ValueError, match="boom"):
-            await _FirstWait(failing(), lambda: None)
+            await FirstWait(failing(), lambda: None)
 
     asyncio.run(main())
     assert seen == ["cancelled"]
