@@ -116,7 +116,7 @@ class EmulatorEngine:
             raise
 
     def _events(self, request: GenerateRequest) -> Iterator[Event]:
-        """The generation, computed synchronously (it is quick): only `generate` is asynchronous."""
+        """The whole generation, computed synchronously; `generate` paces it and keeps heavy ones off the loop."""
         rng = random.Random(_fingerprint(request))
         last_text = _last_user_text(request.turns)
         scripted = find(self.fixtures, request.model, last_text)
