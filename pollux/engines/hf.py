@@ -153,6 +153,7 @@ class TransformersEngine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
         self._grammars: TokenizerGrammars | None = None
         self._grammars_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
         self._vocab_size = vocab_size
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._pending = 0
@@ -284,9 +285,15 @@ class TransformersEngine:
                                           enable_thinking=thinking)
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # Requests are prepared in threads, and a fast tokenizer's call may reset its truncation and padding state,
+        # which fails with "Already borrowed" when two threads do it at once.
+        with self._encode_lock:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     async def count_tokens(self, request: GenerateRequest) -> TokenCount:
+        return await asyncio.to_thread(self._count_tokens, request)
+
+    def _count_tokens(self, request: GenerateRequest) -> TokenCount:
         """The rendered prompt's text tokens, as `generate` renders it; images as Gemini counts them."""
         messages, _ = self._messages(request.turns, request.system, counting=True)
         text_only = [m if isinstance(m.get("content"), str) else
@@ -332,6 +339,32 @@ class TransformersEngine:
             raise ApiError.invalid(str(exc)) from None
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+
+        def emit(event: Event | BaseException) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        # Rendering, tokenizing and compiling grammars take a while on long prompts and large schemas: not on the loop.
+        job = await asyncio.to_thread(self._job, request, emit)
+        sequence = job.sequence
+        self._submit(job)
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, Finish):
+                    return
+        finally:
+            if not sequence.done:
+                sequence.cancel()
+                job.cancelled.set()
+                log.info("generation cancelled: the client went away")
+
+    def _job(self, request: GenerateRequest, emit: Callable[[Event | BaseException], None]) -> _Job:
+        """The request as the worker decodes it: the rendered prompt's ids, its images, and the sequence's state."""
         thinking = request.thinking
         functions = _prompt_functions(request)
         messages, images = self._messages(request.turns, request.system)
@@ -356,29 +389,9 @@ class TransformersEngine:
             tools=bool(functions),
             tool_names=frozenset(f.name for f in functions
                                  if not request.allowed_functions or f.name in request.allowed_functions))
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-
-        def emit(event: Event | BaseException) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
         sequence = Sequence(params, self.special, self._decode, emit,
                             self._matcher(grammar) if grammar else None, self._call_matchers(request))
-        job = _Job(sequence, prompt_ids, images, prompt)
-        self._submit(job)
-        try:
-            while True:
-                event = await events.get()
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-                if isinstance(event, Finish):
-                    return
-        finally:
-            if not sequence.done:
-                sequence.cancel()
-                job.cancelled.set()
-                log.info("generation cancelled: the client went away")
+        return _Job(sequence, prompt_ids, images, prompt)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
