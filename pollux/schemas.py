@@ -14,6 +14,7 @@ import json
 import math
 import random
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -36,11 +37,17 @@ _MAX_DEPTH = 32
 MAX_STRING = 100_000  # characters: more than any answer within Gemini's output limit
 # Objects and arrays inside one another in a schema document: the meta-schema check recurses through them.
 MAX_SCHEMA_NESTING = 100
+# Values in a schema document: checking a schema against the 2020-12 meta-schema takes ~0.3 ms per subschema.
+MAX_SCHEMA_VALUES = 5_000
 # Values generated per instance_for call, all attempts together: bounds the work on pathological
 # schemas (endless recursion with many failing branches, or more values than any answer holds).
 _MAX_STEPS = 20_000
+# And CPU time per instance_for call: steps price work roughly (a check against a schema of 2,000 oneOf branches
+# is 2,000 validations), so time bounds what they misjudge. Only a schema that fails anyway can fail on time.
+_MAX_CPU_SECONDS = 1.0
 # What one string from a regex costs, in values: rstr takes ~0.3 ms, some 20 plain values' worth.
 _PATTERN_COST = 20
+_ENUM_TRIES = 10
 _MAX_REF_HOPS = 64
 _ATTEMPTS = 5
 _PATTERN_TRIES = 30
@@ -203,9 +210,19 @@ def _schema_problem(canonical: str) -> str | None:
     return None
 
 
-def _validator(schema: Schema) -> Draft202012Validator:
+def size_problem(schema: Any) -> str | None:
+    """Why a schema is too large to work with, if it is: checked before anything else looks at it."""
+    if _nodes(schema, MAX_SCHEMA_VALUES) > MAX_SCHEMA_VALUES:
+        return f"it holds more than {MAX_SCHEMA_VALUES} values"
     if _nesting(schema) > MAX_SCHEMA_NESTING:
-        raise SchemaMismatch(f"invalid schema: nested more than {MAX_SCHEMA_NESTING} levels deep")
+        return f"it is nested more than {MAX_SCHEMA_NESTING} levels deep"
+    return None
+
+
+def _validator(schema: Schema) -> Draft202012Validator:
+    problem = size_problem(schema)
+    if problem is not None:
+        raise SchemaMismatch(f"invalid schema: {problem}")
     try:
         problem = _schema_problem(json.dumps(schema, sort_keys=True))
     except (TypeError, ValueError):
@@ -232,8 +249,9 @@ def instance_for(schema: dict, rng: random.Random, words: list[str] | None = Non
     last_error: SchemaMismatch | None = None
     validator = _validator(schema)
     steps_left = _MAX_STEPS
+    deadline = time.thread_time() + _MAX_CPU_SECONDS
     for _ in range(_ATTEMPTS):
-        generator = _Generator(schema, validator, rng, words, steps_left)
+        generator = _Generator(schema, validator, rng, words, steps_left, deadline)
         try:
             value = generator.generate(schema, 0)
             validate_instance(value, schema)
@@ -251,7 +269,7 @@ class _Generator:
 
     def __init__(
         self, root: Schema, validator: Draft202012Validator, rng: random.Random,
-        words: list[str] | None, steps_left: int,
+        words: list[str] | None, steps_left: int, deadline: float,
     ) -> None:
         self.root = root
         self.validator = validator
@@ -259,15 +277,27 @@ class _Generator:
         self.words = [w for w in words or () if w] or _DEFAULT_WORDS
         self.xeger = rstr.Rstr(rng)
         self.steps_left = steps_left
+        self.deadline = deadline
+        self._sizes: dict[int, tuple[Schema, int]] = {}
 
     def spend(self, steps: int) -> None:
         self.steps_left -= steps
-        if self.steps_left < 0:
-            raise SchemaMismatch("the schema needs more values than any answer holds, or recurses without an end")
+        if self.steps_left < 0 or time.thread_time() > self.deadline:
+            raise SchemaMismatch("the schema needs more values, or more work, than any answer allows (or recurses "
+                                 "without an end)")
 
     def matches(self, instance: Any, schema: Schema) -> bool:
-        """Whether `instance` validates against a subschema, resolving refs against the root."""
+        """Whether `instance` validates against a subschema, resolving refs against the root. A check costs steps
+        as the schema grows: against a 10,000-value enum it is 10,000 comparisons."""
+        self.spend(self.size(schema) // 100)
         return self.validator.evolve(schema=schema).is_valid(instance)
+
+    def size(self, schema: Schema) -> int:
+        """The number of values in a schema document, counted once per schema object."""
+        known = self._sizes.get(id(schema))
+        if known is None or known[0] is not schema:
+            known = self._sizes[id(schema)] = (schema, _nodes(schema))
+        return known[1]
 
     # -- schema plumbing ---------------------------------------------------------------------
 
@@ -381,10 +411,13 @@ class _Generator:
         return {k: v for k, v in schema.items() if k not in keys}
 
     def from_enum(self, schema: dict[str, Any]) -> Any:
-        candidates = [value for value in schema["enum"] if self.matches(value, schema)]
-        if not candidates:
-            raise SchemaMismatch(f"no value of enum {schema['enum']!r} matches the schema")
-        return copy.deepcopy(self.rng.choice(candidates))
+        values = schema["enum"]
+        # A few random picks first: checking every value against a schema that holds them all is quadratic.
+        picks = [values[i] for i in self.rng.sample(range(len(values)), min(len(values), _ENUM_TRIES))]
+        for value in picks + values:
+            if self.matches(value, schema):
+                return copy.deepcopy(value)
+        raise SchemaMismatch(f"no value of enum {_short(values)} matches the schema")
 
     def avoiding(self, schema: dict[str, Any], depth: int) -> Any:
         """Best effort for `not`: leave out the types it names, then draw values for the rest
@@ -450,7 +483,8 @@ class _Generator:
 
     def make_object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
         properties: dict[str, Schema] = schema.get("properties", {})
-        required = list(dict.fromkeys(schema.get("required", [])))
+        required_order = list(dict.fromkeys(schema.get("required", [])))
+        required = set(required_order)
         min_count = schema.get("minProperties", 0)
         max_count = schema.get("maxProperties", math.inf)
         needed = max(len(required), min_count)
@@ -458,7 +492,7 @@ class _Generator:
             raise SchemaMismatch(f"object needs {needed} properties but allows {max_count}")
         ordering = [k for k in schema.get("propertyOrdering", [])
                     if k in properties or k in required]
-        names = list(dict.fromkeys([*ordering, *properties, *required]))
+        names = list(dict.fromkeys([*ordering, *properties, *required_order]))
 
         values: dict[str, Any] = {}
         skipped: list[str] = []
@@ -586,6 +620,7 @@ class _Generator:
         return self.text(low, high)
 
     def text(self, low: int, high: int | None) -> str:
+        self.spend(low // 1000)  # long strings are work too
         count = min(self.rng.randint(1, 3), len(self.words))
         words = self.rng.sample(self.words, count)
         size = len(" ".join(words))
@@ -607,6 +642,7 @@ class _Generator:
                 text = self.xeger.xeger(pattern)
             except Exception as error:  # rstr fails in assorted ways on constructs it lacks
                 raise SchemaMismatch(f"unsupported pattern {pattern!r}: {error}") from None
+            self.spend(len(text) // 100)
             # xeger makes full matches; padding or cutting keeps a `search` match when unanchored.
             for candidate in (text, text + "x" * (low - len(text)), "x" * (low - len(text)) + text,
                               text[: int(min(high, len(text)))]):
@@ -696,6 +732,26 @@ class _Generator:
             for k in dict.fromkeys((start + offset, start - offset)):
                 if first <= k <= last:
                     yield k
+
+
+def _nodes(value: Any, limit: float = math.inf) -> int:
+    """How many values a JSON document holds, containers included (counted without recursion, and only until
+    `limit` is passed)."""
+    count = 0
+    stack = [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _nesting(value: Any) -> int:

@@ -468,6 +468,29 @@ def test_huge_string_parameter_in_a_function_declaration(server):
     assert_error(post(server, GENERATE, body), 400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.parametrize("where", ["response", "function"])
+def test_a_schema_of_over_5000_values_is_refused_up_front(server, where):
+    schema = {"type": "string", "enum": [f"v{i}" for i in range(30_000)]}
+    if where == "response":
+        body, field = with_config(responseMimeType="application/json", responseJsonSchema=schema), \
+            "generation_config.response_json_schema"
+    else:
+        body = {"contents": HELLO, "tools": [{"functionDeclarations": [
+            {"name": "f", "parametersJsonSchema": {"type": "object", "properties": {"a": schema}}}]}]}
+        field = "tools[0].function_declarations[0].parameters_json_schema"
+    assert_error(post(server, GENERATE, body), 400, "INVALID_ARGUMENT",
+                 message=f"* GenerateContentRequest.{field}: The schema is too large: it holds more than 5000 values.\n")
+
+
+def test_a_costly_schema_ends_in_a_400_not_minutes_of_work(server):
+    """2,000 oneOf branches that all match: each check validates every branch, and no value can match just one."""
+    started = time.monotonic()
+    schema = {"oneOf": [{"type": "string"}] * 2000}
+    r = post(server, GENERATE, with_config(responseMimeType="application/json", responseJsonSchema=schema))
+    assert_error(r, 400, "INVALID_ARGUMENT", contains="cannot be satisfied")
+    assert time.monotonic() - started < 10
+
+
 @pytest.mark.parametrize("levels, nest", [
     (300, lambda s: {"type": "object", "properties": {"a": s}, "required": ["a"]}),
     (150, lambda s: {"type": "array", "items": s}),

@@ -44,6 +44,9 @@ def test_docs_example_with_the_openai_sdk(server):
         with pytest.raises(openai.BadRequestError) as err:
             client.images.generate(model="imagen-3.0-generate-002", prompt="x", response_format="b64_json", size=size)
         assert err.value.body[0]["error"]["message"].startswith("Invalid size"), err.value.body
+    with pytest.raises(openai.BadRequestError) as err:  # Imagen reads at most 480 tokens of prompt
+        client.images.generate(model="imagen-3.0-generate-002", prompt="a red square " * 400, response_format="b64_json")
+    assert "at most 480 tokens" in err.value.body[0]["error"]["message"]
 
 
 def test_docs_curl_body_with_its_trailing_comma(server):

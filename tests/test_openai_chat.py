@@ -234,6 +234,7 @@ def test_thoughts_stream_in_one_block_and_logprobs(oai):
     {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": {"a": 1}}}]}]},
     {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 7}]}]},
     {"tools": [{"type": "function", "function": {"name": "f", "parameters": 7}}]},
+    {"web_search_options": {}},
 ])
 def test_bad_input_is_a_400_array(server, patch):
     body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "Hi"}], **patch}

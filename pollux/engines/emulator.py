@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import random
@@ -63,8 +64,10 @@ def token_id(token: str) -> int:
     return zlib.crc32(token.encode()) & 0xFFFFF
 
 
-def count_text(text: str) -> int:
-    return sum(1 for _ in _TOKEN.finditer(text))  # no list: a 100 MB prompt would make one of 1.5 GB
+def count_text(text: str, most: int | None = None) -> int:
+    """The text's tokens, or `most` + 1 when there are more (a limit check need not count 100 MB)."""
+    # No list: a 100 MB prompt would make one of 1.5 GB.
+    return sum(1 for _ in itertools.islice(_TOKEN.finditer(text), None if most is None else most + 1))
 
 
 def _segment_tokens(seg: Segment, model: str) -> tuple[str, int]:

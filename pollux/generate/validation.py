@@ -7,10 +7,12 @@ The real API reports semantic errors as `* <Message>.<field path>: <what is wron
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ..config import ModelSpec
 from ..errors import ApiError
-from .protocol import Content, GenerateContentRequest, GenerationConfig, ThinkingConfig, Tool, ToolConfig
+from ..schemas import size_problem
+from .protocol import Content, GenerateContentRequest, GenerationConfig, Schema, ThinkingConfig, Tool, ToolConfig
 
 ROLES = ("user", "model")
 MAX_CANDIDATES = 8
@@ -112,6 +114,14 @@ def _check_response_format(cfg: GenerationConfig) -> None:
                          "response_mime_type 'text/x.enum' requires a schema with an enum of strings.")
     if cfg.response_json_schema is not None and not isinstance(cfg.response_json_schema, (dict, bool)):
         raise _field("generation_config.response_json_schema", "response_json_schema must be a JSON Schema object.")
+    for name, schema in (("response_schema", cfg.response_schema), ("response_json_schema", cfg.response_json_schema)):
+        _check_size(f"generation_config.{name}", schema.to_dict() if isinstance(schema, Schema) else schema)
+
+
+def _check_size(path: str, schema: Any) -> None:
+    problem = size_problem(schema) if schema is not None else None
+    if problem is not None:
+        raise _field(path, f"The schema is too large: {problem}.")
 
 
 def check_thinking(tc: ThinkingConfig, model: ModelSpec) -> None:
@@ -165,6 +175,9 @@ def check_tools(tools: list[Tool] | None, tool_config: ToolConfig | None) -> lis
             for name in ("parameters_json_schema", "response_json_schema"):
                 if not isinstance(getattr(fd, name), (dict, bool, type(None))):
                     raise _field(f"{path}.{name}", f"{name} must be a JSON Schema object.")
+            for name in ("parameters", "parameters_json_schema", "response", "response_json_schema"):
+                schema = getattr(fd, name)
+                _check_size(f"{path}.{name}", schema.to_dict() if isinstance(schema, Schema) else schema)
             if fd.response is not None and fd.response_json_schema is not None:
                 raise _field(f"{path}.response", "response and response_json_schema cannot both be set.")
             names.append(fd.name)

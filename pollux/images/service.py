@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import ModelSpec, Settings, find_model
+from ..engines.emulator import count_text
 from ..errors import ApiError
 from .engines import ImageEngine
 
@@ -29,6 +30,10 @@ class ImageService:
     async def generate(self, model: ModelSpec, prompt: str, n: int, size: tuple[int, int]) -> list[bytes]:
         if not prompt or not prompt.strip():
             raise ApiError.invalid("The prompt is empty: describe the image to generate.")
+        tokens = count_text(prompt, most=model.input_token_limit)
+        if tokens > model.input_token_limit:
+            raise ApiError.invalid(f"The prompt is too long: {model.name} takes at most {model.input_token_limit} "
+                                   "tokens.")
         if not 1 <= n <= MAX_IMAGES:
             raise ApiError.invalid(f"The number of images must be between 1 and {MAX_IMAGES}; got {n}.")
         width, height = size

@@ -36,6 +36,8 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[\w=.-]+)*;base64,
 
 # Request ------------------------------------------------------------------------------------------------------------
 def to_gemini(req: ChatCompletionRequest, google: dict[str, Any], model: ModelSpec) -> GenerateContentRequest:
+    if req.web_search_options is not None:  # as Gemini's built-in tools are: an answer without search is no answer
+        raise ApiError.invalid("web_search_options is not available on Pollux: it has no web search.")
     contents, system = _contents(req.messages)
     config: dict[str, Any] = {}
     if req.n is not None:

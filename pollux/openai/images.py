@@ -52,5 +52,5 @@ def parse_size(size: str | None) -> tuple[int, int]:
     width, sep, height = size.lower().partition("x")
     if not sep or not (width.isascii() and width.isdigit() and height.isascii() and height.isdigit()) \
             or len(width) > 6 or len(height) > 6:  # the service bounds the size; int() of 5000 digits raises
-        raise ApiError.invalid(f"Invalid size \"{size}\": use WIDTHxHEIGHT, e.g. 1024x1024.")
+        raise ApiError.invalid(f"Invalid size \"{size[:40]}\": use WIDTHxHEIGHT, e.g. 1024x1024.")
     return int(width), int(height)

@@ -56,6 +56,7 @@ class ChatCompletionRequest(OpenAIModel):
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    web_search_options: dict[str, Any] | None = None  # refused: Pollux has no search (see to_gemini)
     # Gemini's extensions: `{"extra_body": {"google": ...}}` as the Python docs send it, or `{"google": ...}`.
     extra_body: dict[str, Any] | None = None
     google: dict[str, Any] | None = None
