@@ -70,17 +70,18 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
-def main() -> None:
+def serve(asgi_app, description: str, default_port: int) -> None:
+    """Serve an ASGI app from the command line with `pollux serve`'s uvicorn options."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=18081)
+    parser.add_argument("--port", type=int, default=default_port)
     args = parser.parse_args()
-    # The same call as `pollux serve` (pollux/cli.py), so both stacks differ only in the app.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+    # The same call as `pollux serve` (pollux/cli.py), so the stacks differ only in the app.
+    uvicorn.run(asgi_app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":
-    main()
+    serve(app, __doc__.splitlines()[0], 18081)

@@ -9,7 +9,6 @@ alone costs before any of Pollux's work.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from starlette.applications import Starlette
@@ -17,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bare_app import BAD, BODY
+from bare_app import BAD, BODY, serve
 
 
 async def model_action(request: Request) -> Response:
@@ -31,16 +30,5 @@ async def model_action(request: Request) -> Response:
 app = Starlette(routes=[Route("/{version}/models/{name:path}", model_action, methods=["POST"])])
 
 
-def main() -> None:
-    import uvicorn
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=18083)
-    args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5)
-
-
 if __name__ == "__main__":
-    main()
+    serve(app, __doc__.splitlines()[0], 18083)
