@@ -10,13 +10,13 @@
 #   WARMUP=3s         wrk warm-up of each target before measuring (at concurrency 8; not reported)
 #   CONCURRENCY="1 8 32"
 #   THREADS=1         most wrk threads (-t is min(THREADS, c)); wrk gets one core, so one thread by default
-#   SERVER_CPU=0      core both servers are pinned to (taskset), one at a time under load
+#   SERVER_CPU=0      core the servers are pinned to (taskset), one at a time under load
 #   WRK_CPU=1         core wrk is pinned to; PIN=0 turns pinning off
 #   POLLUX_PORT=18080 BARE_PORT=18081 STARLETTE_PORT=18083
 #   PYTHON=<repo>/.venv/bin/python
 #
-# For every concurrency it measures the bare endpoint, then Starlette, then Pollux, with identical wrk options and pinning, and prints
-# a Markdown table; raw wrk output, server logs and the table are kept in bench/results/<timestamp>/ (git-ignored).
+# For every concurrency it measures the bare endpoint, then Starlette, then Pollux, with identical wrk options and
+# pinning, and prints a Markdown table; raw wrk output, server logs and the table are kept in bench/results/<timestamp>/ (git-ignored).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -114,7 +114,7 @@ declare -A URL=(
   [pollux]="http://127.0.0.1:$POLLUX_PORT$MODEL_PATH"
 )
 
-# One request each: both must answer 200; keep the bodies to compare their sizes.
+# One request each: all must answer 200; keep the bodies to compare their sizes.
 for target in bare starlette pollux; do
   status=$(curl -s -o "$OUT/$target.response.json" -w '%{http_code}' -X POST \
     -H "x-goog-api-key: $GEMINI_API_KEY" -H 'Content-Type: application/json' -d "$REQUEST" "${URL[$target]}")
