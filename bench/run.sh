@@ -16,7 +16,8 @@
 #   PYTHON=<repo>/.venv/bin/python
 #
 # For every concurrency it measures the bare endpoint, then Starlette, then Pollux, with identical wrk options and
-# pinning, and prints a Markdown table; raw wrk output, server logs and the table are kept in bench/results/<timestamp>/ (git-ignored).
+# pinning, and prints a Markdown table; raw wrk output, server logs and the table are kept in
+# bench/results/<timestamp>/ (git-ignored).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
