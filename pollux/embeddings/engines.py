@@ -21,7 +21,8 @@ class Embedder(Protocol):
     input_token_limit: int  # the longest text it reads, in its own tokens
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        """Each text's tokens as `embed` would read them; cheap enough to call on the event loop."""
+        """Each text's tokens as `embed` would read them. Called on the event loop for short texts, in a thread
+        for long ones."""
         ...
 
     async def embed(self, texts: list[str]) -> np.ndarray:

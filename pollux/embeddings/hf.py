@@ -167,9 +167,10 @@ class TransformersEmbedder:
         limits = [n for n in (self.layout.max_seq_length, getattr(config, "max_position_embeddings", None),
                               getattr(tokenizer, "model_max_length", None)) if n and n < 1_000_000]
         self.input_token_limit = int(min(limits)) if limits else 512
-        # Counting runs on the event loop while the worker encodes: a call sets padding and truncation state on a
-        # fast tokenizer, so the two threads must not share one.
+        # Counting runs on the event loop (or, for long texts, in a thread) while the worker encodes: a call sets
+        # padding and truncation state on a fast tokenizer, so counting has a copy of its own, used one at a time.
         self._counter = copy.deepcopy(tokenizer)
+        self._counter_lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -184,7 +185,8 @@ class TransformersEmbedder:
         return text.lower() if self.layout.lower_case else text
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        encoded = self._counter([self._prepare(t) for t in texts], add_special_tokens=True)["input_ids"]
+        with self._counter_lock:
+            encoded = self._counter([self._prepare(t) for t in texts], add_special_tokens=True)["input_ids"]
         return [len(ids) for ids in encoded]
 
     async def embed(self, texts: list[str]) -> np.ndarray:

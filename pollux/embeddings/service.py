@@ -7,6 +7,7 @@ full-size vector ("For other dimensions … you need to normalize"), so truncate
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from ..generate.protocol import Content, CountTokensRequest
 from .engines import Embedder, is_embedding
 
 MAX_BATCH = 100
+THREAD_CHARS = 1_000_000  # texts longer in all than this are counted off the event loop (it takes seconds)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,10 @@ class EmbedService:
         for item in inputs:
             self._check(item, engine)
             texts.append(f"{item.title}\n{item.text}" if item.title else item.text)
-        tokens = engine.count_tokens(texts)
+        if sum(len(t) for t in texts) > THREAD_CHARS:
+            tokens = await asyncio.to_thread(engine.count_tokens, texts)
+        else:
+            tokens = engine.count_tokens(texts)
         for item, count in zip(inputs, tokens):
             if count > model.input_token_limit:
                 raise ApiError.invalid(f"* {item.where}{item.text_field}: The input token count ({count}) exceeds "
