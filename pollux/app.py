@@ -265,7 +265,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
     # The client closed the connection before its body was complete, or its body stalled (BodyIdleTimeout): nothing
-    # was done, and no one is waiting for an answer.
+    # was done. The status is nginx's "client closed request"; a stalled client still connected gets it.
     log.info("%s %s: the request body did not arrive whole", request.method, request.url.path)
     return Response(status_code=499)
 

@@ -33,6 +33,7 @@ class BodyIdleTimeout:
                 return await receive()
             task = asyncio.current_task()
             assert task is not None
+            baseline = task.cancelling()
             timer: asyncio.TimerHandle | None = None
             expired = False
 
@@ -48,9 +49,8 @@ class BodyIdleTimeout:
             try:
                 message = await FirstWait(receive(), arm)
             except asyncio.CancelledError:
-                if not expired:
+                if not expired or task.uncancel() > baseline:  # not ours, or someone else's cancel came as well
                     raise
-                task.uncancel()
                 log.info("%s %s: no byte of the body for %g s; dropping the request", scope["method"],
                          scope["path"], self.idle)
                 body_done = True

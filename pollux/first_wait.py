@@ -1,23 +1,24 @@
-"""Awaiting a coroutine, with a hook at its first suspension: what only matters while a coroutine waits (a watcher
-task, a timer) is set up only if it does wait, and costs nothing when the answer is already there."""
+"""Awaiting with a hook at the first suspension: what only matters while something waits (a watcher task, a timer)
+is set up only if it does wait, and costs nothing when the answer is already there."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class FirstWait(Generic[T]):
-    """Awaits a coroutine like `await` does, calling `on_wait` once when the coroutine first suspends."""
+    """Awaits like `await` does, calling `on_wait` once when the awaitable first suspends."""
 
-    def __init__(self, coro: Coroutine[Any, Any, T], on_wait: Callable[[], None]) -> None:
-        self.coro = coro
+    def __init__(self, awaitable: Awaitable[T], on_wait: Callable[[], None]) -> None:
+        self.steps = awaitable.__await__()
         self.on_wait: Callable[[], None] | None = on_wait
 
     def __await__(self) -> Generator[Any, Any, T]:
-        step: Callable[[Any], Any] = self.coro.send
+        steps = self.steps
+        step: Callable[[Any], Any] = steps.send
         arg: Any = None
         while True:
             try:
@@ -29,9 +30,9 @@ class FirstWait(Generic[T]):
                 self.on_wait = None
             # What the task sends back, or throws in (a cancellation), goes on to the coroutine, as `await` does.
             try:
-                arg, step = (yield signal), self.coro.send
+                arg, step = (yield signal), steps.send
             except GeneratorExit:
-                self.coro.close()
+                steps.close()
                 raise
-            except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, which decides
-                arg, step = exc, self.coro.throw
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaitable, which decides
+                arg, step = exc, steps.throw

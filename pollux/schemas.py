@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import logging
 import math
 import random
 import re
@@ -28,6 +29,8 @@ from jsonschema.exceptions import SchemaError, best_match
 
 Schema = dict[str, Any] | bool
 
+log = logging.getLogger("pollux.schemas")
+
 # Depth (in nested objects/arrays) up to which every optional property is included, and from which
 # generation heads for the smallest value: no optional properties, minItems, non-recursive branches.
 _SHALLOW = 2
@@ -42,9 +45,9 @@ MAX_SCHEMA_VALUES = 5_000
 # Values generated per instance_for call, all attempts together: bounds the work on pathological
 # schemas (endless recursion with many failing branches, or more values than any answer holds).
 _MAX_STEPS = 20_000
-# And CPU time per instance_for call: steps price work roughly (a check against a schema of 2,000 oneOf branches
-# is 2,000 validations), so time bounds what they misjudge. Only a schema that fails anyway can fail on time.
-_MAX_CPU_SECONDS = 1.0
+# A safety net under the steps, which price all the work (checks by schema size, merges by the branches they
+# pair, strings by length) and so keep the outcome deterministic; this limit should never be what decides.
+_MAX_CPU_SECONDS = 10.0
 # What one string from a regex costs, in values: rstr takes ~0.3 ms, some 20 plain values' worth.
 _PATTERN_COST = 20
 _ENUM_TRIES = 10
@@ -113,6 +116,10 @@ _URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 class SchemaMismatch(ValueError):
     """A value does not match a schema, or no value can be made for a schema."""
+
+
+class _OutOfBudget(SchemaMismatch):
+    """The work allowed for one value is spent: no other branch or attempt may go on after it."""
 
 
 def words_of(text: str) -> list[str]:
@@ -256,11 +263,12 @@ def instance_for(schema: dict, rng: random.Random, words: list[str] | None = Non
             value = generator.generate(schema, 0)
             validate_instance(value, schema)
             return value
+        except _OutOfBudget as error:
+            last_error = error
+            break
         except SchemaMismatch as error:
             last_error = error
         steps_left = generator.steps_left
-        if steps_left <= 0:
-            break
     raise SchemaMismatch(f"cannot make a value for the schema: {last_error}")
 
 
@@ -282,14 +290,17 @@ class _Generator:
 
     def spend(self, steps: int) -> None:
         self.steps_left -= steps
-        if self.steps_left < 0 or time.thread_time() > self.deadline:
-            raise SchemaMismatch("the schema needs more values, or more work, than any answer allows (or recurses "
-                                 "without an end)")
+        if self.steps_left < 0:
+            raise _OutOfBudget("the schema needs more values, or more work, than any answer allows (or recurses "
+                               "without an end)")
+        if time.thread_time() > self.deadline:
+            log.warning("a schema outran its CPU time before its steps: its steps misprice some work")
+            raise _OutOfBudget("the schema needs more work than any answer allows")
 
     def matches(self, instance: Any, schema: Schema) -> bool:
         """Whether `instance` validates against a subschema, resolving refs against the root. A check costs steps
         as the schema grows: against a 10,000-value enum it is 10,000 comparisons."""
-        self.spend(self.size(schema) // 100)
+        self.spend(self.size(schema) // 10)
         return self.validator.evolve(schema=schema).is_valid(instance)
 
     def size(self, schema: Schema) -> int:
@@ -330,6 +341,7 @@ class _Generator:
     def merge(self, a: Schema, b: Schema, hops: int = 0) -> Schema:
         """A schema for values matching both `a` and `b` (exact for common keywords, otherwise
         `a` wins and the final validation catches what this misses)."""
+        self.spend(1)
         a, b = self.flatten(a, hops + 1), self.flatten(b, hops + 1)
         if a is False or b is False:
             return False
@@ -366,6 +378,7 @@ class _Generator:
                 merged[key] = [self.merge(x, y, hops) for x, y in zip(mine, theirs)]
                 merged[key] += mine[len(theirs):] or theirs[len(mine):]
             elif key in ("anyOf", "oneOf"):
+                self.spend(len(mine) * len(theirs))  # every pairing: merges of merges grow as products
                 merged[key] = [self.merge(x, y, hops) for x in mine for y in theirs]
             elif key == "not":
                 merged[key] = {"anyOf": [mine, theirs]}
@@ -402,6 +415,8 @@ class _Generator:
         for kind in self.types(schema, depth):
             try:
                 return getattr(self, f"make_{kind}")(schema, depth)
+            except _OutOfBudget:
+                raise
             except SchemaMismatch as error:
                 last_error = error
         raise last_error
@@ -440,6 +455,8 @@ class _Generator:
         for branch in self.ordered(schema[key], depth):
             try:
                 value = self.generate(self.merge(rest, branch), depth)
+            except _OutOfBudget:
+                raise
             except SchemaMismatch:
                 continue
             if self.matches(value, schema):
@@ -523,6 +540,8 @@ class _Generator:
         """Add an optional property if a value can be made for it (it may only recurse)."""
         try:
             values[name] = self.generate(self.property_schema(schema, name), depth + 1)
+        except _OutOfBudget:
+            raise
         except SchemaMismatch:
             return False
         return True
@@ -620,7 +639,7 @@ class _Generator:
         return self.text(low, high)
 
     def text(self, low: int, high: int | None) -> str:
-        self.spend(low // 1000)  # long strings are work too
+        self.spend(low // 100)  # long strings are work too
         count = min(self.rng.randint(1, 3), len(self.words))
         words = self.rng.sample(self.words, count)
         size = len(" ".join(words))
@@ -642,7 +661,7 @@ class _Generator:
                 text = self.xeger.xeger(pattern)
             except Exception as error:  # rstr fails in assorted ways on constructs it lacks
                 raise SchemaMismatch(f"unsupported pattern {pattern!r}: {error}") from None
-            self.spend(len(text) // 100)
+            self.spend(len(text) // 10)
             # xeger makes full matches; padding or cutting keeps a `search` match when unanchored.
             for candidate in (text, text + "x" * (low - len(text)), "x" * (low - len(text)) + text,
                               text[: int(min(high, len(text)))]):

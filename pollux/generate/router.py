@@ -44,6 +44,7 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
     at the work's first wait: work that never waits (the emulator's answers) costs no second task."""
     current = asyncio.current_task()
     assert current is not None
+    baseline = current.cancelling()
     gone = False
     watcher: asyncio.Task[None] | None = None
 
@@ -61,9 +62,8 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
     try:
         return await FirstWait(work, start_watching)
     except asyncio.CancelledError:
-        if not gone:
+        if not gone or current.uncancel() > baseline:  # not ours, or someone else's cancel came as well
             raise
-        current.uncancel()
         log.info("generation cancelled: the client went away")
         raise ClientGone from None
     finally:

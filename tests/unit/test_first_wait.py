@@ -1,5 +1,6 @@
-"""`FirstWait`: awaits a coroutine as `await` does, and reports its first suspension (where the disconnect watcher of
-a whole answer starts). The HTTP side is tests/test_rest.py::test_client_disconnect_cancels_a_whole_answer."""
+"""`FirstWait`: awaits as `await` does, and reports the first suspension (where a whole answer's disconnect watcher
+and a body's idle timer start); and the idle timer's cancellation bookkeeping. The HTTP side is in tests/test_rest.py
+(disconnects) and tests/test_files.py (stalled bodies)."""
 
 import asyncio
 
@@ -66,3 +67,29 @@ def test_a_cancellation_reaches_the_work_and_errors_come_out():
 
 async def _await(awaitable):
     return await awaitable
+
+
+def test_a_stalled_body_timer_never_swallows_another_cancellation():
+    """The idle timer and an outside cancel land in the same loop step: the request still ends cancelled."""
+    from pollux.body_timeout import BodyIdleTimeout
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        reached = []
+
+        async def receive():
+            loop.call_later(0.05, task.cancel)  # due with the 0.05 s idle timer
+            await asyncio.Event().wait()
+
+        async def app(scope, receive, send):
+            await receive()
+            await asyncio.sleep(0.2)
+            reached.append("ran on after a cancel")
+
+        task = asyncio.create_task(BodyIdleTimeout(app, 0.05)({"type": "http", "method": "POST", "path": "/"},
+                                                              receive, None))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert reached == []
+
+    asyncio.run(main())

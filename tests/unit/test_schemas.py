@@ -368,6 +368,25 @@ def test_unsatisfiable_schemas_raise(schema: dict | bool) -> None:
         instance_for(schema, random.Random(0))
 
 
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"allOf": [{"anyOf": [{"type": "string"}] * 200}] * 3},  # merging pairs every branch: 8 million of them
+        {"oneOf": [{"type": "string"}] * 2000},  # each check validates 2,000 branches; no value matches one only
+        {"type": "array", "minItems": 1000, "items": {"type": "string", "pattern": "^((ab){100}){100}$"}},
+        {"type": "array", "minItems": 19_000, "items": {"type": "string", "minLength": 100_000}},
+        {"type": "object", "minProperties": 10**9},
+        {"type": "string", "enum": [f"v{i}" for i in range(30_000)]},
+    ],
+    ids=["merge-product", "wide-oneOf", "long-regex-strings", "long-strings", "huge-minProperties", "huge-enum"],
+)
+def test_costly_schemas_run_out_of_steps_not_time(schema: dict, caplog: pytest.LogCaptureFixture) -> None:
+    """The step budget prices every kind of work, so it, and not the CPU-time safety net, ends these."""
+    with pytest.raises(SchemaMismatch, match="more work|more than 5000 values"):
+        instance_for(schema, random.Random(0))
+    assert "outran its CPU time" not in caplog.text
+
+
 def test_validate_instance() -> None:
     validate_instance({"when": "2024-05-01T10:00:00Z"},
                       {"type": "object", "properties": {"when": {"format": "date-time"}}})
