@@ -299,7 +299,7 @@ class _Generator:
 
     def matches(self, instance: Any, schema: Schema) -> bool:
         """Whether `instance` validates against a subschema, resolving refs against the root. A check costs steps
-        as the schema grows: against a 10,000-value enum it is 10,000 comparisons."""
+        as the schema grows: against 2,000 oneOf branches it is 2,000 validations."""
         self.spend(self.size(schema) // 10)
         return self.validator.evolve(schema=schema).is_valid(instance)
 
