@@ -28,7 +28,7 @@ class FirstWait(Generic[T]):
             if self.on_wait is not None:
                 self.on_wait()
                 self.on_wait = None
-            # What the task sends back, or throws in (a cancellation), goes on to the coroutine, as `await` does.
+            # What the task sends back, or throws in (a cancellation), goes on to the awaitable, as `await` does.
             try:
                 arg, step = (yield signal), steps.send
             except GeneratorExit:

@@ -92,14 +92,14 @@ class EmulatorEngine:
         pass
 
     async def count_tokens(self, request: GenerateRequest) -> TokenCount:
-        text = sum(len(s.text) for t in request.turns for s in t.segments if isinstance(s, Text))
-        if text > 1_000_000:  # a long prompt takes a second or more to count: not on the event loop
-            return await asyncio.to_thread(self._count_tokens, request)
-        return self._count_tokens(request)
-
-    def _count_tokens(self, request: GenerateRequest) -> TokenCount:
-        counts: dict[str, int] = {}
         segments = [s for t in request.turns for s in t.segments] + list(request.system)
+        chars = sum(len(s.text) for s in segments if isinstance(s, Text))
+        if chars > 1_000_000:  # a long prompt takes a second or more to count: not on the event loop
+            return await asyncio.to_thread(self._count_tokens, request, segments)
+        return self._count_tokens(request, segments)
+
+    def _count_tokens(self, request: GenerateRequest, segments: list[Segment]) -> TokenCount:
+        counts: dict[str, int] = {}
         for seg in segments:
             modality, n = _segment_tokens(seg, request.model)
             counts[modality] = counts.get(modality, 0) + n
