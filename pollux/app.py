@@ -17,7 +17,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import auth
+from . import admission, auth
+from .admission import AdmitLargeBodies, OverBudget, over_budget_error
 from .body_timeout import BodyIdleTimeout
 from .config import Settings
 from .embeddings import openai as embed_openai
@@ -167,7 +168,8 @@ async def model_action(request: Request) -> Response:
     handler = MODEL_VERBS.get(verb)
     if not name or handler is None:
         raise model_not_found(name or verb, request.path_params["version"], verb or "this method")
-    body = await read_body(request, services.settings.limits.max_request_bytes)
+    body = await read_body(request, services.settings.limits.max_request_bytes,
+                           services.settings.limits.max_request_values)
     return await handler(request, services, name, body)
 
 
@@ -211,20 +213,24 @@ async def download_file(request: Request) -> Response:
 @authorized
 async def openai_embeddings(request: Request) -> Response:
     services = _services(request)
-    return await embed_openai.embeddings(request, services.embeddings, services.settings.limits.max_request_bytes)
+    limits = services.settings.limits
+    return await embed_openai.embeddings(request, services.embeddings, limits.max_request_bytes,
+                                         limits.max_request_values)
 
 
 @authorized
 async def openai_chat(request: Request) -> Response:
     services = _services(request)
-    body = await read_body(request, services.settings.limits.max_request_bytes)
+    body = await read_body(request, services.settings.limits.max_request_bytes,
+                           services.settings.limits.max_request_values)
     return await openai_chat_router.chat_completions(request, services.generate, request.state.project_id, body)
 
 
 @authorized
 async def openai_images_generations(request: Request) -> Response:
     services = _services(request)
-    body = await read_body(request, services.settings.limits.max_request_bytes)
+    body = await read_body(request, services.settings.limits.max_request_bytes,
+                           services.settings.limits.max_request_values)
     return await openai_images.generations(request, services.images, body)
 
 
@@ -257,6 +263,12 @@ def _render(request: Request, err: ApiError) -> Response:
     return error_response(err)
 
 
+async def _over_budget(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OverBudget)
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return _render(request, over_budget_error(exc))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     # A known path with the wrong method is, to Google's front end, a path that does not exist.
@@ -267,7 +279,7 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
     # The client closed the connection before its body was complete, or its body stalled (BodyIdleTimeout): nothing
     # was done. The status is nginx's "client closed request"; a stalled client still connected gets it.
     log.info("%s %s: the request body did not arrive whole", request.method, request.url.path)
-    return Response(status_code=499)
+    return Response(status_code=499, headers={"connection": "close"})  # the rest of the body may never come
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -327,9 +339,13 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
         await services.images.close()
         services.store.close()
 
+    limits = settings.limits
+    budget = admission.configure(limits.memory_budget_mb * admission.MB, limits.admission_wait_seconds)
     app = Starlette(routes=_routes(), lifespan=lifespan, exception_handlers={
-        ApiError: _api_error, HTTPException: _http_error, ClientDisconnect: _client_gone, Exception: _internal_error},
-        middleware=[Middleware(BodyIdleTimeout, idle=settings.limits.body_idle_seconds)])
+        ApiError: _api_error, OverBudget: _over_budget, HTTPException: _http_error, ClientDisconnect: _client_gone,
+        Exception: _internal_error},
+        middleware=[Middleware(BodyIdleTimeout, idle=limits.body_idle_seconds, total=limits.body_timeout_seconds),
+                    Middleware(AdmitLargeBodies, budget=budget)])
     app.state.services = services
     return app
 

@@ -68,12 +68,14 @@ def request_key(request: Request) -> str | None:
 
 
 def authenticate(store: Store, request: Request) -> str:
-    """The project id the request acts for, or the real API's error for a missing or bad key."""
+    """The project id the request acts for, or the real API's error for a missing or bad key. The key's id is noted
+    in `request.state.key_id`: an upload records which key opened it, and closes when that key is revoked."""
     key = request_key(request)
     if not key:
         raise api_key_missing()
-    project_id = store.project_for_key_hash(hash_key(key))
-    if project_id is None:
+    live = store.live_key(hash_key(key))
+    if live is None:
         raise api_key_invalid()
+    request.state.key_id, project_id = live
     return project_id
 

@@ -1,9 +1,11 @@
-"""A request body that stops arriving: without a limit its connection (and an upload's lock) would be held for ever."""
+"""A request body that stops arriving, or trickles in: without a limit its connection (and an upload's lock) would be
+held for ever."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,19 +15,22 @@ log = logging.getLogger("pollux")
 
 
 class BodyIdleTimeout:
-    """ASGI middleware: a request whose body stalls for `idle` seconds is treated as one whose client left.
+    """ASGI middleware: a request whose body stalls for `idle` seconds, or has not arrived whole `total` seconds after
+    the request started, is treated as one whose client left.
 
-    The timer is armed only when a read of the body has to wait: a body that came with its headers (nearly every
-    request) costs no timer."""
+    The one timer (whichever limit comes first) is armed only when a read of the body has to wait: a body that came
+    with its headers (nearly every request) costs no timer."""
 
-    def __init__(self, app: ASGIApp, idle: float) -> None:
+    def __init__(self, app: ASGIApp, idle: float, total: float | None = None) -> None:
         self.app = app
         self.idle = idle
+        self.total = total
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         body_done = False
+        deadline = None if self.total is None else time.monotonic() + self.total
 
         async def timed_receive() -> Message:
             nonlocal body_done
@@ -36,6 +41,7 @@ class BodyIdleTimeout:
             baseline = task.cancelling()
             timer: asyncio.TimerHandle | None = None
             expired = False
+            total = False  # the whole-body deadline, not the idle limit, is what the timer waits for
 
             def expire() -> None:
                 nonlocal expired
@@ -43,16 +49,25 @@ class BodyIdleTimeout:
                 task.cancel()
 
             def arm() -> None:
-                nonlocal timer
-                timer = asyncio.get_running_loop().call_later(self.idle, expire)
+                nonlocal timer, total
+                delay = self.idle
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left < delay:
+                        delay, total = max(0.0, left), True
+                timer = asyncio.get_running_loop().call_later(delay, expire)
 
             try:
                 message = await FirstWait(receive(), arm)
             except asyncio.CancelledError:
                 if not expired or task.uncancel() > baseline:  # not ours, or someone else's cancel came as well
                     raise
-                log.info("%s %s: no byte of the body for %g s; dropping the request", scope["method"],
-                         scope["path"], self.idle)
+                if total:
+                    log.info("%s %s: the body did not arrive whole within %g s; dropping the request",
+                             scope["method"], scope["path"], self.total)
+                else:
+                    log.info("%s %s: no byte of the body for %g s; dropping the request", scope["method"],
+                             scope["path"], self.idle)
                 body_done = True
                 return {"type": "http.disconnect"}
             finally:

@@ -7,10 +7,14 @@ import gc
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import auth
 from .config import Settings, default_data_dir, load_config, serve_model
 from .store import Store
+
+if TYPE_CHECKING:
+    from .files.uploads import UploadService
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -34,8 +38,7 @@ def _print_key_exports(base_url: str, key: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from . import server
     from .app import build_app, build_services
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -59,8 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"Pollux serves the Gemini API at {base_url} (data in {settings.data_dir})", flush=True)
     app = build_app(settings, services)
     gc.freeze()  # start-up objects live forever: keep them out of every collection under load
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5)
+    server.serve(app, settings)
     return 0
 
 
@@ -71,8 +73,18 @@ def _project(store: Store, name: str | None) -> dict:
     return project
 
 
+def _uploads(settings: Settings, store: Store) -> UploadService:
+    """The upload and file services, for the commands that delete bytes (imported here: the media probes are heavy)."""
+    from .files.service import FileService
+    from .files.uploads import UploadService
+
+    files = FileService(store, settings.data_dir, settings.limits)
+    return UploadService(files, settings.data_dir, settings.limits.upload_ttl_seconds)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
-    store = Store(_settings(args).data_dir)
+    settings = _settings(args)
+    store = Store(settings.data_dir)
     if args.action == "create":
         project = _project(store, args.project)
         issued = auth.issue_key(store, project["id"], args.name or "API key")
@@ -90,12 +102,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if not store.revoke_key(args.id):
             print(f"pollux: no active key with id {args.id!r}", file=sys.stderr)
             return 1
-        print(f"Revoked key {args.id}.")
+        # The server refuses the key's uploads from now on; their rows and bytes go now rather than at its sweep.
+        closed = store.delete_key_uploads(args.id)
+        _uploads(settings, store).discard_parts(closed)
+        print(f"Revoked key {args.id}" + (f" and closed the {len(closed)} upload(s) it had open." if closed else "."))
     return 0
 
 
 def cmd_projects(args: argparse.Namespace) -> int:
-    store = Store(_settings(args).data_dir)
+    settings = _settings(args)
+    store = Store(settings.data_dir)
     if args.action == "create":
         try:
             project = auth.create_project(store, args.name)
@@ -114,6 +130,30 @@ def cmd_projects(args: argparse.Namespace) -> int:
             return 1
         store.rename_project(project["id"], args.new_name)
         print(f'Renamed project {project["id"]} to "{args.new_name}".')
+    elif args.action == "delete":
+        return _delete_project(settings, store, args.project)
+    return 0
+
+
+def _delete_project(settings: Settings, store: Store, id_or_name: str) -> int:
+    """Delete a project with its keys (they stop working at once), its files and its open uploads. The default
+    project is a project like any other: once it is gone, `keys create` needs --project; once no project is left,
+    the next `serve` creates a new default project and key, as on a first start."""
+    project = _project(store, id_or_name)
+    gone = store.delete_project(project["id"])
+    if gone is None:
+        print(f"pollux: no project {id_or_name!r}", file=sys.stderr)
+        return 1
+    # The rows went in one transaction; the bytes follow (a crash in between leaves orphans the server's sweep deletes).
+    uploads = _uploads(settings, store)
+    uploads.discard_parts(gone["uploads"])
+    uploads.files.discard_project(project["id"])
+    print(f'Deleted project "{project["name"]}" ({project["id"]}): {len(gone["keys"])} key(s), '
+          f'{len(gone["files"])} file(s) and {len(gone["uploads"])} open upload(s).')
+    if not store.count_projects():
+        print("No project is left: the next `pollux serve` creates a new default project and prints its key.")
+    elif project["name"] == auth.DEFAULT_PROJECT:
+        print("The default project is gone: `pollux keys create` now needs --project.")
     return 0
 
 
@@ -151,7 +191,10 @@ def parser() -> argparse.ArgumentParser:
     rename = projects.add_parser("rename", parents=[common])
     rename.add_argument("project", help="project id or current name")
     rename.add_argument("new_name")
-    for action in ("create", "list", "rename"):
+    pdelete = projects.add_parser("delete", parents=[common],
+                                  help="delete a project: its keys stop working, its files and uploads are deleted")
+    pdelete.add_argument("project", help="project id or name")
+    for action in ("create", "list", "rename", "delete"):
         projects.choices[action].set_defaults(func=cmd_projects)
     return p
 

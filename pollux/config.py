@@ -125,6 +125,20 @@ class Limits:
     # A client that sends no byte of its request body for this long is dropped (it would hold a connection, and an
     # upload's lock, for ever).
     body_idle_seconds: int = 60
+    # Connections: a client has this long to send its request headers, and a request body must arrive whole within
+    # body_timeout_seconds of its headers (a 100 MB body at 1 MB/s fits; one byte every few seconds does not).
+    header_timeout_seconds: int = 20
+    body_timeout_seconds: int = 300
+    # Open connections at once. Past it the connection that has waited longest for its headers is dropped; with none
+    # waiting, the newcomer gets a 503. The server also raises its descriptor limit to fit this.
+    max_connections: int = 4096
+    # Memory admission: decoded media and large request bodies draw on this budget. A request that would pass it
+    # waits up to admission_wait_seconds for others to finish, then gets a 503 with RetryInfo.
+    memory_budget_mb: int = 4096
+    admission_wait_seconds: int = 5
+    # JSON values (objects, arrays, strings, numbers) in one request body: parsing holds the interpreter's lock, so
+    # a body of millions of tiny values would stall every other request while it is parsed.
+    max_request_values: int = 200_000
 
 
 @dataclass

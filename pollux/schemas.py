@@ -23,9 +23,10 @@ from fractions import Fraction
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import rstr
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import SchemaError, best_match
+from jsonschema import Draft202012Validator, FormatChecker, validators
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
+
+from . import patterns
 
 Schema = dict[str, Any] | bool
 
@@ -48,7 +49,7 @@ _MAX_STEPS = 20_000
 # A safety net under the steps, which price all the work (checks by schema size, merges by the branches they
 # pair, strings by length) and so keep the outcome deterministic; this limit should never be what decides.
 _MAX_CPU_SECONDS = 10.0
-# What one string from a regex costs, in values: rstr takes ~0.3 ms, some 20 plain values' worth.
+# What one string drawn from a regex costs, in values (beyond its length): some 20 plain values' worth.
 _PATTERN_COST = 20
 _ENUM_TRIES = 10
 _MAX_REF_HOPS = 64
@@ -116,6 +117,14 @@ _URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 class SchemaMismatch(ValueError):
     """A value does not match a schema, or no value can be made for a schema."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.where: list[str | int] = []  # the property names and item indexes down to the value that failed
+
+    def located(self) -> str:
+        path = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in self.where)
+        return f"at ${path}: {self}" if path else str(self)
 
 
 class _OutOfBudget(SchemaMismatch):
@@ -206,6 +215,31 @@ def _format_checker() -> FormatChecker:
 _FORMAT_CHECKER = _format_checker()
 
 
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return patterns.search(pattern, text)
+    except patterns.PatternError as error:
+        raise SchemaMismatch(f"unsupported pattern {_short(pattern)}: {error}") from None
+
+
+# jsonschema matches `pattern` and `patternProperties` with Python's backtracking `re`; these use RE2 (patterns.py).
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _search(pattern, instance):
+        yield ValidationError(f"{_short(instance)} does not match {_short(pattern)}")
+
+
+def _pattern_properties(validator: Any, properties: dict, instance: Any, schema: dict) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in properties.items():
+        for name, value in instance.items():
+            if _search(pattern, name):
+                yield from validator.descend(value, subschema, path=name, schema_path=pattern)
+
+
+_Validator = validators.extend(Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties})
+
+
 @functools.lru_cache(maxsize=256)
 def _schema_problem(canonical: str) -> str | None:
     """Checking a schema against the meta-schema costs far more than generating a value, and the
@@ -223,10 +257,13 @@ def size_problem(schema: Any) -> str | None:
         return f"it holds more than {MAX_SCHEMA_VALUES} values"
     if _nesting(schema) > MAX_SCHEMA_NESTING:
         return f"it is nested more than {MAX_SCHEMA_NESTING} levels deep"
+    # Proto JSON lets `responseSchema.minimum` be "NaN": a bound no JSON value can be compared with, or written.
+    if any(isinstance(v, float) and not math.isfinite(v) for v in _leaves(schema)):
+        return "it holds a number that is not finite (NaN or Infinity)"
     return None
 
 
-def _validator(schema: Schema) -> Draft202012Validator:
+def _validator(schema: Schema) -> Any:
     problem = size_problem(schema)
     if problem is not None:
         raise SchemaMismatch(f"invalid schema: {problem}")
@@ -236,7 +273,7 @@ def _validator(schema: Schema) -> Draft202012Validator:
         problem = "not a JSON document"
     if problem is not None:
         raise SchemaMismatch(f"invalid schema: {problem}")
-    return Draft202012Validator(schema, format_checker=_FORMAT_CHECKER)
+    return _Validator(schema, format_checker=_FORMAT_CHECKER)
 
 
 def validate_instance(instance: Any, schema: dict) -> None:
@@ -269,21 +306,20 @@ def instance_for(schema: dict, rng: random.Random, words: list[str] | None = Non
         except SchemaMismatch as error:
             last_error = error
         steps_left = generator.steps_left
-    raise SchemaMismatch(f"cannot make a value for the schema: {last_error}")
+    raise SchemaMismatch(f"cannot make a value for the schema: {last_error.located() if last_error else ''}")
 
 
 class _Generator:
     """One attempt at making a value for a root schema."""
 
     def __init__(
-        self, root: Schema, validator: Draft202012Validator, rng: random.Random,
+        self, root: Schema, validator: Any, rng: random.Random,
         words: list[str] | None, steps_left: int, deadline: float,
     ) -> None:
         self.root = root
         self.validator = validator
         self.rng = rng
         self.words = [w for w in words or () if w] or _DEFAULT_WORDS
-        self.xeger = rstr.Rstr(rng)
         self.steps_left = steps_left
         self.deadline = deadline
         self._sizes: dict[int, tuple[Schema, int]] = {}
@@ -421,6 +457,14 @@ class _Generator:
                 last_error = error
         raise last_error
 
+    def child(self, schema: Schema, key: str | int, depth: int) -> Any:
+        """A property's or an item's value; a failure says where it happened."""
+        try:
+            return self.generate(schema, depth + 1)
+        except SchemaMismatch as error:
+            error.where.insert(0, key)
+            raise
+
     @staticmethod
     def without(schema: dict[str, Any], *keys: str) -> dict[str, Any]:
         return {k: v for k, v in schema.items() if k not in keys}
@@ -516,7 +560,7 @@ class _Generator:
         room = max_count - len(required)
         for name in names:
             if name in required:
-                values[name] = self.generate(self.property_schema(schema, name), depth + 1)
+                values[name] = self.child(self.property_schema(schema, name), name, depth)
             elif properties[name] is not False:
                 if room > 0 and self.include_optional(depth) and self.add_optional(
                     values, schema, name, depth
@@ -530,7 +574,7 @@ class _Generator:
             self.add_optional(values, schema, name, depth)
         if len(values) < min_count:
             for name in self.extra_names(schema, set(names), min_count - len(values)):
-                values[name] = self.generate(self.property_schema(schema, name), depth + 1)
+                values[name] = self.child(self.property_schema(schema, name), name, depth)
         # Optional properties filled in late still go where the ordering puts them.
         rank = {name: i for i, name in enumerate(names)}
         return dict(sorted(values.items(), key=lambda item: rank.get(item[0], len(rank))))
@@ -539,7 +583,7 @@ class _Generator:
                      depth: int) -> bool:
         """Add an optional property if a value can be made for it (it may only recurse)."""
         try:
-            values[name] = self.generate(self.property_schema(schema, name), depth + 1)
+            values[name] = self.child(self.property_schema(schema, name), name, depth)
         except _OutOfBudget:
             raise
         except SchemaMismatch:
@@ -550,7 +594,7 @@ class _Generator:
         """Everything a property's value must match: its own schema and any matching
         patternProperties, or else additionalProperties."""
         matching = [sub for pattern, sub in schema.get("patternProperties", {}).items()
-                    if re.search(pattern, name)]
+                    if _search(pattern, name)]
         if name in schema.get("properties", {}):
             matching.insert(0, schema["properties"][name])
         elif not matching:
@@ -610,11 +654,11 @@ class _Generator:
             # The last positions carry the items that satisfy `contains`.
             if i >= count - containing:
                 item = self.merge(item, schema["contains"])
-            value = self.generate(item, depth + 1)
+            value = self.child(item, i, depth)
             if schema.get("uniqueItems"):
                 tries = 1
                 while _canonical(value) in seen and tries < _UNIQUE_TRIES:
-                    value = self.generate(item, depth + 1)
+                    value = self.child(item, i, depth)
                     tries += 1
                 if _canonical(value) in seen:
                     if len(values) >= low:
@@ -650,24 +694,26 @@ class _Generator:
         return text if high is None else text[:high]
 
     def from_pattern(self, pattern: str, low: int, high: int | None) -> str:
+        longest = MAX_STRING if high is None else min(high, MAX_STRING)
         try:
-            compiled = re.compile(pattern)
-        except re.error as error:
-            raise SchemaMismatch(f"unsupported pattern {pattern!r}: {error}") from None
-        high = math.inf if high is None else high
-        for _ in range(_PATTERN_TRIES):
-            self.spend(_PATTERN_COST)
-            try:
-                text = self.xeger.xeger(pattern)
-            except Exception as error:  # rstr fails in assorted ways on constructs it lacks
-                raise SchemaMismatch(f"unsupported pattern {pattern!r}: {error}") from None
-            self.spend(len(text) // 10)
-            # xeger makes full matches; padding or cutting keeps a `search` match when unanchored.
-            for candidate in (text, text + "x" * (low - len(text)), "x" * (low - len(text)) + text,
-                              text[: int(min(high, len(text)))]):
-                if low <= len(candidate) <= high and compiled.search(candidate):
-                    return candidate
-        raise SchemaMismatch(f"cannot make a string of length {low}..{high} matching {pattern!r}")
+            compiled = patterns.program(pattern)
+            sampler = patterns.Sampler(pattern, self.rng, self.spend)
+            for attempt in range(_PATTERN_TRIES):
+                self.spend(_PATTERN_COST)
+                try:
+                    # Half the draws aim anywhere in the range; the rest take the narrowest branches.
+                    text = sampler.sample(low, longest, shortest=attempt >= _PATTERN_TRIES // 2)
+                except patterns.TooLong:
+                    continue
+                # Draws are full matches; padding or cutting keeps a `search` match when unanchored.
+                for candidate in (text, text + "x" * (low - len(text)), "x" * (low - len(text)) + text,
+                                  text[:longest]):
+                    if low <= len(candidate) <= longest and compiled.search(candidate):
+                        return candidate
+        except (patterns.PatternError, RecursionError) as error:
+            raise SchemaMismatch(f"unsupported pattern {_short(pattern)}: {error}") from None
+        shown = f"{low}..{high}" if high is not None else f"at least {low}"
+        raise SchemaMismatch(f"cannot make a string of length {shown} matching {_short(pattern)}")
 
     def formatted(self, fmt: str | None) -> str | None:
         rng = self.rng
@@ -766,6 +812,19 @@ def _nodes(value: Any, limit: float = math.inf) -> int:
         elif isinstance(item, list):
             stack.extend(item)
     return count
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    """The scalar values of a JSON document (without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            yield item
 
 
 def _short(value: Any, limit: int = 200) -> str:

@@ -7,16 +7,20 @@ JSON name) or snake_case (its proto name) at any depth, an unknown one is a 400 
 
 from __future__ import annotations
 
+import math
 import re
+import sys
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator, ValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import jsonsize
 from .errors import ApiError
 
 PROTO_PACKAGE = "google.ai.generativelanguage.v1beta"
@@ -41,6 +45,61 @@ def enum(proto_name: str, *values: str) -> Any:
     return Annotated[str, BeforeValidator(check)]
 
 
+# Proto scalars as proto3 JSON reads them: numbers, or the same in a string ("5", "0.5", and for floats "NaN",
+# "Infinity", "-Infinity"); integers may be written as floats with nothing after the point (`"topK": 40.0`). A
+# boolean is never a number, and a value the type cannot hold is refused, not wrapped or rounded to infinity.
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,20}")
+# Unambiguous (no two ways to split the digits), so a long string of digits cannot make it backtrack.
+_NUMBER_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _scalar_error(type_name: str) -> PydanticCustomError:
+    return PydanticCustomError("proto_scalar", "{type}", {"type": type_name})
+
+
+def _integer(type_name: str, bits: int) -> Callable[[Any], int]:
+    low, high = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+
+    def check(value: Any) -> int:
+        if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+            value = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if type(value) is int and low <= value <= high:  # `type`, not isinstance: True is an int to Python
+            return value
+        raise _scalar_error(type_name)
+
+    return check
+
+
+def _floating(type_name: str, limit: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, str):
+            if value in _NON_FINITE:
+                return _NON_FINITE[value]
+            if (len(value) > 64 or not _NUMBER_TEXT.fullmatch(value)
+                    or not math.isfinite(float(value))):  # "1e999" is out of range
+                raise _scalar_error(type_name)
+            value = float(value)
+        if type(value) not in (int, float):
+            raise _scalar_error(type_name)
+        if isinstance(value, float) and not math.isfinite(value):
+            return value  # only the Python side (the OpenAI bridge) hands over one; the ranges decide on it
+        if not -limit <= value <= limit:
+            raise _scalar_error(type_name)
+        return float(value)
+
+    return check
+
+
+Int32 = Annotated[int, PlainValidator(_integer("TYPE_INT32", 32))]
+Int64 = Annotated[int, PlainValidator(_integer("TYPE_INT64", 64))]
+Float = Annotated[float, PlainValidator(_floating("TYPE_FLOAT", FLOAT32_MAX))]
+Double = Annotated[float, PlainValidator(_floating("TYPE_DOUBLE", sys.float_info.max))]
+
+
 M = TypeVar("M", bound=BaseModel)
 
 _TYPE_NAMES = {
@@ -62,9 +121,23 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def number_text(value: float) -> str:
+    """A number as Google's C++ stack prints one (`SimpleDtoa`): `1e+23`, `0.1`, `3000000000`, `NaN`."""
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    text = f"{value:.15g}"
+    return text if float(text) == value else f"{value:.17g}"
+
+
 def _json_value(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return number_text(value)
     try:
         return orjson.dumps(value).decode()
     except TypeError:
@@ -87,7 +160,7 @@ def payload_error(exc: ValidationError) -> ApiError:
         elif kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
             violations.append((None, 'Invalid JSON payload received. Unknown name "": Root element must be a message.'))
         else:
-            if kind == "proto_enum":
+            if kind in ("proto_enum", "proto_scalar"):
                 type_name = (err.get("ctx") or {}).get("type", "TYPE_ENUM")
             else:
                 type_name = next((t for k, t in _TYPE_NAMES.items() if kind.startswith(k)), "TYPE_MESSAGE")
@@ -112,22 +185,27 @@ def parse(model: type[M], body: bytes) -> M:
         raise payload_error(exc) from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it passes `limit` bytes (never read whole first)."""
+async def read_body(request: Request, limit: int, max_values: int | None = None) -> bytes:
+    """The request body, refused as soon as it passes `limit` bytes (never read whole first), or when it holds more
+    than `max_values` JSON values (which would hold the event loop while parsed)."""
     too_large = ApiError.invalid(f"Request payload size exceeds the limit: {limit} bytes.")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit():
         if int(declared) > limit:
             raise too_large
-        return await request.body()  # the server stops at the declared length
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body = await request.body()  # the server stops at the declared length
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    if max_values is not None:
+        await jsonsize.check(body, max_values)
+    return body
 
 
 def page_params(request: Request) -> tuple[int | None, str | None]:

@@ -244,6 +244,24 @@ def test_projects_create_list_rename_and_keys(server):
     assert not ANY_KEY_RE.search(nowhere.stdout), nowhere.stdout
 
 
+def test_deleting_the_default_project(tmp_path):
+    """The default project is deleted like any other; with no project left, the next start begins afresh."""
+    data = tmp_path / "data"
+    with start_server(data) as srv:
+        first_key = srv.api_key
+        srv.cli("projects", "create", "Other")
+        gone = run_cli(srv, "projects", "delete", "Default Gemini Project")
+        assert gone.returncode == 0 and "now needs --project" in gone.stdout, (gone.stdout, gone.stderr)
+        assert_key_invalid(call(srv, "GET", "/v1beta/models", headers={"x-goog-api-key": first_key}))  # at once
+        no_default = run_cli(srv, "keys", "create")
+        assert no_default.returncode != 0 and "Default Gemini Project" in no_default.stderr, no_default.stderr
+        last = run_cli(srv, "projects", "delete", "Other")
+        assert last.returncode == 0 and "No project is left" in last.stdout, (last.stdout, last.stderr)
+    with start_server(data) as srv:
+        assert srv.api_key.startswith("AIza") and srv.api_key != first_key, srv.log()
+        assert_key_invalid(call(srv, "GET", "/v1beta/models", headers={"x-goog-api-key": first_key}))
+
+
 # Restart ---------------------------------------------------------------------------------------------------------------
 def test_restart_keeps_keys_and_prints_no_new_key(tmp_path):
     data_dir = tmp_path / "data"

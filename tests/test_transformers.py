@@ -468,3 +468,93 @@ def test_heic_image(client):
     response = client.models.generate_content(model="tiny-vision", contents=[image, "What is this?"],
                                               config=types.GenerateContentConfig(max_output_tokens=3))
     assert {d.modality.name for d in response.usage_metadata.prompt_tokens_details} == {"TEXT", "IMAGE"}
+
+
+# One sequence's failure is its request's alone -----------------------------------------------------------------------
+def test_a_tiny_temperature_samples_like_greedy(client):
+    """logits / 1e-40 overflows to inf, and softmax(inf - inf) is NaN: sampling failed for the whole batch. Shifted by
+    the best logit first, a tiny temperature is greedy decoding."""
+    greedy = client.models.generate_content(model="gemini-2.0-flash", contents="Hello",
+                                            config=types.GenerateContentConfig(temperature=0, max_output_tokens=12))
+    for temperature in (1e-40, 1e-30):
+        tiny = client.models.generate_content(
+            model="gemini-2.0-flash", contents="Hello",
+            config=types.GenerateContentConfig(temperature=temperature, max_output_tokens=12))
+        assert tiny.text == greedy.text
+
+
+def test_mode_validated_with_a_response_schema_on_a_format_without_call_markers(client):
+    """Llama 3 writes a call as a bare JSON answer: with a response schema too, the call's grammar and the schema's
+    left no token at all (a 500 for the whole batch). The JSON answer is the answer, as in the marker formats."""
+    schema = {"type": "object", "properties": {"zzz": {"type": "string", "maxLength": 8}}, "required": ["zzz"],
+              "additionalProperties": False}
+    tools = [types.Tool(function_declarations=[types.FunctionDeclaration(
+        name="get_time", parameters_json_schema={"type": "object", "properties": {"hour": {"type": "integer"}},
+                                                 "required": ["hour"]})])]
+    validated = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="VALIDATED"))
+    for temperature in (0, 1):
+        config = types.GenerateContentConfig(temperature=temperature, max_output_tokens=40, tools=tools,
+                                             tool_config=validated, response_mime_type="application/json",
+                                             response_json_schema=schema)
+        response = client.models.generate_content(model="llama3-format", contents="What time is it?", config=config)
+        if response.candidates[0].finish_reason == types.FinishReason.STOP:
+            jsonschema.validate(json.loads(response.text), schema)
+        else:
+            assert response.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS and response.text
+
+
+@pytest.mark.parametrize("where", ["choose", "accept"])
+def test_a_failing_sequence_fails_its_request_alone(models, where):
+    """A fault injected into one sequence of a decode batch (in choosing its token, or in folding it in: sampling,
+    grammar, stops, detokenizing) ends that request with an error; the others in the batch decode to their end.
+    The batch closes only when full, so the four requests decode together whatever their timing."""
+    from pollux.engines.base import Finish, GenerateRequest, Sampling, Text, TextDelta, Turn
+    from pollux.engines.hf import HFOptions, TransformersEngine
+    from pollux.errors import ApiError
+
+    size = 4
+    engine = TransformersEngine(HFOptions(source=models["random"], threads=1, workers=1, max_batch_size=size,
+                                          batch_wait_ms=600_000, batch_max_wait_ms=600_000))
+    batches: list[list[str]] = []
+    run, make_job = engine._run, engine._job
+
+    def recording_run(jobs):
+        batches.append([job.prompt_text for job in jobs])
+        run(jobs)
+
+    def job(request, emit):
+        made = make_job(request, emit)
+        if request.turns[0].segments[0].text == "poison":
+            def broken(*args):
+                raise RuntimeError("injected fault")
+
+            setattr(made.sequence, where, broken)
+        return made
+
+    engine._run, engine._job = recording_run, job
+
+    async def one(text: str):
+        request = GenerateRequest(model="gemini-2.0-flash", turns=[Turn("user", [Text(text)])],
+                                  sampling=Sampling(temperature=0, max_output_tokens=12))
+        events = []
+        try:
+            async for event in engine.generate(request):
+                events.append(event)
+        except ApiError as err:
+            return events, err
+        return events, None
+
+    async def batch():
+        try:
+            return await asyncio.gather(one("poison"), *(one(f"Request {i}") for i in range(size - 1)))
+        finally:
+            await engine.close()
+
+    (poisoned, error), *good = asyncio.run(batch())
+    assert len(batches) == 1 and len(batches[0]) == size, batches  # one batch held them all
+    assert error is not None and error.status == "INTERNAL" and "injected fault" in error.message
+    assert not any(isinstance(e, Finish) for e in poisoned)
+    for events, err in good:
+        assert err is None
+        assert isinstance(events[-1], Finish) and events[-1].reason in ("STOP", "MAX_TOKENS"), events
+        assert sum(e.tokens for e in events if isinstance(e, TextDelta)) >= 1

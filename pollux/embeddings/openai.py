@@ -33,8 +33,8 @@ def _encode(vector: np.ndarray, encoding: str) -> np.ndarray | str:
     return np.ascontiguousarray(vector)  # orjson writes only C-contiguous arrays
 
 
-async def embeddings(request: Request, service: EmbedService, max_bytes: int) -> Response:
-    req = parse(OpenAIEmbeddingsRequest, await read_body(request, max_bytes))
+async def embeddings(request: Request, service: EmbedService, max_bytes: int, max_values: int) -> Response:
+    req = parse(OpenAIEmbeddingsRequest, await read_body(request, max_bytes, max_values))
     if not req.model:
         raise ApiError.invalid("* model: model is required.\n")
     encoding = req.encoding_format or "float"

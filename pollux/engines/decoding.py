@@ -2,7 +2,8 @@
 
 A `Sequence` is driven one token at a time by the batch loop (`hf.py`): `choose` picks the next token from the
 model's logits row and `accept` folds it into the output, emitting engine events (one per token, so usage counts
-stay exact). Nothing here knows about batches, HTTP or Gemini JSON.
+stay exact). Either may raise; the batch loop then ends that sequence alone with `fail`. Nothing here knows about
+batches, HTTP or Gemini JSON.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class _Detokenizer:
 
 class Sequence:
     def __init__(self, params: SequenceParams, special: SpecialTokens, decode: Callable[[list[int]], str],
-                 emit: Callable[[Event], None], answer_matcher: Matcher | None = None,
+                 emit: Callable[[Event | BaseException], None], answer_matcher: Matcher | None = None,
                  call_matcher: Callable[[], Matcher] | None = None) -> None:
         self.params = params
         self.special = special
@@ -141,11 +142,15 @@ class Sequence:
             self._call.mask(logits)
         if self._phase == "start" and p.thinking_budget == 0 and s.think_open is not None:
             logits[s.think_open] = float("-inf")
+        if not bool((logits > float("-inf")).any()):
+            raise GrammarError("No token can come next: the grammar allows none, or the logits are not numbers.")
         if p.temperature <= 0:
             scaled = logits
             token = int(torch.argmax(logits))
         else:
-            scaled = logits / p.temperature
+            # Shifted so the best token is at 0: a tiny temperature then sends the others to -inf, never to inf, whose
+            # softmax is NaN.
+            scaled = (logits - logits.max()) / p.temperature
             token = self._sample(scaled)
         if p.logprobs is not None:
             self._logprob = self._logprob_of(scaled, token)
@@ -178,11 +183,13 @@ class Sequence:
 
     def _logprob_of(self, logits: torch.Tensor, token: int) -> TokenLogprob:
         logp = torch.log_softmax(logits, dim=-1)
-        k = self.params.logprobs or 0
+        k = min(self.params.logprobs or 0, logp.shape[-1])
         top: tuple[tuple[str, int, float], ...] = ()
         if k:
             values, ids = torch.topk(logp, k)
-            top = tuple((self.decode([int(i)]), int(i), float(v)) for v, i in zip(values, ids, strict=True))
+            # A token the grammar or the temperature rules out is no alternative (and -inf is no JSON number).
+            top = tuple((self.decode([int(i)]), int(i), float(v)) for v, i in zip(values, ids, strict=True)
+                        if v > float("-inf"))
         return TokenLogprob(self.decode([token]), token, float(logp[token]), top)
 
     # Accepting --------------------------------------------------------------------------------------------------
@@ -313,6 +320,13 @@ class Sequence:
             self._sent = len(self._answer)
         self.done = True
         self.emit(Finish(reason))
+
+    def fail(self, error: BaseException) -> None:
+        """End here with an error for this sequence's request; the rest of its batch goes on."""
+        if self.done:
+            return
+        self.done = True
+        self.emit(error)
 
     def cancel(self) -> None:
         """Stop at the next step; the client went away, so nothing more is emitted."""

@@ -5,6 +5,8 @@ Requests wait in a bounded queue. Worker threads (two by default, sharing the mo
 processor that lets each sequence (`decoding.Sequence`) choose its own token: its sampling parameters, seed,
 grammar, thinking budget and stops. While one batch decodes, newly arrived requests start in another instead of
 waiting for it. Events go back to each request's asyncio queue as they are made, so streams are token by token.
+A sequence whose step fails (sampling, grammar, stops, detokenizing) ends with an error for its own request; the
+others in its batch decode on.
 """
 
 from __future__ import annotations
@@ -119,6 +121,22 @@ def _allowed(request: GenerateRequest) -> list[tuple[str, dict[str, Any]]]:
 def _prompt_functions(request: GenerateRequest) -> list[FunctionSpec]:
     """Mode NONE leaves the declarations out of the prompt: the model cannot call what it is not shown."""
     return request.functions if request.tool_mode != "NONE" else []
+
+
+def _failed(exc: Exception) -> ApiError:
+    return ApiError("INTERNAL", f"The model failed to generate: {exc}")
+
+
+def _step(seq: Sequence, logits: Any) -> int | None:
+    """One token of one sequence of the batch: chosen, then folded in. A failure ends this sequence alone (None)."""
+    try:
+        token = seq.choose(logits)
+        seq.accept(token)
+        return token
+    except Exception as exc:  # noqa: BLE001 - whatever broke, it broke for this request only
+        log.exception("a sequence failed; the rest of its batch goes on")
+        seq.fail(_failed(exc))
+        return None
 
 
 @dataclass
@@ -386,12 +404,21 @@ class TransformersEngine:
             thinking_budget=(thinking.budget if thinking.enabled else 0),
             starts_thinking=(thinking.enabled and self.special.think_open is not None
                              and prompt.rstrip().endswith("<think>")),
-            tools=bool(functions),
+            tools=self._reads_calls(request, functions),
             tool_names=frozenset(f.name for f in functions
                                  if not request.allowed_functions or f.name in request.allowed_functions))
-        sequence = Sequence(params, self.special, self._decode, emit,
-                            self._matcher(grammar) if grammar else None, self._call_matchers(request))
+        sequence = Sequence(params, self.special, self._decode, emit, self._matcher(grammar) if grammar else None,
+                            self._call_matchers(request) if params.tools else None)
         return _Job(sequence, prompt_ids, images, prompt)
+
+    def _reads_calls(self, request: GenerateRequest, functions: list[FunctionSpec]) -> bool:
+        """Whether calls are read out of the answer. Under a response schema, a format without call markers cannot
+        tell a call from the JSON answer (both start with "{"), and in mode VALIDATED the call's grammar and the
+        schema's then leave no token at all: the answer is the answer, as in the marker formats, whose schema
+        grammar has no room for a marker."""
+        fmt = self.special.tools
+        schema = request.response_format.kind != "text" and not (request.tool_mode == "ANY" and request.functions)
+        return bool(functions) and not (schema and fmt is not None and fmt.open is None)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
@@ -438,13 +465,10 @@ class TransformersEngine:
             for group in groups:
                 try:
                     self._run(group)
-                except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
+                except Exception as exc:  # noqa: BLE001 - the model itself failed: every request of the batch
                     log.exception("generation failed")
-                    error = ApiError("INTERNAL", f"The model failed to generate: {exc}")
                     for job in group:
-                        if not job.sequence.done:
-                            job.sequence.done = True
-                            job.sequence.emit(error)
+                        job.sequence.fail(_failed(exc))
 
     def _run(self, jobs: list[_Job]) -> None:
         import torch
@@ -458,9 +482,8 @@ class TransformersEngine:
                 rows = scores.float().cpu()  # sampling, grammar masks and seeds all live on the CPU
                 chosen = torch.full_like(scores, float("-inf"))
                 for row, seq in enumerate(sequences):
-                    token = seq.choose(rows[row]) if not seq.done else 0
-                    chosen[row, token] = 0.0
-                    seq.accept(token)
+                    token = _step(seq, rows[row]) if not seq.done else None
+                    chosen[row, 0 if token is None else token] = 0.0  # a finished row's token is replaced by padding
                 return chosen
 
         class Stop(StoppingCriteria):
@@ -482,4 +505,8 @@ class TransformersEngine:
                             stopping_criteria=StoppingCriteriaList([Stop()]))
         for seq in sequences:  # the model ran out of room before the sequence ended on its own
             if not seq.done:
-                seq.finish("MAX_TOKENS")
+                try:
+                    seq.finish("MAX_TOKENS")
+                except Exception as exc:  # noqa: BLE001 - the others still get their ends
+                    log.exception("a sequence failed to finish")
+                    seq.fail(_failed(exc))

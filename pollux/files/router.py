@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from ..errors import ApiError
-from ..wire import JSONResponse, page_params, parse, read_body
+from ..wire import JSONResponse, error_response, page_params, parse, read_body
 from .protocol import CreateFileRequest, FileMetadata, file_json
 from .service import FileService
-from .uploads import CHUNK_GRANULARITY, Progress, UploadService
+from .uploads import CHUNK_GRANULARITY, Progress, UploadService, upload_gone
 
 METADATA_LIMIT = 64 * 1024  # the JSON that starts an upload
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -49,6 +49,11 @@ async def _metadata(request: Request) -> FileMetadata:
     return parse(CreateFileRequest, body).file or FileMetadata()
 
 
+def _key_id(request: Request) -> str | None:
+    """The id of the key the request was authenticated with (`auth.authenticate` notes it), which an upload records."""
+    return getattr(request.state, "key_id", None)
+
+
 async def upload(request: Request, uploads: UploadService, project_id: str | None) -> Response:
     """Everything POSTed to /upload/{v}/files. With `upload_id`, a chunk, query or cancel of a resumable upload
     (authorized by the capability in the URL); without, the start of an upload (authorized by the key)."""
@@ -70,7 +75,7 @@ async def upload(request: Request, uploads: UploadService, project_id: str | Non
                 raise ApiError.invalid("Invalid X-Goog-Upload-Header-Content-Length.")
             size = int(declared)
         mime = request.headers.get("x-goog-upload-header-content-type") or meta.mime_type
-        new = uploads.start(project_id, meta.name, meta.display_name, mime, size)
+        new = uploads.start(project_id, _key_id(request), meta.name, meta.display_name, mime, size)
         url = f"{base_url(request)}{request.url.path}?upload_id={new}&upload_protocol=resumable"
         return Response(b"", headers={"X-Goog-Upload-Status": "active", "X-Goog-Upload-URL": url,
                                       "X-Goog-Upload-Control-URL": url,
@@ -78,7 +83,8 @@ async def upload(request: Request, uploads: UploadService, project_id: str | Non
     if protocol == "multipart":
         stored = await _multipart(request, uploads, project_id)
     elif protocol == "raw":
-        stored = await uploads.whole(project_id, None, None, request.headers.get("content-type"), request.stream())
+        stored = await uploads.whole(project_id, _key_id(request), None, None, request.headers.get("content-type"),
+                                     request.stream())
     else:
         raise ApiError.invalid("Unknown upload protocol: use X-Goog-Upload-Protocol resumable, multipart or raw "
                                "(or uploadType=resumable|multipart|media).")
@@ -86,15 +92,23 @@ async def upload(request: Request, uploads: UploadService, project_id: str | Non
 
 
 async def _resumable_step(request: Request, uploads: UploadService, token: str, project_id: str | None) -> Response:
-    session = uploads.session(token)
+    session = uploads.lookup(token)
     if project_id is not None and project_id != session["project_id"]:
-        raise ApiError.not_found("The upload was not found: it finished, was cancelled, or expired.")
+        raise upload_gone()
     commands = _commands(request)
     if "cancel" in commands:
         await uploads.cancel(token)
         return Response(b"", headers={"X-Goog-Upload-Status": "cancelled"})
     if "query" in commands:
-        return _progress_response(uploads.query(token), request)
+        try:
+            return _progress_response(uploads.query(token), request)
+        except ApiError as err:
+            if session["state"] == "active":
+                raise
+            # A finalized upload whose file is gone: answered as a missing file, and still `final` (not resumable).
+            response = error_response(err)
+            response.headers["X-Goog-Upload-Status"] = "final"
+            return response
     if not commands & {"upload", "finalize"}:
         raise ApiError.invalid("X-Goog-Upload-Command must be upload, finalize, query or cancel.")
     offset_header = request.headers.get("x-goog-upload-offset")
@@ -131,7 +145,7 @@ async def _multipart(request: Request, uploads: UploadService, project_id: str) 
         form.finish()
         yield form.take()
 
-    return await uploads.whole(project_id, meta.name, meta.display_name, mime, body())
+    return await uploads.whole(project_id, _key_id(request), meta.name, meta.display_name, mime, body())
 
 
 class _TwoParts:

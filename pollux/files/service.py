@@ -26,8 +26,9 @@ from ..store import Store
 
 log = logging.getLogger("pollux.files")
 
-_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")  # Gemini's rule for file ids
-_URI_ID = re.compile(r"(?:^|/)files/([a-z0-9-]+)$")
+# Both are matched whole (fullmatch, or \Z): `$` would also match before a trailing newline.
+_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")  # Gemini's rule for file ids
+_URI_ID = re.compile(r"(?:^|/)files/([a-z0-9-]+)\Z")
 
 
 def not_found(file_id: str) -> ApiError:
@@ -67,7 +68,7 @@ class FileService:
         """A fresh id (12 lowercase alphanumerics, like Gemini's), or the caller's `files/{name}` if free and valid."""
         if requested:
             file_id = requested.removeprefix("files/")
-            if not _ID.match(file_id):
+            if not _ID.fullmatch(file_id):
                 raise ApiError.invalid(f"Invalid file name: files/{file_id}. A file id is at most 40 lowercase letters, "
                                        "digits or dashes, and does not start or end with a dash.")
             if self.store.file_exists(project_id, file_id):
@@ -140,7 +141,8 @@ class FileService:
     async def process(self, project_id: str, file_id: str) -> dict[str, Any]:
         """Probe the bytes: ACTIVE with what was measured (pages, duration, size), or FAILED with the reason."""
         row = self.store.get_file(project_id, file_id)
-        assert row is not None
+        if row is None:  # deleted meanwhile (`pollux projects delete`)
+            raise not_found(file_id)
         try:
             info = await asyncio.to_thread(inspect, self.path(project_id, file_id), row["mime_type"])
         except MediaError as exc:
@@ -152,7 +154,8 @@ class FileService:
         else:
             self.store.update_file(project_id, file_id, state="ACTIVE", info=dataclasses.asdict(info))
         updated = self.store.get_file(project_id, file_id)
-        assert updated is not None
+        if updated is None:
+            raise not_found(file_id)
         return updated
 
     async def recover(self) -> None:
@@ -162,6 +165,10 @@ class FileService:
                 await self.process(row["project_id"], row["id"])
             else:
                 self.store.update_file(row["project_id"], row["id"], state="FAILED", error="The file's bytes are lost.")
+
+    def discard_project(self, project_id: str) -> None:
+        """The bytes of a deleted project's files (its rows are already gone; the sweep would get them later)."""
+        shutil.rmtree(self.files_dir / project_id, ignore_errors=True)
 
     def sweep(self) -> int:
         """Delete expired files with their bytes, and bytes no file owns (a crash between the two). Returns how many

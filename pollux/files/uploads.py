@@ -3,6 +3,8 @@ multipart and plain-media forms. Bytes stream to disk and are fsynced before the
 offset lives in SQLite, so a server killed mid-upload resumes from it after a restart.
 
 The upload URL carries a random capability (the Python SDK sends no key with chunks); only its SHA-256 is stored.
+An upload records the key that opened it: once that key is revoked or its project deleted, the upload is closed.
+A finalized upload stays a while as the record of its file, which `query` answers with.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from ..errors import ApiError
 from ..media import is_supported, normalize_mime
-from .service import FileService, fsync_dir, link_into_place, sha256_of
+from .service import FileService, fsync_dir, link_into_place, not_found, sha256_of
 
 # The granularity clients may use for chunks (the SDKs send 8 MiB); any size is accepted.
 CHUNK_GRANULARITY = 8 * 1024 * 1024
@@ -27,6 +29,15 @@ CHUNK_GRANULARITY = 8 * 1024 * 1024
 
 def upload_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def upload_gone() -> ApiError:
+    return ApiError.not_found("The upload was not found: it was cancelled or expired, or the API key that started it "
+                              "was revoked or its project deleted.")
+
+
+def upload_finalized() -> ApiError:
+    return ApiError.not_found("The upload is already finalized: query it (X-Goog-Upload-Command: query) for its file.")
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,9 @@ class UploadService:
         return self._locks.setdefault(key, asyncio.Lock())
 
     # Start --------------------------------------------------------------------------------------------------------
-    def start(self, project_id: str, name: str | None, display_name: str | None, mime_type: str | None,
-              size: int | None) -> str:
-        """Open a resumable upload; returns the capability for the upload URL."""
+    def start(self, project_id: str, key_id: str | None, name: str | None, display_name: str | None,
+              mime_type: str | None, size: int | None) -> str:
+        """Open a resumable upload for the project of key `key_id`; returns the capability for the upload URL."""
         mime = check_mime(mime_type)
         if size is not None:
             if size < 0:
@@ -72,13 +83,27 @@ class UploadService:
         fsync_dir(self.dir)
         self.store.insert_upload({"id": key, "project_id": project_id, "file_id": file_id,
                                   "display_name": display_name or "", "mime_type": mime, "declared_size": size,
-                                  "committed": 0, "create_time": now, "expire_time": now + timedelta(seconds=self.ttl)})
+                                  "committed": 0, "create_time": now, "expire_time": now + timedelta(seconds=self.ttl),
+                                  "key_id": key_id, "state": "active"})
         return token
 
-    def session(self, token: str) -> dict[str, Any]:
-        row = self.store.get_upload(upload_key(token))
+    def lookup(self, token: str) -> dict[str, Any]:
+        """The upload in any state (`active`, `final`, `deleted`). One whose key was revoked or project deleted is
+        closed, finalized or not (its URL was the key's to give): deleted with its bytes, now."""
+        key = upload_key(token)
+        row = self.store.get_upload(key)
+        if row is not None and not row["owner_live"]:
+            self._discard(key)
+            row = None
         if row is None:
-            raise ApiError.not_found("The upload was not found: it finished, was cancelled, or expired.")
+            raise upload_gone()
+        return row
+
+    def session(self, token: str) -> dict[str, Any]:
+        """The upload, which must still take bytes."""
+        row = self.lookup(token)
+        if row["state"] != "active":
+            raise upload_finalized()
         return row
 
     # Chunks -------------------------------------------------------------------------------------------------------
@@ -94,7 +119,7 @@ class UploadService:
             committed += written
             # Acknowledged only once the bytes are on disk; each chunk keeps a live upload from expiring.
             if not self.store.commit_upload(key, committed, datetime.now(timezone.utc) + timedelta(seconds=self.ttl)):
-                raise ApiError.not_found("The upload was not found: it finished, was cancelled, or expired.")
+                raise upload_gone()
             if not finalize:
                 return Progress("active", committed)
             if row["declared_size"] is not None and committed != row["declared_size"]:
@@ -134,50 +159,83 @@ class UploadService:
     async def _finish(self, key: str, row: dict[str, Any], size: int) -> dict[str, Any]:
         part = self._part(key)
         project_id, file_id = row["project_id"], row["file_id"]
+        dest = self.files.path(project_id, file_id)
         self.files.check_quota(project_id, 0)  # the upload's own bytes are already counted
-        digest = await asyncio.to_thread(sha256_of, part)
-        # Bytes under the file's name first, then the row, with no await between (the sweep never sees them apart).
-        link_into_place(part, self.files.path(project_id, file_id))
-        self.store.finish_upload(key, self.files.new_row(project_id, file_id, row["display_name"], row["mime_type"],
-                                                         size, digest))
+        try:
+            digest = await asyncio.to_thread(sha256_of, part)
+            link_into_place(part, dest)  # the bytes under the file's name, then its row: no await between
+        except FileNotFoundError:
+            # The CLI closed the upload meanwhile (key revoked, project deleted) and took its bytes.
+            if self._open(key):
+                raise
+            raise upload_gone() from None
+        file_row = self.files.new_row(project_id, file_id, row["display_name"], row["mime_type"], size, digest)
+        # The record answers `query` for as long as an unfinished upload would live, never past its file.
+        keep_until = min(datetime.now(timezone.utc) + timedelta(seconds=self.ttl), file_row["expire_time"])
+        if not self.store.finish_upload(key, file_row, keep_until):
+            dest.unlink(missing_ok=True)  # closed between the last chunk and now
+            raise upload_gone()
         part.unlink(missing_ok=True)
         self._locks.pop(key, None)
         return await self.files.process(project_id, file_id)
 
     def query(self, token: str) -> Progress:
-        row = self.session(token)
-        return Progress("active", row["committed"])
+        """`active` with the committed size; or, once finalized, `final` with the file as it is now (missing if it
+        was deleted since)."""
+        row = self.lookup(token)
+        if row["state"] == "active":
+            return Progress("active", row["committed"])
+        stored = self.store.get_file(row["project_id"], row["file_id"]) if row["state"] == "final" else None
+        if stored is None:
+            raise not_found(row["file_id"])
+        return Progress("final", stored["size_bytes"], stored)
 
     async def cancel(self, token: str) -> None:
         key = upload_key(token)
         async with self._lock(key):  # not while a chunk is being written
             self.session(token)
-            self.store.delete_upload(key)
-            self._part(key).unlink(missing_ok=True)
+            self._discard(key)
+
+    def _open(self, key: str) -> bool:
+        row = self.store.get_upload(key)
+        return row is not None and row["state"] == "active" and bool(row["owner_live"])
+
+    def _discard(self, key: str) -> None:
+        """Delete an upload and its bytes (the row first: a crash in between leaves an orphan the sweep removes)."""
+        self.store.delete_upload(key)
+        self._part(key).unlink(missing_ok=True)
         self._locks.pop(key, None)
 
+    def discard_parts(self, keys: list[str]) -> None:
+        """The bytes of uploads whose rows were already deleted (by `pollux keys revoke` or `projects delete`)."""
+        for key in keys:
+            self._part(key).unlink(missing_ok=True)
+
     # One-shot forms -----------------------------------------------------------------------------------------------
-    async def whole(self, project_id: str, name: str | None, display_name: str | None, mime_type: str | None,
-                    body: AsyncIterator[bytes]) -> dict[str, Any]:
+    async def whole(self, project_id: str, key_id: str | None, name: str | None, display_name: str | None,
+                    mime_type: str | None, body: AsyncIterator[bytes]) -> dict[str, Any]:
         """A multipart or plain-media upload: the same path as a resumable one that finalizes at once."""
-        token = self.start(project_id, name, display_name, mime_type, None)
+        token = self.start(project_id, key_id, name, display_name, mime_type, None)
+        key = upload_key(token)
         try:
             progress = await self.chunk(token, 0, body, finalize=True)
         except BaseException:
-            if self.store.get_upload(upload_key(token)) is not None:
-                await self.cancel(token)  # a one-shot upload that failed holds no name and no storage
+            row = self.store.get_upload(key)
+            if row is not None and row["state"] == "active":
+                async with self._lock(key):
+                    self._discard(key)  # a one-shot upload that failed holds no name and no storage
             raise
+        self.store.delete_upload(key)  # no one holds its capability, so no one can query it
         assert progress.file is not None
         return progress.file
 
     # Housekeeping -------------------------------------------------------------------------------------------------
     def sweep(self) -> int:
-        """Expired uploads go with their bytes, and so do part files no session owns (a crash mid-start)."""
+        """Expired and closed uploads go with their bytes, and so do part files no session owns (a crash mid-start, an
+        upload the CLI closed)."""
         gone = 0
-        for row in self.store.expired_uploads():
-            self.store.delete_upload(row["id"])
-            self._part(row["id"]).unlink(missing_ok=True)
-            self._locks.pop(row["id"], None)
+        for row in self.store.dead_uploads():
+            self._discard(row["id"])
             gone += 1
         live = self.store.upload_ids()
         for part in self.dir.glob("*.part"):

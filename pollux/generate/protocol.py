@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..engines.base import TokenCount
-from ..wire import ProtoModel, enum
+from ..wire import Double, Float, Int32, Int64, ProtoModel, enum
 from .results import Chunk, OutPart, Reply, Usage
 
 Modality = enum("GenerationConfig.Modality", "MODALITY_UNSPECIFIED", "TEXT", "IMAGE", "AUDIO", "VIDEO")
@@ -75,7 +75,7 @@ class CodeExecutionResult(ProtoModel):
 class VideoMetadata(ProtoModel):
     start_offset: str | None = None
     end_offset: str | None = None
-    fps: float | None = None
+    fps: Double | None = None
 
 
 class PartMediaResolution(ProtoModel):
@@ -121,16 +121,16 @@ class Schema(ProtoModel):
     nullable: bool | None = None
     enum: list[str] | None = None
     items: Schema | None = None
-    max_items: int | None = None
-    min_items: int | None = None
+    max_items: Int64 | None = None
+    min_items: Int64 | None = None
     properties: dict[str, Schema] | None = None
     required: list[str] | None = None
-    min_properties: int | None = None
-    max_properties: int | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    min_length: int | None = None
-    max_length: int | None = None
+    min_properties: Int64 | None = None
+    max_properties: Int64 | None = None
+    minimum: Double | None = None
+    maximum: Double | None = None
+    min_length: Int64 | None = None
+    max_length: Int64 | None = None
     pattern: str | None = None
     example: Any = None
     any_of: list[Schema] | None = None
@@ -168,7 +168,7 @@ class GoogleSearch(ProtoModel):
 
 class DynamicRetrievalConfig(ProtoModel):
     mode: str | None = None
-    dynamic_threshold: float | None = None
+    dynamic_threshold: Float | None = None
 
 
 class GoogleSearchRetrieval(ProtoModel):
@@ -178,7 +178,7 @@ class GoogleSearchRetrieval(ProtoModel):
 class FileSearch(ProtoModel):
     file_search_store_names: list[str] | None = None
     metadata_filter: str | None = None
-    top_k: int | None = None
+    top_k: Int32 | None = None
 
 
 class GoogleMaps(ProtoModel):
@@ -209,8 +209,8 @@ class FunctionCallingConfig(ProtoModel):
 
 
 class LatLng(ProtoModel):
-    latitude: float | None = None
-    longitude: float | None = None
+    latitude: Double | None = None
+    longitude: Double | None = None
 
 
 class RetrievalConfig(ProtoModel):
@@ -232,7 +232,7 @@ class SafetySetting(ProtoModel):
 
 class ThinkingConfig(ProtoModel):
     include_thoughts: bool | None = None
-    thinking_budget: int | None = None
+    thinking_budget: Int32 | None = None
     thinking_level: ThinkingLevel | None = None
 
 
@@ -270,16 +270,16 @@ class GenerationConfig(ProtoModel):
     response_schema: Schema | None = None
     response_json_schema: Any = None
     response_modalities: list[Modality] | None = None
-    candidate_count: int | None = None
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    candidate_count: Int32 | None = None
+    max_output_tokens: Int32 | None = None
+    temperature: Float | None = None
+    top_p: Float | None = None
+    top_k: Int32 | None = None
+    seed: Int32 | None = None
+    presence_penalty: Float | None = None
+    frequency_penalty: Float | None = None
     response_logprobs: bool | None = None
-    logprobs: int | None = None
+    logprobs: Int32 | None = None
     enable_enhanced_civic_answers: bool | None = None
     speech_config: SpeechConfig | None = None
     thinking_config: ThinkingConfig | None = None

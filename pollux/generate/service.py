@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .. import patterns
 from ..config import ModelSpec, Settings, find_model
 from ..engines.base import (CallEvent, Engine, Finish, FunctionSpec, GenerateRequest, Media, ResponseFormat, Sampling,
                             Segment, Text, TextDelta, Thinking, TokenCount, ToolCall, ToolResult, Turn)
@@ -395,8 +396,10 @@ class _Inputs:
 
 
 def _fits(answer: list[str], schema: dict[str, Any] | None) -> bool:
+    # On the event loop: patterns that must backtrack get a fifth of a second in all, then the answer does not fit.
     try:
-        validate_instance(json.loads("".join(answer)), schema or {})
+        with patterns.time_budget(0.2):
+            validate_instance(json.loads("".join(answer)), schema or {})
     except (ValueError, SchemaMismatch):
         return False
     return True

@@ -1,40 +1,44 @@
 """Gemini's checks on a GenerateContentRequest: ranges, combinations, roles, tools. Messages follow the real API's.
 
 The real API reports semantic errors as `* <Message>.<field path>: <what is wrong>\n`; range errors as
-"Unable to submit request because it has a <field> value of <v> but the supported range is from ...".
+"Unable to submit request because it has a <field> value of <v> but the supported range is from ...", naming the
+field by its JSON name (`maxOutputTokens`). Types and int32/float limits are the parser's (`wire.Int32`, `wire.Float`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ..config import ModelSpec
 from ..errors import ApiError
 from ..schemas import size_problem
+from ..wire import number_text
 from .protocol import Content, GenerateContentRequest, GenerationConfig, Schema, ThinkingConfig, Tool, ToolConfig
 
 ROLES = ("user", "model")
 MAX_CANDIDATES = 8
 MAX_STOP_SEQUENCES = 5
 MAX_LOGPROBS = 20
+PENALTY_RANGE = (-2.0, 2.0)  # Vertex AI: minimum -2.0, maximum "up to, but not including, 2.0"
+TEMPERATURE_SLACK = 0.0001  # the real API: "supported range is from 0 (inclusive) to 2.0001 (exclusive)"
 RESPONSE_MIME_TYPES = ("text/plain", "application/json", "application/xml", "application/yaml", "text/x.enum")
-_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
+_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,63}")
 
 
 def _field(path: str, message: str, request: str = "GenerateContentRequest") -> ApiError:
     return ApiError.invalid(f"* {request}.{path}: {message}\n")
 
 
-def _number(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def _range(name: str, value: float, low: float, high: float, high_inclusive: bool = True) -> ApiError:
-    upper = f"{_number(high)} (inclusive)" if high_inclusive else f"{_number(high)} (exclusive)"
-    return ApiError.invalid(f"Unable to submit request because it has a {name} value of {_number(value)} but the "
-                            f"supported range is from {_number(low)} (inclusive) to {upper}. Update the value and "
-                            "try again.")
+def check_range(name: str, value: float | None, low: float, high: float, high_inclusive: bool = True) -> None:
+    """Refuse a value outside [low, high] (or [low, high)). NaN is outside every range, and so are the infinities."""
+    if value is None or (low <= value <= high if high_inclusive else low <= value < high):
+        return
+    upper = f"{number_text(high)} ({'inclusive' if high_inclusive else 'exclusive'})"
+    raise ApiError.invalid(f"Unable to submit request because it has a {name} value of {number_text(value)} but the "
+                           f"supported range is from {number_text(low)} (inclusive) to {upper}. Update the value "
+                           "and try again.")
 
 
 def check_contents(contents: list[Content] | None, request: str = "GenerateContentRequest") -> None:
@@ -63,27 +67,35 @@ def check_system_instruction(system: Content | None) -> None:
             raise _field(f"system_instruction.parts[{j}]", "system_instruction only supports text parts")
 
 
+# The sampling fields' JSON names, as range errors name them.
+SAMPLING_NAMES = {"temperature": "temperature", "top_p": "topP", "candidate_count": "candidateCount",
+                  "max_output_tokens": "maxOutputTokens", "presence_penalty": "presencePenalty",
+                  "frequency_penalty": "frequencyPenalty", "logprobs": "logprobs"}
+
+
+def check_sampling(cfg: GenerationConfig, model: ModelSpec, names: Mapping[str, str] = SAMPLING_NAMES) -> None:
+    """The numeric ranges of the sampling fields; `names` says what to call each field (the OpenAI surface has its
+    own). These values reach the sampler, where a NaN or an infinity would fail the whole decode batch."""
+    check_range(names["temperature"], cfg.temperature, 0, (model.max_temperature or 2.0) + TEMPERATURE_SLACK,
+                high_inclusive=False)
+    check_range(names["top_p"], cfg.top_p, 0, 1)
+    check_range(names["candidate_count"], cfg.candidate_count, 1, MAX_CANDIDATES)
+    check_range(names["max_output_tokens"], cfg.max_output_tokens, 1, model.output_token_limit + 1,
+                high_inclusive=False)
+    check_range(names["presence_penalty"], cfg.presence_penalty, *PENALTY_RANGE, high_inclusive=False)
+    check_range(names["frequency_penalty"], cfg.frequency_penalty, *PENALTY_RANGE, high_inclusive=False)
+    check_range(names["logprobs"], cfg.logprobs, 0, MAX_LOGPROBS)
+
+
 def check_generation_config(cfg: GenerationConfig, model: ModelSpec) -> None:
-    if cfg.temperature is not None and not 0 <= cfg.temperature <= (model.max_temperature or 2.0):
-        raise _range("temperature", cfg.temperature, 0, model.max_temperature or 2.0)
-    if cfg.top_p is not None and not 0 <= cfg.top_p <= 1:
-        raise _range("top_p", cfg.top_p, 0, 1)
+    if cfg.logprobs is not None and not cfg.response_logprobs:
+        raise _field("generation_config.logprobs", "logprobs is only valid when response_logprobs is true")
+    check_sampling(cfg, model)
     if cfg.top_k is not None and cfg.top_k < 1:
         raise _field("generation_config.top_k", f"top_k must be positive, got {cfg.top_k}")
-    if cfg.candidate_count is not None and not 1 <= cfg.candidate_count <= MAX_CANDIDATES:
-        raise _range("candidate_count", cfg.candidate_count, 1, MAX_CANDIDATES)
-    if cfg.max_output_tokens is not None and not 1 <= cfg.max_output_tokens <= model.output_token_limit:
-        raise _range("max_output_tokens", cfg.max_output_tokens, 1, model.output_token_limit + 1, high_inclusive=False)
     if cfg.stop_sequences is not None and len(cfg.stop_sequences) > MAX_STOP_SEQUENCES:
         raise _field("generation_config.stop_sequences",
                      f"stop_sequences must have at most {MAX_STOP_SEQUENCES} items, got {len(cfg.stop_sequences)}")
-    if cfg.logprobs is not None:
-        if not cfg.response_logprobs:
-            raise _field("generation_config.logprobs", "logprobs is only valid when response_logprobs is true")
-        if not 0 <= cfg.logprobs <= MAX_LOGPROBS:
-            raise _range("logprobs", cfg.logprobs, 0, MAX_LOGPROBS)
-    if cfg.seed is not None and not -2**31 <= cfg.seed < 2**31:
-        raise ApiError.invalid(f"Invalid value at 'generation_config.seed' (TYPE_INT32), {cfg.seed}")
     _check_response_format(cfg)
     for modality in cfg.response_modalities or []:
         if modality not in ("TEXT", "MODALITY_UNSPECIFIED"):
@@ -166,7 +178,7 @@ def check_tools(tools: list[Tool] | None, tool_config: ToolConfig | None) -> lis
                              "the answer with fixtures.")
         for j, fd in enumerate(tool.function_declarations or []):
             path = f"tools[{i}].function_declarations[{j}]"
-            if not fd.name or not _FUNCTION_NAME.match(fd.name):
+            if not fd.name or not _FUNCTION_NAME.fullmatch(fd.name):
                 raise _field(f"{path}.name", "Invalid function name. Must start with a letter or an underscore. "
                              "Must be a-z, A-Z, 0-9, or contain underscores, dots, colons and dashes, with a maximum "
                              "length of 64.")

@@ -21,6 +21,7 @@ from ..generate.protocol import GenerateContentRequest
 from ..generate.results import Chunk, Reply, Usage
 from ..generate.router import ClientGone, until_disconnected
 from ..generate.service import GenerateService
+from ..generate.validation import MAX_LOGPROBS, SAMPLING_NAMES, check_range, check_sampling
 from ..wire import JSONResponse, parse, payload_error, sse_event
 from .protocol import ChatCompletionRequest, Message
 
@@ -35,6 +36,14 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[\w=.-]+)*;base64,
 
 
 # Request ------------------------------------------------------------------------------------------------------------
+def _sampling_names(req: ChatCompletionRequest) -> dict[str, str]:
+    """Range errors name the OpenAI field the value came in."""
+    max_tokens = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+    return {**SAMPLING_NAMES, "top_p": "top_p", "candidate_count": "n", "max_output_tokens": max_tokens,
+            "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+            "logprobs": "top_logprobs"}
+
+
 def to_gemini(req: ChatCompletionRequest, google: dict[str, Any], model: ModelSpec) -> GenerateContentRequest:
     if req.web_search_options is not None:  # as Gemini's built-in tools are: an answer without search is no answer
         raise ApiError.invalid("web_search_options is not available on Pollux: it has no web search.")
@@ -53,6 +62,7 @@ def to_gemini(req: ChatCompletionRequest, google: dict[str, Any], model: ModelSp
                         ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
         if getattr(req, field) is not None:
             config[name] = getattr(req, field)
+    check_range("top_logprobs", req.top_logprobs, 0, MAX_LOGPROBS)  # checked even when logprobs is off
     if req.logprobs:
         config["responseLogprobs"] = True
         if req.top_logprobs:
@@ -73,9 +83,12 @@ def to_gemini(req: ChatCompletionRequest, google: dict[str, Any], model: ModelSp
     if google.get("cached_content"):
         body["cachedContent"] = google["cached_content"]
     try:
-        return GenerateContentRequest.model_validate(body)
+        gemini = GenerateContentRequest.model_validate(body)
     except ValidationError as exc:
         raise payload_error(exc) from None
+    if gemini.generation_config is not None:
+        check_sampling(gemini.generation_config, model, _sampling_names(req))
+    return gemini
 
 
 def _google(req: ChatCompletionRequest) -> dict[str, Any]:

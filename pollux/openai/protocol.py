@@ -1,11 +1,16 @@
 """Wire types of OpenAI chat completions, as the openai SDKs send them. Fields this layer does not use are ignored,
-as OpenAI-compatible servers do (the SDKs send `store`, `metadata`, `user`, ... freely)."""
+as OpenAI-compatible servers do (the SDKs send `store`, `metadata`, `user`, ... freely).
+
+Numbers are read as Gemini's compat layer reads them, by proto JSON rules (`wire.Float`, `wire.Int32`): never a
+boolean, never more than the Gemini field they become can hold."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from ..wire import Float, Int32
 
 
 class OpenAIModel(BaseModel):
@@ -39,17 +44,17 @@ class StreamOptions(OpenAIModel):
 class ChatCompletionRequest(OpenAIModel):
     model: str
     messages: list[Message]
-    n: int | None = None
+    n: Int32 | None = None
     stop: str | list[str] | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    max_tokens: Int32 | None = None
+    max_completion_tokens: Int32 | None = None
+    temperature: Float | None = None
+    top_p: Float | None = None
+    seed: Int32 | None = None
+    presence_penalty: Float | None = None
+    frequency_penalty: Float | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Int32 | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[dict[str, Any]] | None = None

@@ -9,8 +9,9 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (JSON, BigInteger, Column, DateTime, ForeignKey, Index, MetaData, String, Table, and_,
-                        create_engine, delete, event, func, select, update)
+                        create_engine, delete, event, func, not_, or_, select, update)
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
 
@@ -52,8 +53,11 @@ files = Table(
 )
 Index("ix_files_expire_time", files.c.expire_time)
 
-# A resumable upload in progress. `id` is the SHA-256 of the capability in the upload URL, so the database alone does
-# not let anyone write to an upload; `committed` is how many bytes are durably on disk.
+# A resumable upload. `id` is the SHA-256 of the capability in the upload URL, so the database alone does not let
+# anyone write to an upload; `committed` is how many bytes are durably on disk. `state` is `active` while bytes may
+# arrive, then `final` (kept until the upload TTL or the file's expiry, so a client that lost the finalize response can
+# query for its file), or `deleted` once that file is deleted. `key_id` is the key that opened it (no foreign key: the
+# upload is closed, not kept, when its key is revoked); NULL for uploads opened before 0003.
 uploads = Table(
     "uploads", metadata,
     Column("id", String, primary_key=True),
@@ -65,8 +69,24 @@ uploads = Table(
     Column("committed", BigInteger, nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False),
     Column("expire_time", DateTime(timezone=True), nullable=False),
+    Column("key_id", String),
+    Column("state", String, nullable=False, server_default="active"),  # active | final | deleted
 )
 Index("ix_uploads_project", uploads.c.project_id)
+Index("ix_uploads_key", uploads.c.key_id)
+
+
+def _upload_owner_live() -> ColumnElement[bool]:
+    """The upload's project still exists and the key that opened it is still live: checked at every step, since the
+    CLI revokes keys and deletes projects from another process."""
+    project = select(projects.c.id).where(projects.c.id == uploads.c.project_id).exists()
+    key = select(api_keys.c.id).where(api_keys.c.id == uploads.c.key_id, api_keys.c.revoked_at.is_(None)).exists()
+    return and_(project, or_(uploads.c.key_id.is_(None), key))
+
+
+def _upload_open() -> ColumnElement[bool]:
+    """An upload that may still take bytes."""
+    return and_(uploads.c.state == "active", uploads.c.expire_time > utcnow(), _upload_owner_live())
 
 
 def utcnow() -> datetime:
@@ -154,11 +174,40 @@ class Store:
                                   .values(revoked_at=utcnow()))
         return result.rowcount == 1
 
-    def project_for_key_hash(self, key_hash: str) -> str | None:
-        """The project of a live key, or None for an unknown or revoked one. Called on every request."""
+    def live_key(self, key_hash: str) -> tuple[str, str] | None:
+        """(key id, project id) of a live key, or None for an unknown or revoked one. Called on every request."""
         row = self._lookup.execute(
-            "SELECT project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)).fetchone()
-        return row[0] if row else None
+            "SELECT id, project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def project_for_key_hash(self, key_hash: str) -> str | None:
+        live = self.live_key(key_hash)
+        return live[1] if live else None
+
+    def delete_key_uploads(self, key_id: str) -> list[str]:
+        """Delete the uploads a (revoked) key opened, finalized ones too (their URLs were the key's to give); returns
+        the ids of those still open, whose part files the caller deletes."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(delete(uploads).where(uploads.c.key_id == key_id)
+                                .returning(uploads.c.id, uploads.c.state)).all()
+        return [r[0] for r in rows if r[1] == "active"]
+
+    def delete_project(self, project_id: str) -> dict[str, list[str]] | None:
+        """Delete a project with its keys, files and uploads, in one transaction; returns the ids of what went (of the
+        uploads, those still open: the caller deletes the bytes), or None if there was no such project."""
+        with self.engine.begin() as conn:
+            gone = {
+                "uploads": [r[0] for r in conn.execute(delete(uploads).where(uploads.c.project_id == project_id)
+                                                       .returning(uploads.c.id, uploads.c.state)) if r[1] == "active"],
+                "files": [r[0] for r in conn.execute(delete(files).where(files.c.project_id == project_id)
+                                                     .returning(files.c.id))],
+                "keys": [r[0] for r in conn.execute(delete(api_keys).where(api_keys.c.project_id == project_id)
+                                                    .returning(api_keys.c.id))],
+            }
+            if conn.execute(delete(projects).where(projects.c.id == project_id)).rowcount != 1:
+                conn.rollback()
+                return None
+        return gone
 
     # Files --------------------------------------------------------------------------------------------------------
     def insert_file(self, row: dict) -> None:
@@ -176,7 +225,8 @@ class Store:
         with self.engine.connect() as conn:
             taken = conn.execute(select(files.c.id).where(files.c.project_id == project_id, files.c.id == file_id)
                                  .union_all(select(uploads.c.file_id).where(uploads.c.project_id == project_id,
-                                                                            uploads.c.file_id == file_id))).first()
+                                                                            uploads.c.file_id == file_id,
+                                                                            uploads.c.state == "active"))).first()
         return taken is not None
 
     def list_files(self, project_id: str, limit: int, after: tuple[str, str] | None) -> list[dict]:
@@ -197,13 +247,16 @@ class Store:
     def delete_file(self, project_id: str, file_id: str) -> bool:
         with self.engine.begin() as conn:
             result = conn.execute(delete(files).where(files.c.project_id == project_id, files.c.id == file_id))
+            # The upload that made it no longer answers with it (not even with a later file of the same name).
+            conn.execute(update(uploads).where(uploads.c.project_id == project_id, uploads.c.file_id == file_id,
+                                               uploads.c.state == "final").values(state="deleted"))
         return result.rowcount == 1
 
     def file_names(self) -> set[tuple[str, str]]:
         """(project, id) of every file and of every upload's reserved file."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(files.c.project_id, files.c.id).union_all(
-                select(uploads.c.project_id, uploads.c.file_id)))
+                select(uploads.c.project_id, uploads.c.file_id).where(uploads.c.state == "active")))
             return {(r[0], r[1]) for r in rows}
 
     def expired_files(self) -> list[dict]:
@@ -221,7 +274,7 @@ class Store:
                 files.c.project_id == project_id, files.c.expire_time > utcnow())).scalar_one()
             pending = conn.execute(select(func.coalesce(func.sum(
                 func.max(func.coalesce(uploads.c.declared_size, 0), uploads.c.committed)), 0)).where(
-                uploads.c.project_id == project_id)).scalar_one()
+                uploads.c.project_id == project_id, uploads.c.state == "active")).scalar_one()
         return int(stored) + int(pending)
 
     # Uploads ------------------------------------------------------------------------------------------------------
@@ -230,30 +283,40 @@ class Store:
             conn.execute(uploads.insert().values(**row))
 
     def get_upload(self, upload_id: str) -> dict | None:
+        """An unexpired upload in any state; `owner_live` says whether its key and project are still live."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(uploads).where(uploads.c.id == upload_id, uploads.c.expire_time > utcnow())).first()
+            row = conn.execute(select(uploads, _upload_owner_live().label("owner_live"))
+                               .where(uploads.c.id == upload_id, uploads.c.expire_time > utcnow())).first()
         return dict(row._mapping) if row else None
 
     def commit_upload(self, upload_id: str, committed: int, expire_time: datetime) -> bool:
-        """Record the durable offset (and keep a live upload from expiring); False if the upload is gone."""
+        """Record the durable offset (and keep a live upload from expiring); False if the upload is gone or closed."""
         with self.engine.begin() as conn:
-            result = conn.execute(update(uploads).where(uploads.c.id == upload_id)
+            result = conn.execute(update(uploads).where(uploads.c.id == upload_id, _upload_open())
                                   .values(committed=committed, expire_time=expire_time))
         return result.rowcount == 1
 
-    def finish_upload(self, upload_id: str, file_row: dict) -> None:
-        """The upload becomes a file in one transaction: a crash leaves either the session or the file."""
+    def finish_upload(self, upload_id: str, file_row: dict, keep_until: datetime) -> bool:
+        """The upload becomes a file in one transaction (a crash leaves either the session or the file), and stays
+        until `keep_until` as the record of that file. False, with nothing done, if the upload is gone or closed."""
         with self.engine.begin() as conn:
-            conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+            # The write comes first, so the check and the insert are one atomic step against the CLI's writes.
+            result = conn.execute(update(uploads).where(uploads.c.id == upload_id, _upload_open())
+                                  .values(state="final", expire_time=keep_until))
+            if result.rowcount != 1:
+                return False
             conn.execute(files.insert().values(**file_row))
+        return True
 
     def delete_upload(self, upload_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(uploads).where(uploads.c.id == upload_id))
 
-    def expired_uploads(self) -> list[dict]:
+    def dead_uploads(self) -> list[dict]:
+        """Uploads to delete with their bytes: expired ones, and those whose key was revoked or project deleted."""
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(uploads).where(uploads.c.expire_time <= utcnow()))]
+            return [dict(r._mapping) for r in conn.execute(select(uploads).where(or_(
+                uploads.c.expire_time <= utcnow(), not_(_upload_owner_live()))))]
 
     def upload_ids(self) -> set[str]:
         with self.engine.connect() as conn:

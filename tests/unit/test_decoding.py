@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pollux.engines.base import CallEvent, Finish, TextDelta
-from pollux.engines.decoding import HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat
+from pollux.engines.decoding import (HERMES, LLAMA3, MISTRAL, GrammarError, Sequence, SequenceParams, SpecialTokens,
+                                     ToolFormat)
 
 # A toy vocabulary: ids 0-9 are the strings below; 10 = EOS, 11 = <think>, 12 = </think>, 13/14 = tool markers.
 VOCAB = ["a", "b", " c", "é"[:1], "\n", "{", "}", "x", "yz", "q", "<eos>", "<think>", "</think>", "<tc>", "</tc>"]
@@ -124,3 +126,33 @@ def test_llama3_call_is_an_answer_that_is_a_call_object():
     other = run_tokens((5, 6, 10))  # "{}" is JSON, not a call: it is the answer
     assert text(other) == "{}" and not any(isinstance(e, CallEvent) for e in other)
     assert text(run_tokens((0, 5, 6, 10))) == "a{}"  # "{" later in an answer is only text
+
+
+def test_a_tiny_temperature_is_greedy_not_nan():
+    """logits / 1e-40 is inf for every non-negative logit, and softmax(inf - inf) is NaN."""
+    logits = torch.zeros(len(VOCAB))
+    logits[0], logits[1] = 5.0, 4.0
+    events = run(SequenceParams(temperature=1e-40, max_new_tokens=3, logprobs=2), lambda i: logits.clone())
+    assert text(events) == "aaa" and events[-1] == Finish("MAX_TOKENS")
+    chosen = [lp for e in events if isinstance(e, TextDelta) for lp in e.logprobs]
+    assert len(chosen) == 3 and all(lp.logprob == 0.0 and lp.top == (("a", 0, 0.0),) for lp in chosen)
+
+
+def test_no_allowed_token_raises_for_the_batch_loop_to_contain():
+    seq = Sequence(SequenceParams(temperature=0), SPECIAL, decode, [].append)
+    with pytest.raises(GrammarError):
+        seq.choose(torch.full((len(VOCAB),), float("-inf")))
+    with pytest.raises(GrammarError):
+        seq.choose(torch.full((len(VOCAB),), float("nan")))
+
+
+def test_fail_ends_the_sequence_with_its_error_once():
+    events: list = []
+    seq = Sequence(SequenceParams(temperature=0), SPECIAL, decode, events.append)
+    seq.accept(seq.choose(peaked(0)))
+    error = RuntimeError("boom")
+    seq.fail(error)
+    seq.fail(RuntimeError("again"))
+    seq.accept(1)
+    assert seq.done and events[-1] is error and sum(e is error for e in events) == 1
+    assert not any(isinstance(e, Finish) for e in events)
