@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..admission import BUDGET
 from ..errors import ApiError
 from ..media import MediaError
 from ..media.documents import PdfDocument
@@ -272,10 +273,12 @@ class TransformersEngine:
         register_heif()
         try:
             image = Image.open(io.BytesIO(media.read()))
-            image.load()
+            # Decoding and converting hold the pixels twice, 4 bytes each at most: claimed from the memory budget.
+            with BUDGET.held(image.width * image.height * 8):
+                image.load()
+                return image.convert("RGB")
         except (UnidentifiedImageError, OSError) as exc:
             raise ApiError.invalid(f"Unable to process input image: {exc}") from None
-        return image.convert("RGB")
 
     def _frames(self, media: Media) -> list[Any]:
         """A video as a vision model sees it: frames sampled at videoMetadata.fps (1 a second by default), within its

@@ -3,10 +3,12 @@ for vision models that take a video as a sequence of images."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from ..admission import BUDGET
 from .errors import MediaError
 from .probe import _FFMPEG_FORMATS
 
@@ -35,12 +37,17 @@ def sample_frames(source: Path | str | bytes, fps: float = 1.0, start: float = 0
     bad = "The video could not be decoded: the data is damaged, truncated or not video."
     frames: list[Image.Image] = []
     try:
-        with _open(source) as data, av.open(data, container_options={"format_whitelist": _FFMPEG_FORMATS},
-                           metadata_errors="ignore") as container:
+        with contextlib.ExitStack() as stack, _open(source) as data, \
+                av.open(data, container_options={"format_whitelist": _FFMPEG_FORMATS},
+                        metadata_errors="ignore") as container:
             if not container.streams.video:
                 raise MediaError("The file has no video stream.")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # frame-threaded decoding: most of the cost here is decoding frames we skip
+            # Claimed from the memory budget: a few full frames in the decoder's threads, and the thumbnails kept.
+            ctx = stream.codec_context
+            claim = (ctx.width or 0) * (ctx.height or 0) * 4 * 4 + max_frames * max_side * max_side * 3
+            stack.enter_context(BUDGET.held(claim))
             # Offsets count from the first timestamp, which is not 0 in e.g. MPEG-TS.
             origin = (container.start_time or 0) / av.time_base
             if end is None and container.duration:
