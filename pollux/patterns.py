@@ -24,12 +24,9 @@ from typing import Any
 import re2
 import regex
 
-try:
-    import re._constants as sre_constants  # type: ignore[import-not-found]
-    import re._parser as sre_parse  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - Python < 3.11
-    import sre_constants  # type: ignore[no-redef]
-    import sre_parse  # type: ignore[no-redef]
+# The parser of Python's own `re` (3.11+), whose trees the sampler walks.
+import re._constants as sre_constants  # type: ignore[import-not-found]
+import re._parser as sre_parse  # type: ignore[import-not-found]
 
 # The longest pattern taken: far beyond any real schema's, and it bounds parsing and compiling.
 MAX_PATTERN_CHARS = 10_000
@@ -38,11 +35,14 @@ MATCH_SECONDS = 0.1
 
 
 class PatternError(ValueError):
-    """A pattern that is malformed, or that needs a feature RE2 does not have."""
+    """A pattern that is malformed, too long, too slow to match, or one strings cannot be drawn for."""
 
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a refused pattern is the caller's answer, not a line on the server's stderr
+# Memory for a program and its DFA cache (RE2's default is 8 MB): cached programs stay within 128 x 1 MB. A pattern
+# too large for it runs on the fallback; one whose DFA outgrows it is matched more slowly, still in linear time.
+_OPTIONS.max_mem = 1 << 20
 # ECMA-262 (JSON Schema's dialect) writes a code point as \uXXXX, which RE2 spells \x{XXXX}. Each match takes one
 # backslash with what it escapes, so an escaped backslash before a `u` is left alone.
 _ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.))", re.DOTALL)
@@ -90,11 +90,11 @@ class _TimeLimited:
         try:
             return self.compiled.search(text, timeout=limit, concurrent=True) is not None
         except TimeoutError:
-            raise PatternError(f"matching the pattern took too long (it backtracks, and RE2 cannot run it in "
+            raise PatternError("matching the pattern took too long (it backtracks, and RE2 cannot run it in "
                                "linear time)") from None
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=128)
 def program(pattern: str) -> _Linear | _TimeLimited:
     """A matcher for a JSON Schema pattern; PatternError if the pattern is malformed."""
     if len(pattern) > MAX_PATTERN_CHARS:
@@ -136,7 +136,7 @@ class TooLong(Exception):
     """This draw passed the longest string wanted: start another."""
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=128)
 def _parse(pattern: str) -> Any:
     program(pattern)
     try:
@@ -173,7 +173,7 @@ class Sampler:
     def sample(self, low: int, high: float, shortest: bool = False) -> str:
         """A string for the pattern, aimed at a length in [low, high]. `shortest` picks the narrowest branches (for
         tight upper bounds). May return a string outside the range, or not matching (`\\b`, `$` inside): callers
-        check. Raises TooLong when the draw passes `high` by far."""
+        check. Raises TooLong as soon as the draw passes `high`."""
         if self.min_width > high:
             raise TooLong(f"every string for the pattern has at least {self.min_width} characters")
         target = max(low, self.min_width)
