@@ -27,7 +27,7 @@ from typing import Any
 from ..admission import BUDGET
 from ..errors import ApiError
 from ..media import MediaError
-from ..media.documents import PdfDocument
+from ..media.documents import DEFAULT_MAX_SIDE, PdfDocument
 from ..media.probe import register_heif
 from ..media.video import sample_frames
 from .accounting import media_tokens
@@ -294,7 +294,11 @@ class TransformersEngine:
         """Each page's native text, and its rendered image when the model can see."""
         with PdfDocument(media.path or media.data) as pdf:
             texts = [f"[page {i + 1}]\n{pdf.page_text(i)}\n\n" for i in range(pdf.page_count)]
-            pages = [pdf.render_page(i) for i in range(pdf.page_count)] if self.multimodal else None
+            pages = None
+            if self.multimodal:
+                # Up to 1000 pages of 768-px RGB: claimed from the memory budget while they are rendered.
+                with BUDGET.held(pdf.page_count * DEFAULT_MAX_SIDE * DEFAULT_MAX_SIDE * 3):
+                    pages = [pdf.render_page(i) for i in range(pdf.page_count)]
         return texts, pages
 
     def _render(self, messages: list[dict[str, Any]], functions: list[FunctionSpec], thinking: bool) -> str:
