@@ -99,6 +99,12 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
+async def _request_body(request: Request, services: Services) -> bytes:
+    """An API request's body, within the limits on its bytes and on its JSON values."""
+    limits = services.settings.limits
+    return await read_body(request, limits.max_request_bytes, limits.max_request_values)
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 ModelVerb = Callable[[Request, Services, str, bytes], Awaitable[Response]]
 
@@ -168,8 +174,7 @@ async def model_action(request: Request) -> Response:
     handler = MODEL_VERBS.get(verb)
     if not name or handler is None:
         raise model_not_found(name or verb, request.path_params["version"], verb or "this method")
-    body = await read_body(request, services.settings.limits.max_request_bytes,
-                           services.settings.limits.max_request_values)
+    body = await _request_body(request, services)
     return await handler(request, services, name, body)
 
 
@@ -213,24 +218,20 @@ async def download_file(request: Request) -> Response:
 @authorized
 async def openai_embeddings(request: Request) -> Response:
     services = _services(request)
-    limits = services.settings.limits
-    return await embed_openai.embeddings(request, services.embeddings, limits.max_request_bytes,
-                                         limits.max_request_values)
+    return await embed_openai.embeddings(request, services.embeddings, await _request_body(request, services))
 
 
 @authorized
 async def openai_chat(request: Request) -> Response:
     services = _services(request)
-    body = await read_body(request, services.settings.limits.max_request_bytes,
-                           services.settings.limits.max_request_values)
+    body = await _request_body(request, services)
     return await openai_chat_router.chat_completions(request, services.generate, request.state.project_id, body)
 
 
 @authorized
 async def openai_images_generations(request: Request) -> Response:
     services = _services(request)
-    body = await read_body(request, services.settings.limits.max_request_bytes,
-                           services.settings.limits.max_request_values)
+    body = await _request_body(request, services)
     return await openai_images.generations(request, services.images, body)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import json
 import logging
 import math
@@ -258,7 +259,7 @@ def size_problem(schema: Any) -> str | None:
     if _nesting(schema) > MAX_SCHEMA_NESTING:
         return f"it is nested more than {MAX_SCHEMA_NESTING} levels deep"
     # Proto JSON lets `responseSchema.minimum` be "NaN": a bound no JSON value can be compared with, or written.
-    if any(isinstance(v, float) and not math.isfinite(v) for v in _leaves(schema)):
+    if any(isinstance(v, float) and not math.isfinite(v) for v in _values(schema)):
         return "it holds a number that is not finite (NaN or Infinity)"
     return None
 
@@ -799,32 +800,21 @@ class _Generator:
                     yield k
 
 
-def _nodes(value: Any, limit: float = math.inf) -> int:
-    """How many values a JSON document holds, containers included (counted without recursion, and only until
-    `limit` is passed)."""
-    count = 0
-    stack = [value]
-    while stack and count <= limit:
-        item = stack.pop()
-        count += 1
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return count
-
-
-def _leaves(value: Any) -> Iterator[Any]:
-    """The scalar values of a JSON document (without recursion)."""
+def _values(value: Any) -> Iterator[Any]:
+    """Every value of a JSON document, containers included (walked without recursion)."""
     stack = [value]
     while stack:
         item = stack.pop()
+        yield item
         if isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-        else:
-            yield item
+
+
+def _nodes(value: Any, limit: float = math.inf) -> int:
+    """How many values a JSON document holds, containers included (counted only until `limit` is passed)."""
+    return sum(1 for _ in itertools.islice(_values(value), None if limit == math.inf else int(limit) + 1))
 
 
 def _short(value: Any, limit: int = 200) -> str:

@@ -338,7 +338,9 @@ def test_generated_files_download_at_both_paths(server):
 
     store = Store(server.data_dir)
     try:
-        project = store.project_for_key_hash(hash_key(server.api_key))
+        live = store.live_key(hash_key(server.api_key))
+        assert live is not None
+        project = live[1]
         files = FileService(store, server.data_dir, Limits())
         file_id = "batch-" + os.urandom(4).hex()
         data = b'{"key": "1", "response": {}}\n'

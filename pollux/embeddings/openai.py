@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ApiError
-from ..wire import JSONResponse, parse, read_body
+from ..wire import JSONResponse, parse
 from .protocol import OpenAIEmbeddingsRequest
 from .service import EmbedInput, EmbedService
 
@@ -33,8 +33,8 @@ def _encode(vector: np.ndarray, encoding: str) -> np.ndarray | str:
     return np.ascontiguousarray(vector)  # orjson writes only C-contiguous arrays
 
 
-async def embeddings(request: Request, service: EmbedService, max_bytes: int, max_values: int) -> Response:
-    req = parse(OpenAIEmbeddingsRequest, await read_body(request, max_bytes, max_values))
+async def embeddings(request: Request, service: EmbedService, body: bytes) -> Response:
+    req = parse(OpenAIEmbeddingsRequest, body)
     if not req.model:
         raise ApiError.invalid("* model: model is required.\n")
     encoding = req.encoding_format or "float"

@@ -180,10 +180,6 @@ class Store:
             "SELECT id, project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def project_for_key_hash(self, key_hash: str) -> str | None:
-        live = self.live_key(key_hash)
-        return live[1] if live else None
-
     def delete_key_uploads(self, key_id: str) -> list[str]:
         """Delete the uploads a (revoked) key opened, finalized ones too (their URLs were the key's to give); returns
         the ids of those still open, whose part files the caller deletes."""
