@@ -15,9 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -13,19 +13,19 @@ import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
+import media
 import pytest
 from conftest import Server, start_server
 from google import genai
 from google.genai import errors, types
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "genai-sdk"  # ../shared beside the repo
-PDF = TESTDATA / "story.pdf"
-PNG = TESTDATA / "google.png"
-WAV = TESTDATA / "voice_sample.wav"
-MP4 = TESTDATA / "animal.mp4"
+# Sample media built by tests/media.py: a one-page PDF, a 272x92 PNG, 2.0625 s of WAV, a 2.75 s 1280x720 MP4.
+PDF = media.sample("story.pdf")
+PNG = media.sample("google.png")
+WAV = media.sample("voice_sample.wav")
+MP4 = media.sample("animal.mp4")
 TIMEOUT = 60
 
 
@@ -389,7 +389,7 @@ def test_audio_and_video_are_measured(server):
     seconds = float(video.video_metadata["videoDuration"].rstrip("s"))
     assert details[types.MediaModality.VIDEO] >= 258 * int(seconds)
     assert details[types.MediaModality.AUDIO] > 0
-    assert "wav, 98490 bytes, 2.1 s" in response.text and "video/mp4" in response.text
+    assert f"wav, {WAV.stat().st_size} bytes, 2.1 s" in response.text and "video/mp4" in response.text  # 2.0625 s
     clip = types.Part(file_data=types.FileData(file_uri=video.uri, mime_type=video.mime_type),
                       video_metadata=types.VideoMetadata(start_offset="1s", end_offset="2s", fps=2))
     clipped = client.models.generate_content(model="gemini-2.5-flash", contents=[clip, "Describe"])
@@ -407,21 +407,27 @@ def test_a_broken_inline_image_is_a_clear_400(server):
 
 # Limits and expiry -----------------------------------------------------------------------------------------------------
 def test_quotas_expiry_and_cleanup(tmp_path):
-    config = ("[limits]\nmax_file_bytes = 60000\nmax_project_bytes = 70000\nfile_ttl_seconds = 3\n"
+    # Limits sized to the sample files: the PDF fits under both, a second PDF would pass the project's limit, and the
+    # video is over the per-file limit.
+    pdf_bytes = PDF.stat().st_size
+    max_file, max_project = 2 * pdf_bytes, pdf_bytes + pdf_bytes // 2
+    assert MP4.stat().st_size > max_file
+    config = (f"[limits]\nmax_file_bytes = {max_file}\nmax_project_bytes = {max_project}\nfile_ttl_seconds = 3\n"
               "upload_ttl_seconds = 3\n")
     data = tmp_path / "data"
     with start_server(data, config=config) as srv:
         client = client_for(srv)
         with pytest.raises(errors.APIError) as err:
-            client.files.upload(file=MP4)  # 934 kB: over the 60 kB per-file limit
+            client.files.upload(file=MP4)  # over the per-file limit
         assert err.value.code == 400 and "exceeds the limit" in err.value.message
-        kept = client.files.upload(file=PDF)  # 39 kB
+        kept = client.files.upload(file=PDF)
         with pytest.raises(errors.APIError) as err:
-            client.files.upload(file=PDF)  # a second would pass the project's 70 kB
+            client.files.upload(file=PDF)  # a second would pass the project's limit
         assert err.value.code == 429 and err.value.status == "RESOURCE_EXHAUSTED"
-        # Without a declared size the quota holds while the bytes arrive, and a failed one-shot upload holds nothing.
+        # Without a declared size the quota holds while the bytes arrive, and a failed one-shot upload holds nothing:
+        # a PDF's worth of bytes is under the file limit, but with the kept PDF over the project's.
         for _ in range(2):
-            r = httpx.post(f"{srv.base_url}/upload/v1beta/files?uploadType=media", content=MP4.read_bytes()[:40000],
+            r = httpx.post(f"{srv.base_url}/upload/v1beta/files?uploadType=media", content=MP4.read_bytes()[:pdf_bytes],
                            headers={"x-goog-api-key": srv.api_key, "Content-Type": "video/mp4"}, timeout=TIMEOUT)
             assert r.status_code == 400 and "storage" in r.json()["error"]["message"], r.text
         assert not list((data / "uploads").glob("*.part"))

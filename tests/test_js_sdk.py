@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import media
 import pytest
 
 JS_DIR = Path(__file__).resolve().parent / "js"
@@ -352,7 +353,7 @@ def test_errors(js_sdk, server):
 
 
 def test_files_upload_blob_and_path_then_use_and_delete(js_sdk, server):
-    pdf = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "genai-sdk" / "story.pdf"
+    pdf = media.sample("story.pdf")
     out = node_json(js_sdk, server, "files.mjs", PDF_PATH=str(pdf))
     size = str(pdf.stat().st_size)
     assert out["blob"] == {"name": out["blob"]["name"], "displayName": "JS blob", "sizeBytes": size, "state": "ACTIVE",

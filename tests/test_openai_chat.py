@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import httpx
+import media
 import openai
 import pytest
 from openai import OpenAI
 from pydantic import BaseModel
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "genai-sdk"
 TIMEOUT = 60
 
 
@@ -157,8 +156,8 @@ def test_structured_output_parse(oai):
 
 
 def test_image_and_audio_parts(oai):
-    image = base64.b64encode((TESTDATA / "google.png").read_bytes()).decode()
-    audio = base64.b64encode((TESTDATA / "voice_sample.wav").read_bytes()).decode()
+    image = base64.b64encode(media.sample("google.png").read_bytes()).decode()
+    audio = base64.b64encode(media.sample("voice_sample.wav").read_bytes()).decode()
     response = oai.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": [
         {"type": "text", "text": "What is in this image and this audio?"},
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},

@@ -17,6 +17,7 @@ import sys
 
 import httpx
 import jsonschema
+import media
 import pytest
 import tiny_models
 from conftest import start_server
@@ -404,12 +405,12 @@ def test_signature_restores_the_reasoning_and_rejects_tampering(hf, client):
     assert exc.value.code == 400 and "Corrupted thought signature" in exc.value.message
 
 
-PDF = tiny_models.Path(__file__).resolve().parents[2] / "shared" / "testdata" / "genai-sdk" / "story.pdf"
+PDF = media.sample("story.pdf")  # tests/media.py: one page of text, "The Whispering Woods"
 
 
 def test_video_frames_to_a_vision_model(client, models):
     """A vision model sees a video as frames sampled a second apart; a text-only model cannot read it."""
-    video = types.Part.from_bytes(data=(PDF.parent / "animal.mp4").read_bytes(), mime_type="video/mp4")
+    video = types.Part.from_bytes(data=media.sample("animal.mp4").read_bytes(), mime_type="video/mp4")
     response = client.models.generate_content(model="tiny-vision", contents=[video, "Describe"],
                                               config=types.GenerateContentConfig(max_output_tokens=2))
     details = {d.modality: d.token_count for d in response.usage_metadata.prompt_tokens_details}
@@ -421,7 +422,7 @@ def test_video_frames_to_a_vision_model(client, models):
     from pollux.engines.hf import HFOptions, TransformersEngine
     from pollux.media import inspect_bytes
 
-    data = (PDF.parent / "animal.mp4").read_bytes()
+    data = media.sample("animal.mp4").read_bytes()
     info = inspect_bytes(data, "video/mp4")
     engine = TransformersEngine(HFOptions.from_dict({"source": models["vision"], "threads": 1, "workers": 1}))
     try:

@@ -2,7 +2,8 @@
 
 Ground truth comes from somewhere other than the code under test wherever possible: the stdlib `wave` module, the
 MP4 `mvhd` box and PNG/JPEG headers parsed here, PDF objects counted in the raw bytes, or media built in the test
-with a known length.
+with a known length. The sample files (story.pdf, dog.jpg, animal.mp4, ...) are built by tests/media.py, whose
+constants say what each was built to be.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import random
 import re
 import struct
+import sys
 import threading
 import wave
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +25,9 @@ from pollux.media import (MIME_ALLOWLIST, MediaError, MediaInfo, PdfDocument, au
                           inspect_bytes, is_supported, modality_of, pdf_page_tokens, sample_frames, video_frames,
                           video_tokens)
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "genai-sdk"  # ../shared beside the repo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import media  # noqa: E402  (tests/media.py: the sample files, built here)
+from media import sample  # noqa: E402
 
 
 # Independent parsers for ground truth ------------------------------------------------------------------------------
@@ -165,20 +169,20 @@ def test_is_supported_normalises_and_rejects() -> None:
 
 def test_unsupported_mime_is_refused() -> None:
     with pytest.raises(MediaError, match="Unsupported MIME type: 'application/zip'"):
-        inspect(DATA / "dog.jpg", "application/zip")
+        inspect(sample("dog.jpg"), "application/zip")
 
 
 def test_media_error_is_value_error_and_info_is_frozen() -> None:
     assert issubclass(MediaError, ValueError)
-    info = inspect(DATA / "google.png", "image/png")
+    info = inspect(sample("google.png"), "image/png")
     with pytest.raises(AttributeError):
         info.width = 1  # type: ignore[misc]
 
 
 def test_empty_file_is_refused() -> None:
-    assert (DATA / "a-man-and-a-dog.png").stat().st_size == 0
+    assert sample("a-man-and-a-dog.png").stat().st_size == 0
     with pytest.raises(MediaError, match="empty"):
-        inspect(DATA / "a-man-and-a-dog.png", "image/png")
+        inspect(sample("a-man-and-a-dog.png"), "image/png")
 
 
 # Images ------------------------------------------------------------------------------------------------------------
@@ -187,9 +191,9 @@ def test_empty_file_is_refused() -> None:
                                                    ("dog.jpg", "image/jpeg", jpeg_size),
                                                    ("man.jpg", "image/jpeg", jpeg_size)])
 def test_image_sizes_match_headers(name: str, mime: str, header_size) -> None:
-    data = (DATA / name).read_bytes()
+    data = sample(name).read_bytes()
     expected = header_size(data)
-    info = inspect(DATA / name, mime)
+    info = inspect(sample(name), mime)
     assert info == MediaInfo(mime, "IMAGE", len(data), width=expected[0], height=expected[1])
     assert inspect_bytes(data, mime + "; foo=bar") == info
 
@@ -217,14 +221,14 @@ def test_random_bytes_as_png() -> None:
 
 @pytest.mark.parametrize("name,mime", [("google.png", "image/png"), ("dog.jpg", "image/jpeg")])
 def test_truncated_image(name: str, mime: str) -> None:
-    data = (DATA / name).read_bytes()
+    data = sample(name).read_bytes()
     with pytest.raises(MediaError, match="could not be decoded"):
         inspect_bytes(data[: len(data) // 2], mime)
 
 
 def test_pdf_declared_as_image() -> None:
     with pytest.raises(MediaError, match="could not be decoded as image/png"):
-        inspect(DATA / "story.pdf", "image/png")
+        inspect(sample("story.pdf"), "image/png")
 
 
 def test_image_over_pixel_bound() -> None:
@@ -239,9 +243,9 @@ def test_image_over_pixel_bound() -> None:
 
 # PDFs --------------------------------------------------------------------------------------------------------------
 def test_story_pdf() -> None:
-    raw = (DATA / "story.pdf").read_bytes()
+    raw = sample("story.pdf").read_bytes()
     pages_in_raw = len(re.findall(rb"/Type\s*/Page(?![a-z])", raw))
-    info = inspect(DATA / "story.pdf", "application/pdf")
+    info = inspect(sample("story.pdf"), "application/pdf")
     assert info == MediaInfo("application/pdf", "DOCUMENT", len(raw), pages=pages_in_raw)
     assert info.pages == 1
     with PdfDocument(raw) as doc:
@@ -255,7 +259,7 @@ def test_story_pdf() -> None:
 
 
 def test_story_pdf_render() -> None:
-    with PdfDocument(DATA / "story.pdf") as doc:
+    with PdfDocument(sample("story.pdf")) as doc:
         image = doc.render_page(0)
         small = doc.render_page(0, max_side=200)
     assert image.mode == "RGB"
@@ -266,7 +270,7 @@ def test_story_pdf_render() -> None:
 
 
 def test_pdf_page_index_and_close() -> None:
-    doc = PdfDocument(DATA / "story.pdf")
+    doc = PdfDocument(sample("story.pdf"))
     with pytest.raises(IndexError):
         doc.page_text(1)
     doc.close()
@@ -275,7 +279,7 @@ def test_pdf_page_index_and_close() -> None:
 
 
 def test_truncated_pdf() -> None:
-    raw = (DATA / "story.pdf").read_bytes()
+    raw = sample("story.pdf").read_bytes()
     with pytest.raises(MediaError, match="could not be read as a PDF"):
         inspect_bytes(raw[: len(raw) // 2], "application/pdf")
     with pytest.raises(MediaError, match="could not be read as a PDF"):
@@ -315,7 +319,7 @@ def test_pdf_size_limit(tmp_path: Path) -> None:
 
 
 def test_pdf_thread_safety() -> None:
-    raw = (DATA / "story.pdf").read_bytes()
+    raw = sample("story.pdf").read_bytes()
     with PdfDocument(raw) as doc:
         expected_text, expected_image = doc.page_text(0), doc.render_page(0, 256).tobytes()
     docs = [PdfDocument(raw) for _ in range(4)]
@@ -338,12 +342,12 @@ def test_pdf_thread_safety() -> None:
 
 # Audio -------------------------------------------------------------------------------------------------------------
 def test_wav_duration() -> None:
-    with wave.open(str(DATA / "voice_sample.wav")) as w:
+    with wave.open(str(sample("voice_sample.wav"))) as w:
         expected = w.getnframes() / w.getframerate()
-    info = inspect(DATA / "voice_sample.wav", "audio/wav")
+    info = inspect(sample("voice_sample.wav"), "audio/wav")
     assert info.modality == "AUDIO" and info.width is None
     assert info.duration == pytest.approx(expected, abs=1e-6)
-    assert 2.0 < info.duration < 2.1
+    assert info.duration == media.WAV_SECONDS  # 49,500 frames at 24 kHz: 2.0625 s
 
 
 def test_truncated_wav_counts_real_frames() -> None:
@@ -360,11 +364,11 @@ def test_float_wav_falls_back_to_ffmpeg() -> None:
 
 
 def test_m4a_duration() -> None:
-    data = (DATA / "pixel.m4a").read_bytes()
-    info = inspect(DATA / "pixel.m4a", "audio/mp4")
-    # mvhd gives the edited length (15.91 s); FFmpeg reports the audio track's own (15.98 s, AAC priming included).
+    data = sample("pixel.m4a").read_bytes()
+    info = inspect(sample("pixel.m4a"), "audio/mp4")
+    # mvhd gives the edited length; FFmpeg may report the audio track's own (AAC priming included).
     assert info.duration == pytest.approx(mp4_duration(data), abs=0.1)
-    assert 15 < info.duration < 17
+    assert info.duration == pytest.approx(media.M4A_SECONDS, abs=0.1)  # built as 4 s of AAC
 
 
 def test_random_bytes_as_audio() -> None:
@@ -375,11 +379,11 @@ def test_random_bytes_as_audio() -> None:
 
 # Video -------------------------------------------------------------------------------------------------------------
 def test_mp4_video() -> None:
-    data = (DATA / "animal.mp4").read_bytes()
-    info = inspect(DATA / "animal.mp4", "video/mp4")
+    data = sample("animal.mp4").read_bytes()
+    info = inspect(sample("animal.mp4"), "video/mp4")
     assert (info.modality, info.width, info.height) == ("VIDEO", 1280, 720)
     assert info.duration == pytest.approx(mp4_duration(data), abs=0.05)
-    assert 2.5 < info.duration < 3.0
+    assert info.duration == pytest.approx(media.VIDEO_SECONDS, abs=0.01)  # 66 frames at 24 fps: 2.75 s
     assert inspect_bytes(data, "video/mp4") == info
 
 
@@ -389,20 +393,20 @@ def test_random_bytes_as_mp4() -> None:
 
 
 def test_truncated_mp4() -> None:
-    data = (DATA / "animal.mp4").read_bytes()
+    data = sample("animal.mp4").read_bytes()
     with pytest.raises(MediaError, match="could not be decoded as video/mp4"):
-        inspect_bytes(data[:300_000], "video/mp4")
+        inspect_bytes(data[: len(data) // 2], "video/mp4")  # the 'moov' box, written last, is cut off
 
 
 def test_audio_only_file_as_video() -> None:
     with pytest.raises(MediaError, match="no video stream"):
-        inspect(DATA / "pixel.m4a", "video/mp4")
+        inspect(sample("pixel.m4a"), "video/mp4")
 
 
 def test_image_as_video() -> None:
     # FFmpeg alone would take a JPEG as a one-frame video; the demuxer allowlist is what refuses it.
     with pytest.raises(MediaError, match="could not be decoded as video/mp4"):
-        inspect(DATA / "dog.jpg", "video/mp4")
+        inspect(sample("dog.jpg"), "video/mp4")
 
 
 def _encode(fmt: str, codec: str, *, video: bool, seconds: int = 2) -> bytes:
@@ -459,12 +463,12 @@ def test_audio_containers(fmt: str, codec: str, mime: str, tolerance: float) -> 
 
 
 def test_sample_frames() -> None:
-    frames = sample_frames(DATA / "animal.mp4")  # 2.75 s at 1 fps: t = 0, 1, 2
+    frames = sample_frames(sample("animal.mp4"))  # 2.75 s at 1 fps: t = 0, 1, 2
     assert len(frames) == 3
     assert all(f.mode == "RGB" and f.size == (768, 432) for f in frames)
     assert frames[0].tobytes() != frames[2].tobytes()
-    assert len(sample_frames((DATA / "animal.mp4").read_bytes(), fps=10, start=1.0, end=2.0)) == 10
-    spread = sample_frames(DATA / "animal.mp4", fps=24, max_frames=5, max_side=100)
+    assert len(sample_frames(sample("animal.mp4").read_bytes(), fps=10, start=1.0, end=2.0)) == 10
+    spread = sample_frames(sample("animal.mp4"), fps=24, max_frames=5, max_side=100)
     assert len(spread) == 5 and max(spread[0].size) == 100
     with pytest.raises(MediaError):
         sample_frames(random_bytes(50_000))
@@ -472,8 +476,8 @@ def test_sample_frames() -> None:
 
 # Text --------------------------------------------------------------------------------------------------------------
 def test_text() -> None:
-    info = inspect(DATA / "story.txt", "text/plain; charset=utf-8")
-    assert info == MediaInfo("text/plain", "TEXT", (DATA / "story.txt").stat().st_size)
+    info = inspect(sample("story.txt"), "text/plain; charset=utf-8")
+    assert info == MediaInfo("text/plain", "TEXT", sample("story.txt").stat().st_size)
     assert inspect_bytes(b"ok \xff\xfe", "application/json").modality == "TEXT"  # bad UTF-8 is replaced, not refused
     assert inspect_bytes(b"fn main() {}", "text/x-rust").modality == "TEXT"
 
@@ -525,8 +529,10 @@ def test_video_tokens() -> None:
     assert video_tokens(10, "gemini-3-pro-preview", resolution="MEDIA_RESOLUTION_MEDIUM") == 10 * 70 + 320
     assert video_tokens(10, "gemini-3-pro-preview", resolution="MEDIA_RESOLUTION_HIGH") == 10 * 280 + 320
     assert video_tokens(0.5, "gemini-2.5-flash") == 258 + 16
-    # animal.mp4, measured: 2.75 s → 3 frames + ceil(88.03) audio tokens
-    seconds = inspect(DATA / "animal.mp4", "video/mp4").duration
-    assert video_tokens(seconds, "gemini-2.5-flash") == 3 * 258 + 89
+    # animal.mp4, measured: 2.75 s (as built) → 3 frames + 32 · 2.75 = 88 audio tokens
+    seconds = inspect(sample("animal.mp4"), "video/mp4").duration
+    assert seconds == media.VIDEO_SECONDS
+    assert video_tokens(seconds, "gemini-2.5-flash") == 3 * 258 + 88
+    assert video_tokens(2.7508, "gemini-2.5-flash") == 3 * 258 + 89  # a fraction of an audio token rounds up
     with pytest.raises(ValueError):
         video_tokens(1, "gemini-2.5-flash", fps=0)
