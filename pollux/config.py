@@ -50,6 +50,8 @@ class ModelSpec:
     thinking_can_disable: bool = True
     thinks_by_default: bool = True
     thinking_levels: tuple[str, ...] = ("LOW", "HIGH")
+    # What generateContent may answer with (`responseModalities`): ("TEXT", "IMAGE") on the image models.
+    output_modalities: tuple[str, ...] = ("TEXT",)
     engine: str = "emulator"
     engine_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -207,7 +209,7 @@ def load_config(path: Path | None, settings: Settings) -> Settings:
         bad = set(entry) - _SPEC_FIELDS
         if bad:
             raise ValueError(f"{path}: model {model_id!r}: unknown field(s) {sorted(bad)}")
-        for key in ("methods", "thinking_budget_range", "thinking_levels"):
+        for key in ("methods", "thinking_budget_range", "thinking_levels", "output_modalities"):
             if key in entry:
                 entry[key] = tuple(entry[key])
         settings.models[model_id] = replace(base, id=model_id, **entry)
