@@ -61,6 +61,19 @@ class Server:
                 self.process.wait()
 
 
+def sql(server: Server, statement: str, *params: object) -> list[tuple]:
+    """Read or change the server's state directly, as another process (the CLI) would."""
+    from pollux.store import Store
+
+    store = Store(server.data_dir)
+    try:
+        with store.engine.begin() as conn:
+            result = conn.exec_driver_sql(statement, params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        store.close()
+
+
 def start_server(data_dir: Path, *extra: str, config: str | None = None) -> Server:
     """`pollux serve` on `data_dir` with the extra CLI arguments, and `config` as its pollux.toml when given; a
     context manager that stops it."""

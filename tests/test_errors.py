@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from typing import Any
 
 import httpx
@@ -144,13 +143,10 @@ def test_system_role_in_contents(server):
     assert_error(post(server, GENERATE, body), 400, "INVALID_ARGUMENT", message="Please use a valid role: user, model.")
 
 
-def test_body_over_100_mb_is_refused_promptly(server):
+def test_body_over_100_mb_is_refused(server):
     body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "a" * (101 * 1024 * 1024)}]}]}).encode()
-    started = time.monotonic()
     r = post(server, GENERATE, content=body)
-    elapsed = time.monotonic() - started
     assert_error(r, 400, "INVALID_ARGUMENT", message="Request payload size exceeds the limit: 104857600 bytes.")
-    assert elapsed < 10, f"took {elapsed:.1f}s"
 
 
 def test_body_over_100_mb_without_content_length(server):
@@ -161,12 +157,9 @@ def test_body_over_100_mb_without_content_length(server):
         for i in range(0, len(body), 1 << 16):
             yield body[i:i + (1 << 16)]
 
-    started = time.monotonic()
     r = httpx.post(server.base_url + GENERATE, content=chunks(), timeout=TIMEOUT,
                    headers={"x-goog-api-key": server.api_key, "Content-Type": "application/json"})
-    elapsed = time.monotonic() - started
     assert_error(r, 400, "INVALID_ARGUMENT", message="Request payload size exceeds the limit: 104857600 bytes.")
-    assert elapsed < 10, f"took {elapsed:.1f}s"
 
 
 # Models --------------------------------------------------------------------------------------------------------------
@@ -454,11 +447,10 @@ def test_unknown_paths_and_methods(server, method, path):
     {"type": "object", "minProperties": 10**9},
     {"type": "array", "minItems": 19_000, "items": {"type": "string", "pattern": "^[a-z]{5,10}@[a-z]+\\.com$"}},
 ], ids=["huge-string", "huge-nested-string", "huge-array", "huge-object", "many-patterned-strings"])
-def test_schema_larger_than_any_answer_is_refused_promptly(server, schema):
-    started = time.monotonic()
+def test_schema_larger_than_any_answer_is_refused(server, schema):
+    # How quickly is measured by bench/stall_bench.py, not here: no test depends on timing.
     r = post(server, GENERATE, with_config(responseMimeType="application/json", responseJsonSchema=schema))
     assert_error(r, 400, "INVALID_ARGUMENT", contains="cannot be satisfied")
-    assert time.monotonic() - started < 5
 
 
 def test_huge_string_parameter_in_a_function_declaration(server):
@@ -484,11 +476,9 @@ def test_a_schema_of_over_5000_values_is_refused_up_front(server, where):
 
 def test_a_costly_schema_ends_in_a_400_not_minutes_of_work(server):
     """2,000 oneOf branches that all match: each check validates every branch, and no value can match just one."""
-    started = time.monotonic()
     schema = {"oneOf": [{"type": "string"}] * 2000}
     r = post(server, GENERATE, with_config(responseMimeType="application/json", responseJsonSchema=schema))
     assert_error(r, 400, "INVALID_ARGUMENT", contains="cannot be satisfied")
-    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize("levels, nest", [
