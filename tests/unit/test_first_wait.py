@@ -40,9 +40,11 @@ def test_work_that_waits_reports_once_and_gets_what_it_awaited():
 
 def test_a_cancellation_reaches_the_work_and_errors_come_out():
     seen = []
+    started = asyncio.Event()
 
     async def cancelled():
         try:
+            started.set()
             await asyncio.sleep(10)
         except asyncio.CancelledError:
             seen.append("cancelled")
@@ -54,7 +56,7 @@ def test_a_cancellation_reaches_the_work_and_errors_come_out():
 
     async def main():
         task = asyncio.create_task(_await(FirstWait(cancelled(), lambda: None)))
-        await asyncio.sleep(0.01)
+        await started.wait()  # the work is inside its wait when the cancel comes
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
