@@ -1,22 +1,26 @@
 """The built-in model: deterministic answers that follow Gemini's semantics, with no weights.
 
 Same request and seed, same bytes. It answers in text derived from the conversation, makes JSON that validates
-against the requested schema, calls the functions the conversation points to with schema-valid arguments,
-"thinks" within the budget, and honours maxOutputTokens and stop sequences. Fixtures script exact answers.
+against the requested schema, calls the functions the prompt names with schema-valid arguments (turn after turn,
+until each has answered, so agent loops run offline), "thinks" within the budget, and honours maxOutputTokens and
+stop sequences. Fixtures script exact answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import hashlib
 import itertools
 import json
 import logging
+import math
 import random
 import re
 import zlib
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ApiError
@@ -145,7 +149,13 @@ class EmulatorEngine:
                 yield Finish("MAX_TOKENS")
                 return
 
-        calls = _function_calls(request, last_text, scripted, rng)
+        # A prompt that a fixture answers belongs to the fixture: the model adds no calls of its own to its episode.
+        prompt_scripted = False
+        if request.functions and self.fixtures:
+            prompt = _episode(request.turns).prompt
+            rule = scripted if prompt == last_text else find(self.fixtures, request.model, prompt)
+            prompt_scripted = rule is not None
+        calls = _function_calls(request, scripted, prompt_scripted, rng)
         if calls:
             for call in calls:
                 yield CallEvent(call, tokens=_segment_tokens(call, request.model)[1])
@@ -228,47 +238,252 @@ def _callable(request: GenerateRequest) -> list[FunctionSpec]:
     return [f for f in request.functions if not allowed or f.name in allowed]
 
 
-def _function_calls(request: GenerateRequest, last_text: str, scripted: Scripted | None,
+# Function calling ---------------------------------------------------------------------------------------------------
+# The emulator plans the calls of an "episode": the last user turn with text (the prompt) and the turns after it,
+# where the model's calls and the client's function responses go back and forth (automatic function calling does
+# this by itself). Each function the prompt names is called once an episode, in the order the prompt names them;
+# a function named after "then" waits for the results of those named before it. When every named function has
+# been called, the model answers in text from the responses.
+
+_MAX_CALLS_PER_FUNCTION = 16  # one call per place the prompt names, but a long list of names is not 1,000 calls
+# Words that put the functions after them in a later step ("find my location, then get the weather there").
+_CHAIN = re.compile(r"\b(?:then|after that|afterwards)\b", re.IGNORECASE)
+# A number on its own ("1000", "-2.5", "1,000"), not part of a word, a version or a run of digits too long to be exact.
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d{1,15})(?:\.\d{1,15})?(?![\w.]*\w)")
+_PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)*\b")
+_NAME_WORD = re.compile(r"[^\W\d_]+")
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One named function: the step it belongs to, and the names and numbers the prompt gives it."""
+
+    fn: FunctionSpec
+    step: int
+    names: tuple[str, ...]
+    numbers: tuple[int | float, ...]
+
+
+@dataclass
+class _Episode:
+    prompt: str  # the text of the last user turn with text
+    called: set[str]  # functions the model called, or the client answered, since the prompt
+    results: list[ToolResult]  # the function responses since the prompt (its own turn included), in order
+
+
+def _episode(turns: list[Turn]) -> _Episode:
+    start = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].role == "user"
+                  and any(isinstance(s, Text) and not s.thought for s in turns[i].segments)), -1)
+    prompt = "" if start < 0 else "\n".join(
+        s.text for s in turns[start].segments if isinstance(s, Text) and not s.thought)
+    segments = [s for t in turns[max(start, 0):] for s in t.segments if isinstance(s, (ToolCall, ToolResult))]
+    return _Episode(prompt, {s.name for s in segments}, [s for s in segments if isinstance(s, ToolResult)])
+
+
+def _function_calls(request: GenerateRequest, scripted: Scripted | None, prompt_scripted: bool,
                     rng: random.Random) -> list[ToolCall]:
-    functions = _callable(request)
-    forced = request.tool_mode == "ANY"
-    # After a function's result the model answers with it (unless it must call again); NONE never calls.
-    if request.tool_mode == "NONE" or _pending_results(request.turns) and not forced:
+    """The calls of this turn: none with mode NONE; a fixture's when one answers the request; else the named
+    functions of the episode's next step that have not been called yet; with mode ANY, the first function when
+    nothing is named or left."""
+    if request.tool_mode == "NONE":
         return []
-    if scripted is not None:
+    forced = request.tool_mode == "ANY"
+    if scripted is not None and (forced or not _pending_results(request.turns)):
         allowed = request.allowed_functions
         return [ToolCall(c["name"], dict(c.get("args") or {}), c.get("id") or _call_id(rng))
                 for c in scripted.function_calls if not allowed or c["name"] in allowed]
+    functions = _callable(request)
     if not functions:
         return []
-    wanted = [f for f in functions if _points_to(f, last_text)]
-    if not wanted and forced:
-        wanted = [functions[0]]
-    return [ToolCall(f.name, _arguments(f, rng, last_text), _call_id(rng)) for f in wanted]
+    episode = _episode(request.turns)
+    # A prompt a fixture answered is the fixture's: its calls were the whole plan, so the model now answers.
+    plan = [] if prompt_scripted else _plan(functions, episode.prompt)
+    left = [p for p in plan if p.fn.name not in episode.called]
+    if left:
+        step = min(p.step for p in left)
+        # A later step reads the responses of the step just before it ("find my location, then ... there").
+        before = {p.fn.name for p in plan if p.step == max((q.step for q in plan if q.step < step), default=-1)}
+        inputs = [r for r in episode.results if r.name in before] or episode.results
+        return [call for p in left if p.step == step for call in _calls_for(p, episode.prompt, inputs, rng)]
+    if forced:  # ANY must call, whatever is left: the first allowed function, as a model made to would
+        return [ToolCall(functions[0].name, _arguments(functions[0], rng, episode.prompt), _call_id(rng))]
+    return []
+
+
+def _calls_for(planned: _Planned, prompt: str, inputs: list[ToolResult], rng: random.Random) -> list[ToolCall]:
+    """The calls to one function: one per name when it takes a single free-text argument ("the weather in Boston
+    and in New York"), else one. Names and numbers come from the prompt's words about it, else (in a later step)
+    from the responses it waited for, else from the whole prompt."""
+    fn = planned.fn
+    names, numbers = list(planned.names), list(planned.numbers)
+    if planned.step and inputs:
+        given_names, given_numbers = _result_values(inputs)
+        names, numbers = names or given_names, numbers or given_numbers
+    names = names or _proper_nouns(prompt)
+    numbers = numbers or _numbers(prompt)
+    if len(_free_fields(fn)) == 1 and len(names) > 1:
+        return [ToolCall(fn.name, _arguments(fn, rng, prompt, [name], numbers), _call_id(rng))
+                for name in names[:_MAX_CALLS_PER_FUNCTION]]
+    return [ToolCall(fn.name, _arguments(fn, rng, prompt, names, numbers), _call_id(rng))]
+
+
+def _plan(functions: list[FunctionSpec], text: str) -> list[_Planned]:
+    """The functions the text names, in the order it names them, each with the names and numbers of its part of
+    the text: from where it is named to where the next one is. A function whose part has none takes those of the
+    next part in the same step ("the weather and the time in Paris")."""
+    mentions = sorted((pos, i, f) for i, f in enumerate(functions) if (pos := _mention(f, text)) is not None)
+    if not mentions:
+        return []
+    steps = [m.start() for m in _CHAIN.finditer(text)]
+    offset = len(text) - len(text.lstrip())  # _proper_nouns reads the stripped text
+    proper = [(m.start() + offset, m.group()) for m in _PROPER.finditer(text.strip())]
+    numbers = [(m.start(), _number(m.group())) for m in _NUMBER.finditer(text)]
+    proper_at, numbers_at = [at for at, _ in proper], [at for at, _ in numbers]
+    parts = []
+    for k, (pos, _, fn) in enumerate(mentions):
+        begin = 0 if k == 0 else pos
+        end = mentions[k + 1][0] if k + 1 < len(mentions) else len(text)
+        names = proper[bisect.bisect_left(proper_at, begin):bisect.bisect_left(proper_at, end)]
+        nums = numbers[bisect.bisect_left(numbers_at, begin):bisect.bisect_left(numbers_at, end)]
+        parts.append(_Planned(fn, bisect.bisect_left(steps, pos), tuple(dict.fromkeys(n for _, n in names)),
+                              tuple(v for _, v in nums)))
+    for k in range(len(parts) - 2, -1, -1):  # from the end, so a run of bare names borrows from its last part
+        this, after = parts[k], parts[k + 1]
+        if this.step == after.step:
+            parts[k] = _Planned(this.fn, this.step, this.names or after.names, this.numbers or after.numbers)
+    return parts
+
+
+def _mention(fn: FunctionSpec, text: str) -> int | None:
+    """Where the text first names the function (see `_points_to`), or None."""
+    if not _points_to(fn, text):
+        return None
+    lowered = _lowered(text)
+    found = [lowered.index(fn.name.lower())] if fn.name.lower() in lowered else []
+    name_words = {w.lower() for w in re.split(r"[_\W\d]+|(?<=[a-z])(?=[A-Z])", fn.name) if len(w) >= 4}
+    first, words = _first_positions(text), _text_words(text)
+    found += [first[w] for w in name_words if w in first and w in words]
+    return min(found) if found else 0
 
 
 def _points_to(fn: FunctionSpec, text: str) -> bool:
     """Whether the user's words name the function, or share a word with its name (e.g. "weather" for get_weather)."""
-    lowered = text.lower()
+    lowered = _lowered(text)
     if fn.name.lower() in lowered:
         return True
     name_words = {w for w in re.split(r"[_\W\d]+|(?<=[a-z])(?=[A-Z])", fn.name) if len(w) >= 4}
-    text_words = set(words_of(text))
+    text_words = _text_words(text)
     return any(w.lower() in text_words for w in name_words)
+
+
+# A turn reads the same prompt for every function and every call: its words are found once (a long prompt takes
+# a good part of a second).
+@functools.lru_cache(maxsize=4)
+def _text_words(text: str) -> frozenset[str]:
+    return frozenset(words_of(text))
+
+
+@functools.lru_cache(maxsize=4)
+def _lowered(text: str) -> str:
+    return text.lower()
+
+
+@functools.lru_cache(maxsize=4)
+def _first_positions(text: str) -> dict[str, int]:
+    """Where each word (lower-cased) first occurs in the text."""
+    first: dict[str, int] = {}
+    for m in _NAME_WORD.finditer(text):
+        first.setdefault(m.group().lower(), m.start())
+    return first
+
+
+def _result_values(results: list[ToolResult]) -> tuple[list[str], list[int | float]]:
+    """The names and numbers in function responses, for the calls that wait on them: a short string is a name
+    ("Boston"), a longer one gives its proper nouns."""
+    names: list[str] = []
+    numbers: list[int | float] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, bool) or value is None:
+            pass
+        elif isinstance(value, (int, float)):
+            if math.isfinite(value):
+                numbers.append(value)
+        elif isinstance(value, str):
+            short = value.strip()
+            if short and len(short.split()) <= 4 and not re.search(r"[.!?;:]\s|[.!?]$", short):
+                names.append(short)
+            else:
+                names.extend(_proper_nouns(value))
+            numbers.extend(_numbers(value))
+
+    for result in results:
+        walk(result.response)
+    return list(dict.fromkeys(names)), numbers
 
 
 def _proper_nouns(text: str) -> list[str]:
     """Capitalised words that do not start a sentence: names and places."""
-    return list(dict.fromkeys(re.findall(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)*\b", text.strip())))
+    return list(_proper_nouns_of(text))
+
+
+@functools.lru_cache(maxsize=4)
+def _proper_nouns_of(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_PROPER.findall(text.strip())))
+
+
+def _numbers(text: str) -> list[int | float]:
+    return list(_numbers_of(text))
+
+
+@functools.lru_cache(maxsize=4)
+def _numbers_of(text: str) -> tuple[int | float, ...]:
+    return tuple(_number(m.group()) for m in _NUMBER.finditer(text))
+
+
+def _number(text: str) -> int | float:
+    text = text.replace(",", "")
+    return float(text) if "." in text else int(text)
 
 
 def _prompt_words(text: str) -> list[str]:
     """Names first, then the other words: string values read like the prompt."""
+    return list(_prompt_words_of(text))
+
+
+@functools.lru_cache(maxsize=4)
+def _prompt_words_of(text: str) -> tuple[str, ...]:
     proper = _proper_nouns(text)
-    return proper + [w for w in words_of(text) if w.capitalize() not in proper]
+    return tuple(proper + [w for w in words_of(text) if w.capitalize() not in proper])
 
 
-def _arguments(fn: FunctionSpec, rng: random.Random, text: str) -> dict[str, Any]:
+def _kind(sub: Any) -> str | None:
+    """The type of a property free to take a value from the prompt: string, integer or number (nullable or not);
+    None for others, and for one with an enum, constant, pattern or format to keep to."""
+    if not isinstance(sub, dict) or set(sub) & {"enum", "const", "pattern", "format"}:
+        return None
+    declared = sub.get("type")
+    kinds = [declared] if isinstance(declared, str) else [t for t in declared if t != "null"] \
+        if isinstance(declared, list) else []
+    return kinds[0] if len(kinds) == 1 and kinds[0] in ("string", "integer", "number") else None
+
+
+def _free_fields(fn: FunctionSpec) -> list[str]:
+    """The free-text parameters a call must have (all of them when none is required)."""
+    schema = fn.parameters or {}
+    free = [k for k, sub in (schema.get("properties") or {}).items() if _kind(sub) == "string"]
+    required = [k for k in free if k in (schema.get("required") or ())]
+    return required or free
+
+
+def _arguments(fn: FunctionSpec, rng: random.Random, text: str, names: list[str] | None = None,
+               numbers: list[int | float] | None = None) -> dict[str, Any]:
     schema = fn.parameters or {"type": "object", "properties": {}}
     try:
         args = instance_for(schema, rng, _prompt_words(text))
@@ -276,19 +491,36 @@ def _arguments(fn: FunctionSpec, rng: random.Random, text: str) -> dict[str, Any
         raise ApiError.invalid(f"Function {fn.name}: its parameters schema cannot be satisfied: {exc}") from None
     if not isinstance(args, dict):
         return {}
-    # Free-text arguments take the names the prompt mentions ("Boston"), as a model would.
-    names = _proper_nouns(text)
-    free = [k for k, sub in (schema.get("properties") or {}).items()
-            if k in args and isinstance(sub, dict) and sub.get("type") == "string"
-            and not set(sub) & {"enum", "const", "pattern", "format"}]
+    props = schema.get("properties") or {}
+    # Free-text arguments take the names the prompt mentions ("Boston"), as a model would; numeric ones its numbers
+    # ("Divide 1000 by 2"), in order. Only the arguments the call has, and only if they still fit the schema.
+    names = _proper_nouns(text) if names is None else names
+    numbers = _numbers(text) if numbers is None else numbers
+    free = [k for k, sub in props.items() if k in args and _kind(sub) == "string"]
     if names and free:
-        named = {**args, **{k: names[i % len(names)] for i, k in enumerate(free)}}
-        try:
-            validate_instance(named, schema)
-            return named
-        except SchemaMismatch:
-            pass
+        args = _if_valid(args, {k: names[i % len(names)] for i, k in enumerate(free)}, schema)
+    numeric = [k for k, sub in props.items() if k in args and _kind(sub) in ("integer", "number")]
+    pool = list(numbers)
+    filled = {}
+    for key in numeric:
+        integer = _kind(props[key]) == "integer"
+        value = next((v for v in pool if not integer or isinstance(v, int) or v.is_integer()), None)
+        if value is None:
+            break
+        pool.remove(value)
+        filled[key] = int(value) if integer else value
+    if filled:
+        args = _if_valid(args, filled, schema)
     return args
+
+
+def _if_valid(args: dict[str, Any], update: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    changed = {**args, **update}
+    try:
+        validate_instance(changed, schema)
+    except SchemaMismatch:
+        return args
+    return changed
 
 
 def _call_id(rng: random.Random) -> str:
@@ -310,9 +542,11 @@ def _answer(request: GenerateRequest, last_text: str, scripted: Scripted | None,
         except SchemaMismatch as exc:
             raise ApiError.invalid(f"The response schema cannot be satisfied: {exc}") from None
         return tokenize(json.dumps(value, ensure_ascii=False))
-    results = _pending_results(request.turns)
-    if results:
-        return tokenize(" ".join(f"The {r.name} function returned {_describe(r.response)}." for r in results))
+    if _pending_results(request.turns):
+        # Every response of the episode: a chain's answer tells what each step returned.
+        results = _episode(request.turns).results
+        return tokenize(" ".join(f"The {r.name} function returned {_describe(r.response).rstrip('.')}."
+                                 for r in results))
     return _prose(request, last_text, rng)
 
 

@@ -12,6 +12,9 @@ A fixtures file (YAML or JSON) is a list of rules, tried in order; the first mat
 
 `match` keys are all optional (an empty match answers everything); `respond` has exactly one of
 `text`, `function_calls` or `error`, and may add `thought` (a thought summary for the thinking path).
+
+A rule that matches the prompt owns the turns that follow it: once the function responses to its calls come back
+(automatic function calling sends them by itself), the emulator answers from them and calls nothing of its own.
 """
 
 from __future__ import annotations
