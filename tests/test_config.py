@@ -56,3 +56,33 @@ def test_limit_of_the_wrong_type_fails_at_start(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
                              "--config", str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "positive whole number" in result.stderr
+
+
+@pytest.mark.parametrize("config, message", [
+    # A pattern's fields apply to each id it matches; there is no one entry to start from.
+    ('[models."gemini-*"]\nbase = "gemini-2.5-flash"\n', "cannot have a base"),
+    # Engines start for catalogue entries: a pattern that reaches none of them would route ids to an engine that
+    # never started.
+    ('[models."gemini-9*"]\nengine = "transformers"\nengine_options = {source = "/nowhere"}\n',
+     "routes no model of the catalogue"),
+    ('[models."gemini-*"]\nid = "other"\n', "unknown field(s) ['id']"),
+], ids=["base", "no-catalogue-match", "id"])
+def test_bad_model_pattern_fails_at_start(tmp_path, config, message):
+    path = tmp_path / "pollux.toml"
+    path.write_text(config)
+    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
+                             "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_config_entry_for_an_unlisted_gemini_id_starts_from_its_family(tmp_path):
+    # No base needed: gemini-4-flash is a flash of the newest generation, listed once it has an entry.
+    config = '[models."gemini-4-flash"]\noutput_token_limit = 1000\n'
+    with start_server(tmp_path / "data", config=config) as srv:
+        headers = {"x-goog-api-key": srv.api_key}
+        mine = httpx.get(f"{srv.base_url}/v1beta/models/gemini-4-flash", headers=headers).json()
+        family = httpx.get(f"{srv.base_url}/v1beta/models/gemini-3.5-flash", headers=headers).json()
+        assert (mine["outputTokenLimit"], mine["inputTokenLimit"]) == (1000, family["inputTokenLimit"])
+        listed = httpx.get(f"{srv.base_url}/v1beta/models?pageSize=1000", headers=headers).json()["models"]
+        assert "models/gemini-4-flash" in [m["name"] for m in listed]

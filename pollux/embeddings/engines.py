@@ -1,8 +1,10 @@
 """The embedding engine interface, and which engine serves each embedding model.
 
-A model is an embedding model when its methods include `embedContent` (gemini-embedding-001 and any id configured
-with `base = "gemini-embedding-001"`). Its `engine` picks the implementation: `emulator` (the default) is the
-built-in deterministic embedder, `transformers` a sentence-transformers or transformers encoder (`hf.py`).
+A model is an embedding model when its methods include `embedContent` (gemini-embedding-001, gemini-embedding-2, any
+id configured with one of them as `base`, and unlisted ids of their family such as gemini-embedding-3, which
+`config.lookup_model` serves as gemini-embedding-2 on its engine). Its `engine` picks the implementation: `emulator`
+(the default) is the built-in deterministic embedder, `transformers` a sentence-transformers or transformers encoder
+(`hf.py`).
 """
 
 from __future__ import annotations

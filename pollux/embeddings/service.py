@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ModelSpec, Settings, find_model
+from ..config import ModelSpec, Settings, find_model, lookup_model
 from ..errors import ApiError, model_not_found
 from ..engines.base import TokenCount
 from ..generate.protocol import Content, CountTokensRequest
@@ -80,7 +80,7 @@ class EmbedService:
     def counts_tokens(self, name: str) -> bool:
         """Whether countTokens on this model is for this service: an embedding model on an engine of its own
         (the emulator's count is the generation service's, and the same)."""
-        model = self.settings.models.get(name.removeprefix("models/"))
+        model = lookup_model(self.settings, name.removeprefix("models/"))
         return model is not None and is_embedding(model) and model.engine != "emulator"
 
     async def close(self) -> None:
