@@ -1,8 +1,10 @@
 """The transformers engine through the HTTP API and the official SDK, on tiny models the tests build offline.
 
 `gemini-2.5-flash` is the scripted model (a tiny Llama overfit on a few chats, exact answers under greedy decoding),
-`gemini-2.0-flash` a tiny random Llama (only validity can be asserted on it), `tiny-vision` a tiny Gemma 3 with a
-vision tower.
+`gemini-2.0-flash` a tiny random Llama (only validity can be asserted on it), `batched` the same Llama with batches
+that close only when they hold six requests, `tiny-vision` a tiny Gemma 3 with a vision tower. No test depends on
+how fast anything runs: concurrency is observed through events (a stream's first chunk, a batch's size, a cancelled
+generation), and waits are bounded waits for an outcome.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import jsonschema
@@ -59,6 +62,11 @@ engine_options = {{ source = "{models['mistral']}", threads = 1, workers = 1 }}
 base = "gemini-2.0-flash"
 engine = "transformers"
 engine_options = {{ source = "{models['llama3']}", threads = 1, workers = 1 }}
+
+[models."batched"]
+base = "gemini-2.0-flash"
+engine = "transformers"
+engine_options = {{ source = "{models['random']}", threads = 1, workers = 1, max_batch_size = 6, batch_wait_ms = 60000, batch_max_wait_ms = 60000 }}
 
 [models."tiny-vision"]
 base = "gemini-2.5-flash"
@@ -210,6 +218,7 @@ def test_mode_any_forces_a_valid_call_to_an_allowed_function(client):
                                                                                 allowed_function_names=["get_time"]))))
         calls = response.function_calls
         assert calls and all(c.name == "get_time" and 0 <= c.args["hour"] <= 23 for c in calls), response
+        assert response.candidates[0].finish_reason == types.FinishReason.STOP, response
 
 
 @pytest.mark.parametrize("model", ["mistral-format", "llama3-format"])
@@ -230,6 +239,7 @@ def test_mistral_and_llama3_call_formats(client, model):
             seed=seed, max_output_tokens=300, tools=tools, tool_config=forced))
         calls = response.function_calls
         assert calls and all(c.name == "get_time" and 0 <= c.args["hour"] <= 23 for c in calls), response
+        assert response.candidates[0].finish_reason == types.FinishReason.STOP, response
     result = types.Content(role="user", parts=[types.Part.from_function_response(name="get_time",
                                                                                    response={"hour": 3})])
     follow = client.models.generate_content(
@@ -278,35 +288,46 @@ def test_logprobs(client):
 
 
 async def test_concurrent_requests_are_batched(client, hf):
+    """Six requests decode as one batch. The `batched` model closes a batch when it holds six (its wait for more is a
+    minute), so how fast the requests arrive does not matter."""
     async def one(i: int):
         return await client.aio.models.generate_content(
-            model="gemini-2.0-flash", contents=f"Request {i}", config=types.GenerateContentConfig(max_output_tokens=8))
+            model="batched", contents=f"Request {i}", config=types.GenerateContentConfig(max_output_tokens=8))
     responses = await asyncio.gather(*(one(i) for i in range(6)))
     assert all(r.usage_metadata.candidates_token_count for r in responses)
     sizes = [int(line.rsplit(" ", 1)[1]) for line in hf.log().splitlines() if "batch of" in line]
-    assert max(sizes) > 1, sizes
+    assert 6 in sizes, sizes
+
+
+# Greedy decoding of this prompt on the random model never ends the turn: a stream of it runs to its limit, thousands
+# of tokens, which is the clock of the tests below (they end it themselves by going away).
+ENDLESS = {"contents": [{"parts": [{"text": "Go on and on"}]}],
+           "generationConfig": {"temperature": 0, "maxOutputTokens": 4000}}
+
+
+def _cancelled_after(hf, before: int) -> bool:
+    """Whether the server logs one more cancelled generation than `before` (a bounded wait for the log line)."""
+    deadline = time.monotonic() + 10
+    while hf.log().count("generation cancelled") <= before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return hf.log().count("generation cancelled") > before
 
 
 def test_a_request_does_not_wait_for_a_running_batch(hf):
-    """A short request that arrives while a long generation decodes is answered before that generation ends."""
-    import threading
-    import time
+    """A short request that arrives while a long generation decodes is answered while that generation goes on. The
+    long one is decoding once its first chunk is read; once the short answer is in, the long stream is dropped, and
+    the server cancels it: it was still decoding. Had the short request waited for the long one's batch, it would
+    have been answered only after the long one's last token, and nothing would be left to cancel."""
     url = f"{hf.base_url}/v1beta/models/gemini-2.0-flash:"
-    long_done = threading.Event()
-
-    def long_stream():
-        body = {"contents": [{"parts": [{"text": "Go on and on"}]}], "generationConfig": {"maxOutputTokens": 600}}
-        httpx.post(url + f"streamGenerateContent?alt=sse&key={hf.api_key}", json=body, timeout=120)
-        long_done.set()
-
-    thread = threading.Thread(target=long_stream)
-    thread.start()
-    time.sleep(1.0)  # the long one is decoding now
-    short = httpx.post(url + f"generateContent?key={hf.api_key}", timeout=120,
-                       json={"contents": [{"parts": [{"text": "Hi"}]}], "generationConfig": {"maxOutputTokens": 4}})
-    assert short.status_code == 200
-    assert not long_done.is_set()
-    thread.join()
+    before = hf.log().count("generation cancelled")
+    with httpx.stream("POST", url + f"streamGenerateContent?alt=sse&key={hf.api_key}", json=ENDLESS,
+                      timeout=120) as long:
+        lines = long.iter_lines()  # held: a line iterator that is dropped closes the stream
+        assert next(lines).startswith("data: ")
+        short = httpx.post(url + f"generateContent?key={hf.api_key}", timeout=120,
+                           json={"contents": [{"parts": [{"text": "Hi"}]}], "generationConfig": {"maxOutputTokens": 4}})
+        assert short.status_code == 200
+    assert _cancelled_after(hf, before), "the long generation had ended before the short request was answered"
 
 
 def test_candidate_count_decodes_together(client):
@@ -319,14 +340,9 @@ def test_candidate_count_decodes_together(client):
 def test_stream_disconnect_stops_generation(hf):
     url = f"{hf.base_url}/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key={hf.api_key}"
     before = hf.log().count("generation cancelled")
-    body = {"contents": [{"parts": [{"text": "Go on"}]}], "generationConfig": {"maxOutputTokens": 4000}}
-    with httpx.stream("POST", url, json=body, timeout=60) as r:
+    with httpx.stream("POST", url, json=ENDLESS, timeout=60) as r:
         assert next(r.iter_lines()).startswith("data: ")
-    import time
-    deadline = time.monotonic() + 10
-    while hf.log().count("generation cancelled") <= before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert hf.log().count("generation cancelled") > before
+    assert _cancelled_after(hf, before)
 
 
 # Images -------------------------------------------------------------------------------------------------------------
@@ -367,18 +383,31 @@ def test_model_that_cannot_load_stops_the_server_with_a_message(tmp_path, source
 
 
 def test_queue_bound_answers_503_with_retry_info(tmp_path, models):
+    """One worker, one request a batch, one waiting place. While an endless stream holds the worker (it is decoding
+    once its first chunk is read), of two more requests one waits and the other is refused at once; the one that
+    waits is answered once the stream is dropped."""
     config = (f'[models."gemini-2.0-flash"]\nengine = "transformers"\nengine_options = {{ source = '
-              f'"{models["random"]}", threads = 1, max_batch_size = 1, max_queue = 1 }}\n')
+              f'"{models["random"]}", threads = 1, workers = 1, max_batch_size = 1, max_queue = 1 }}\n')
     with start_server(tmp_path / "data", config=config) as srv:
-        async def burst():
+        base = f"{srv.base_url}/v1beta/models/gemini-2.0-flash:"
+
+        async def scenario():
             async with httpx.AsyncClient(timeout=120) as http:
-                url = f"{srv.base_url}/v1beta/models/gemini-2.0-flash:generateContent?key={srv.api_key}"
-                body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 64}}
-                return await asyncio.gather(*(http.post(url, json=body) for _ in range(6)))
-        responses = asyncio.run(burst())
-        codes = sorted(r.status_code for r in responses)
-        assert codes[0] == 200 and codes[-1] == 503, codes
-        error = next(r for r in responses if r.status_code == 503).json()["error"]
+                body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 8}}
+                async with http.stream("POST", base + f"streamGenerateContent?alt=sse&key={srv.api_key}",
+                                       json=ENDLESS) as endless:
+                    lines = endless.aiter_lines()  # held: a line iterator that is dropped closes the stream
+                    assert (await anext(lines)).startswith("data: ")
+                    pending = {asyncio.ensure_future(http.post(base + f"generateContent?key={srv.api_key}",
+                                                               json=body)) for _ in range(2)}
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    refused = done.pop().result()
+                # The stream is gone: the worker takes the request that waited.
+                return refused, await pending.pop()
+
+        refused, waited = asyncio.run(scenario())
+        assert refused.status_code == 503 and waited.status_code == 200, (refused.text, waited.text)
+        error = refused.json()["error"]
         assert error["status"] == "UNAVAILABLE"
         assert any(d["@type"].endswith("RetryInfo") for d in error["details"])
 

@@ -10,6 +10,10 @@ No weights can be downloaded where Pollux is tested, so every model here is made
   answer exactly: deterministic end-to-end tests of plain text, JSON, tool calls, thinking and multi-byte UTF-8.
 - ``build_gemma3_mm``: a random multimodal Gemma 3 (SigLIP tower, 64x64 images, 16 tokens per image) with a
   ``Gemma3Processor``.
+- ``build_qwen3`` / ``build_qwen3_thinking``: a random ``Qwen3ForCausalLM`` with Qwen's own chat template (tool calls
+  as ``<tool_call>\n{...}\n</tool_call>``), and the same weights with the thinking-only template variant.
+- ``build_mistral_format`` / ``build_llama3_format``: the random tiny Llama with Mistral's and Llama 3.1's tokens and
+  tool templates.
 
 Every builder takes a root directory, builds into a sub-directory of it and returns that path. Builds are cached:
 a directory holding a complete build of the same recipe version (its marker file, written last) is returned at
@@ -585,6 +589,142 @@ def build_llama3_format(root: Path | str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Qwen3: the architecture and the real chat template of Qwen 2.5/3, whose calls put the tag and the JSON on separate
+# lines (`<tool_call>\n{...}\n</tool_call>`), with random weights. Its thinking and its tool-call lines are the
+# stock form that Pollux must read from the template, not the one-line form the scripted model is taught.
+
+QWEN3_TEMPLATE = r"""
+{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {{- messages[0].content + '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if message.content is string %}
+        {%- set content = message.content %}
+    {%- else %}
+        {%- set content = '' %}
+    {%- endif %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {%- set reasoning_content = '' %}
+        {%- if message.reasoning_content is string %}
+            {%- set reasoning_content = message.reasoning_content %}
+        {%- else %}
+            {%- if '</think>' in content %}
+                {%- set reasoning_content = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
+                {%- set content = content.split('</think>')[-1].lstrip('\n') %}
+            {%- endif %}
+        {%- endif %}
+        {%- if loop.index0 > ns.last_query_index %}
+            {%- if loop.last or (not loop.last and reasoning_content) %}
+                {{- '<|im_start|>' + message.role + '\n<think>\n' + reasoning_content.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}
+            {%- else %}
+                {{- '<|im_start|>' + message.role + '\n' + content }}
+            {%- endif %}
+        {%- else %}
+            {{- '<|im_start|>' + message.role + '\n' + content }}
+        {%- endif %}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\n\n</think>\n\n' }}
+    {%- endif %}
+{%- endif %}
+""".strip()
+
+# Qwen3's thinking-only variant (Qwen3-*-Thinking-2507): the generation prompt itself opens the thoughts, so the model
+# always thinks first, for as long as it likes.
+QWEN3_THINKING_TEMPLATE = QWEN3_TEMPLATE[:QWEN3_TEMPLATE.index("{%- if add_generation_prompt %}")] + r"""
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n<think>\n' }}
+{%- endif %}
+""".strip("\n")
+
+
+def _save_qwen3(root: Path | str, out: Path, template: str) -> None:
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(build_tokenizer(root))
+    tokenizer.chat_template = template
+    eos, pad = tokenizer.convert_tokens_to_ids([IM_END, ENDOFTEXT])
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, bos_token_id=pad, eos_token_id=eos,
+        pad_token_id=pad, tie_word_embeddings=False)
+    torch.manual_seed(SEED)
+    model = Qwen3ForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(bos_token_id=pad, eos_token_id=[eos, pad], pad_token_id=pad)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def build_qwen3(root: Path | str) -> Path:
+    """A random tiny Qwen3ForCausalLM (2 layers, hidden 64) with the ChatML tokenizer and Qwen3's own chat template
+    (QWEN3_TEMPLATE: thinking, and tool calls as `<tool_call>\\n{...}\\n</tool_call>`), in root/tiny-qwen3."""
+    return _cached_build(root, "tiny-qwen3", lambda out: _save_qwen3(root, out, QWEN3_TEMPLATE))
+
+
+def build_qwen3_thinking(root: Path | str) -> Path:
+    """The same random tiny Qwen3 (same weights) with QWEN3_THINKING_TEMPLATE, whose prompt ends in an open <think>,
+    in root/tiny-qwen3-thinking."""
+    return _cached_build(root, "tiny-qwen3-thinking", lambda out: _save_qwen3(root, out, QWEN3_THINKING_TEMPLATE))
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # A tiny text-to-image pipeline (the shape of Stable Diffusion, random weights), for the diffusers image engine.
 
 
@@ -760,7 +900,7 @@ def build_all(root: Path | str, small: bool = True) -> dict[str, tuple[Path, flo
     """Build (or find cached) every model; returns {name: (path, seconds)}."""
     builders: list[tuple[str, Callable[[Path | str], Path]]] = [
         ("tokenizer", build_tokenizer), ("tiny-llama", build_llama), ("scripted-llama", build_scripted),
-        ("tiny-gemma3-mm", build_gemma3_mm),
+        ("tiny-gemma3-mm", build_gemma3_mm), ("tiny-qwen3", build_qwen3), ("tiny-qwen3-thinking", build_qwen3_thinking),
     ]
     if small:
         builders.append(("small-llama", build_small_llama))

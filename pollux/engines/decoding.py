@@ -4,6 +4,10 @@ A `Sequence` is driven one token at a time by the batch loop (`hf.py`): `choose`
 model's logits row and `accept` folds it into the output, emitting engine events (one per token, so usage counts
 stay exact). Either may raise; the batch loop then ends that sequence alone with `fail`. Nothing here knows about
 batches, HTTP or Gemini JSON.
+
+An answer held to a grammar (a response schema, forced or validated calls) gets to end: once the tokens left come
+down to what the grammar needs to close, each token heads for the end, and dynamic thinking before such an answer
+stops in time for it (`constrained_thinking_budget`).
 """
 
 from __future__ import annotations
@@ -35,15 +39,44 @@ class ToolFormat:
     close: int | None = None  # the marker after each call; None: the calls run to the end of the turn
     many: bool = False  # the body is a JSON list of calls (else one call object per marker pair)
     args_key: str = "arguments"  # where the arguments are: Llama 3 writes "parameters"
+    # The layout the chat template writes calls in: the text between the opening marker and the JSON, between the
+    # JSON and the closing marker, and between one call and the next (Qwen: newlines), and its JSON separators.
+    before: str = ""
+    after: str = ""
+    between: str = ""
+    separators: tuple[str, str] = (", ", ": ")
 
-    @property
-    def markers(self) -> int:
-        return (self.open is not None) + (self.close is not None)
 
+CLOSE_PROBE_LIMIT = 512  # the furthest a grammar's end is looked for; further is "not in sight"
 
 HERMES = "hermes"  # Qwen 2.5/3, Hermes and other ChatML models: <tool_call>{"name", "arguments"}</tool_call>
 MISTRAL = "mistral"  # Mistral v3+ tokenizers: [TOOL_CALLS][{"name", "arguments"}, ...] to the end of the turn
 LLAMA3 = "llama3"  # Llama 3.1-3.3: an answer that is {"name", "parameters"} alone
+
+
+# Dynamic thinking before an answer held to a grammar (a response schema, a forced call) may spend at most this share of
+# maxOutputTokens: the rest is the answer's, which would otherwise be cut, or never start, when the thoughts run long.
+THINKING_SHARE = 0.5
+
+
+def constrained_thinking_budget(max_new_tokens: int, answer_tokens: int | None) -> int:
+    """The thinking budget of dynamic thinking before an answer that must follow a grammar: THINKING_SHARE of the
+    output limit, and never the room that the shortest valid answer (`answer_tokens`; None: it does not fit at all)
+    needs after the token that ends the thoughts."""
+    if answer_tokens is None:
+        return 0
+    return max(0, min(int(max_new_tokens * THINKING_SHARE), max_new_tokens - answer_tokens - 1))
+
+
+def _struct_int(text: str) -> int | float:
+    """A JSON integer as a call's arguments can carry it: Gemini's are a protobuf Struct, whose numbers are doubles,
+    so an integer past 2**53 is a double (and one past the doubles is infinite, which the wire writes as null). Long
+    digit strings never go through int(), which refuses more than 4300 digits."""
+    if len(text.lstrip("-")) <= 16:
+        value = int(text)
+        if abs(value) < 2**53:
+            return value
+    return float(text)
 
 
 @dataclass(frozen=True)
@@ -115,6 +148,8 @@ class Sequence:
         self._answer = ""  # the answer so far, and how much of it was sent
         self._sent = 0
         self._tool_ids: list[int] = []
+        self._held = 0  # tokens of a call being written, counted when it is emitted (or when the sequence ends)
+        self._closing = False  # out of room: from now on each token heads for the end of the grammar
         self._counts: dict[int, int] = {}
         self._logprob: TokenLogprob | None = None
         self._generator = torch.Generator().manual_seed(params.seed)
@@ -144,6 +179,12 @@ class Sequence:
             logits[s.think_open] = float("-inf")
         if not bool((logits > float("-inf")).any()):
             raise GrammarError("No token can come next: the grammar allows none, or the logits are not numbers.")
+        grammar = self._grammar()
+        if grammar is not None and self._must_close(grammar):
+            token = grammar.closing_choice(logits)
+            if token is not None:
+                self._logprob = self._logprob_of(logits, token) if p.logprobs is not None else None
+                return token
         if p.temperature <= 0:
             scaled = logits
             token = int(torch.argmax(logits))
@@ -157,16 +198,40 @@ class Sequence:
         return token
 
     def _forced(self) -> int | None:
-        """Tokens the engine decides alone: close thinking when the budget is spent, end after a complete grammar."""
+        """The token the engine decides alone: close thinking when the budget is spent."""
         p, s = self.params, self.special
         if self._phase == "thinking" and s.think_close is not None and p.thinking_budget is not None \
                 and self.thought_tokens >= p.thinking_budget:
             return s.think_close
-        if self._phase != "thinking" and self.answer_matcher is not None and self.answer_matcher.finished:
-            return min(s.eos)
-        if self._phase == "tool" and self._call is not None and self._call.finished:
-            return min(s.eos)  # a validated call that runs to the end of the turn is complete
         return None
+
+    def _grammar(self) -> Matcher | None:
+        """The grammar the next token answers to: the whole answer's, else (mode VALIDATED) the open call's."""
+        if self._phase == "thinking":
+            return None
+        if self.answer_matcher is not None:
+            return self.answer_matcher
+        return self._call if self._phase == "tool" else None
+
+    def _must_close(self, grammar: Matcher) -> bool:
+        """Whether the tokens left are about what the grammar needs to end, so that it must head there now. How far
+        the end is gets measured again each time the room left has halved towards the last measure (a token can
+        move the end away: a new key, a nested object), and at every step once close."""
+        if self._closing:
+            return True
+        remaining = self.params.max_new_tokens - self.generated
+        if grammar.estimate is not None and remaining > grammar.probe_at:
+            return False
+        need = grammar.tokens_to_close(min(remaining, CLOSE_PROBE_LIMIT))
+        if need is None:  # not in sight, or not within the room left: look again when the room has halved
+            grammar.estimate, grammar.probe_at = remaining, remaining // 2
+            return False
+        slack = max(2, need // 4)  # a model may spell what is left in more tokens than the measure
+        if need + slack >= remaining:
+            self._closing = True
+            return True
+        grammar.estimate, grammar.probe_at = need, need + slack + (remaining - need - slack) // 2
+        return False
 
     def _sample(self, logits: torch.Tensor) -> int:
         p = self.params
@@ -203,18 +268,12 @@ class Sequence:
         logprob, self._logprob = self._logprob, None
         fmt = s.tools
         if token in s.eos:
-            if self._phase != "tool":
-                return self.finish("STOP")
-            if fmt is not None and fmt.close is None and self._emit_calls():
-                self._phase = "answer"
-                return self.finish("STOP")
-            if fmt is not None and fmt.open is None:  # JSON that is not a call is an answer like any other
-                return self.finish("STOP")
-            return self.finish("MALFORMED_FUNCTION_CALL")
+            return self._end_of_turn()
         if self.answer_matcher is not None and self._phase != "thinking" \
                 and not (self._phase == "start" and token == s.think_open):
             self.answer_matcher.advance(token)  # the grammar covers the whole answer, tool-call markers included
         if self._phase == "tool":
+            self._held += 1
             if self._call is not None:
                 self._call.advance(token)
             if token != fmt.close:
@@ -223,6 +282,7 @@ class Sequence:
                 return self.finish("MALFORMED_FUNCTION_CALL")
             else:
                 self._phase, self._call = "answer", None
+                self._lstrip = True  # the template's newline between calls, or before text after them, is no text
         elif token == s.think_open and self._phase == "start":
             self._phase = "thinking"
             self._lstrip = True
@@ -233,7 +293,7 @@ class Sequence:
             self._text.reset()
             self._lstrip = True
         elif p.tools and fmt is not None and self._phase in ("start", "answer") and self._opens_call(token):
-            self._phase, self._tool_ids = "tool", [] if fmt.open is not None else [token]
+            self._phase, self._tool_ids, self._held = "tool", [] if fmt.open is not None else [token], 1
             self._call = self.call_matcher() if self.call_matcher else None
             if self._call is not None and fmt.open is None:
                 try:  # the token was chosen before anyone knew it began a call, so it may not fit the grammar
@@ -246,8 +306,30 @@ class Sequence:
         else:
             self._phase = "answer"
             self._answer_delta(self._text.push(token), logprob)
+        if not self.done and self._complete():
+            return self._end_of_turn()  # nothing but the end can follow: the answer is whole, whatever room is left
         if not self.done and self.generated >= p.max_new_tokens:
             self.finish("MAX_TOKENS")
+
+    def _complete(self) -> bool:
+        """The grammar of the answer, or of a validated call that runs to the end of the turn, allows only the end."""
+        if self._phase == "thinking":
+            return False
+        if self.answer_matcher is not None:
+            return self.answer_matcher.finished
+        return self._phase == "tool" and self._call is not None and self._call.finished
+
+    def _end_of_turn(self) -> None:
+        """The turn ends here (an end-of-turn token, or a grammar that allows nothing more)."""
+        fmt = self.special.tools
+        if self._phase != "tool":
+            return self.finish("STOP")
+        if fmt is not None and fmt.close is None and self._emit_calls():
+            self._phase = "answer"
+            return self.finish("STOP")
+        if fmt is not None and fmt.open is None:  # JSON that is not a call is an answer like any other
+            return self.finish("STOP")
+        return self.finish("MALFORMED_FUNCTION_CALL")
 
     def _opens_call(self, token: int) -> bool:
         fmt = self.special.tools
@@ -288,8 +370,8 @@ class Sequence:
         fmt = self.special.tools
         assert fmt is not None
         try:
-            payload = json.loads(self.decode(self._tool_ids))
-        except json.JSONDecodeError:
+            payload = json.loads(self.decode(self._tool_ids), parse_int=_struct_int)
+        except (ValueError, RecursionError):  # not JSON, or nested past what the parser follows
             return False
         calls = payload if isinstance(payload, list) else [payload]
         parsed = []
@@ -299,15 +381,15 @@ class Sequence:
             args = call.get(fmt.args_key, call.get("arguments", call.get("parameters", {})))
             if isinstance(args, str):
                 try:
-                    args = json.loads(args)
-                except json.JSONDecodeError:
+                    args = json.loads(args, parse_int=_struct_int)
+                except (ValueError, RecursionError):
                     return False
             if not isinstance(args, dict) or (self.params.tool_names and call["name"] not in self.params.tool_names):
                 return False
             parsed.append(ToolCall(call["name"], args, "call-" + secrets.token_hex(4)))
-        tokens = len(self._tool_ids) + fmt.markers
         for i, call in enumerate(parsed):
-            self.emit(CallEvent(call, tokens=tokens if i == 0 else 0))
+            self.emit(CallEvent(call, tokens=self._held if i == 0 else 0))
+        self._held = 0
         return True
 
     def finish(self, reason: str) -> None:
@@ -315,9 +397,11 @@ class Sequence:
             return
         if self._phase == "tool" and self.special.tools and self.special.tools.open is None:
             self._answer += self.decode(self._tool_ids)  # held-back JSON that did not become a call
-        if len(self._answer) > self._sent:  # text held back for a stop sequence that did not come
-            self.emit(TextDelta(self._answer[self._sent:]))
-            self._sent = len(self._answer)
+        if len(self._answer) > self._sent or self._held:
+            # Text held back for a stop sequence that did not come; the tokens of a call that was never emitted (cut
+            # by the limit, or malformed) were generated all the same, and count.
+            self.emit(TextDelta(self._answer[self._sent:], tokens=self._held))
+            self._sent, self._held = len(self._answer), 0
         self.done = True
         self.emit(Finish(reason))
 

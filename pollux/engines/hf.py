@@ -33,10 +33,11 @@ from ..media.video import sample_frames
 from .accounting import media_tokens
 from .base import (Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount, ToolCall, ToolResult,
                    Turn)
-from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, tool_body_grammar,
-                        tool_call_grammar)
+from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, parameters_grammar,
+                        tool_body_grammar, tool_call_grammar)
 from .loading import device_and_dtype, load_failed, model_name, options_from, overloaded
-from .decoding import HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat
+from .decoding import (CLOSE_PROBE_LIMIT, HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat,
+                       constrained_thinking_budget)
 
 log = logging.getLogger("pollux.engines.hf")
 
@@ -101,16 +102,87 @@ def _token_id(tokenizer: Any, text: str) -> int | None:
 
 
 
-def _tool_format(tokenizer: Any) -> ToolFormat | None:
-    """The tool-call format the vocabulary's marker tokens give away (README, "Function calling formats")."""
+def _tool_format(tokenizer: Any, template: Any = None) -> ToolFormat | None:
+    """The tool-call format the vocabulary's marker tokens give away (README, "Function calling formats"), laid out
+    as the chat template writes calls (`template`: what renders it, the tokenizer or the processor)."""
     vocab = tokenizer.get_vocab()
     if "<tool_call>" in vocab and "</tool_call>" in vocab:
-        return ToolFormat(HERMES, vocab["<tool_call>"], vocab["</tool_call>"])
-    if "[TOOL_CALLS]" in vocab:
-        return ToolFormat(MISTRAL, vocab["[TOOL_CALLS]"], None, many=True)
-    if "<|eom_id|>" in vocab and "<|python_tag|>" in vocab:
-        return ToolFormat(LLAMA3, None, None, args_key="parameters")
-    return None
+        fmt = ToolFormat(HERMES, vocab["<tool_call>"], vocab["</tool_call>"])
+        markers = ("<tool_call>", "</tool_call>")
+    elif "[TOOL_CALLS]" in vocab:
+        fmt, markers = ToolFormat(MISTRAL, vocab["[TOOL_CALLS]"], None, many=True), ("[TOOL_CALLS]", None)
+    elif "<|eom_id|>" in vocab and "<|python_tag|>" in vocab:
+        fmt, markers = ToolFormat(LLAMA3, None, None, args_key="parameters"), (None, None)
+    else:
+        return None
+    return _call_layout(template if template is not None else tokenizer, fmt, *markers)
+
+
+_PROBE_ARGS = ({"pollux_probe": 1, "n": [1, 2]}, {"pollux_probe": 2, "n": [3, 4]})
+
+
+def _call_layout(template: Any, fmt: ToolFormat, open_text: str | None, close_text: str | None) -> ToolFormat:
+    """`fmt` as the chat template lays calls out: two probe calls rendered in an assistant turn show the text around
+    the JSON (Qwen 2.5/3 put `<tool_call>` and the JSON on lines of their own), between calls, the JSON's separators
+    and the key of the arguments. The model was trained on exactly this; a grammar that forbids it (a call on one
+    line, say) pushes the model off what it knows. Whatever the probe cannot read keeps the format's defaults."""
+    from dataclasses import replace
+
+    user = {"role": "user", "content": "x"}
+    calls = [{"type": "function", "id": f"pollux00{i}", "function": {"name": f"pollux_probe_{i}", "arguments": args}}
+             for i, args in enumerate(_PROBE_ARGS)]
+    text = None
+    for count in (2, 1):  # some templates refuse parallel calls (Llama 3.1's)
+        try:
+            prompt = template.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
+            text = template.apply_chat_template(
+                [user, {"role": "assistant", "content": "", "tool_calls": calls[:count]}], tokenize=False)
+            break
+        except Exception:  # noqa: BLE001 - a template that cannot render the probe: the format as the vocabulary says
+            log.debug("the chat template does not render %d tool calls", count, exc_info=True)
+    if text is None:
+        return fmt
+    start = text.find("pollux_probe_0")
+    if start == -1:
+        return fmt
+    decoder = json.JSONDecoder()
+    changes: dict[str, Any] = {}
+    if open_text is not None:
+        marker = text.rfind(open_text, 0, start)
+        if marker == -1:
+            return fmt
+        at = marker + len(open_text)
+    else:  # the answer itself is the call: what comes between the generation prompt and the JSON
+        if not text.startswith(prompt.rstrip()):
+            return fmt
+        at = len(prompt.rstrip())
+    body = next((i for i in range(at, start) if text[i] in "{["), -1)
+    if body == -1 or text[at:body].strip():
+        return fmt
+    if open_text is not None:
+        changes["before"] = text[at:body]
+    try:
+        payload, end = decoder.raw_decode(text, body)
+    except json.JSONDecodeError:
+        return fmt
+    first = payload[0] if isinstance(payload, list) and payload else payload
+    if isinstance(first, dict):
+        keys = [k for k, v in first.items() if v == _PROBE_ARGS[0]]
+        if keys:
+            changes["args_key"] = keys[0]
+    for separators in ((", ", ": "), (",", ":"), (", ", ":"), (",", ": ")):
+        if json.dumps(_PROBE_ARGS[0], separators=separators) in text[body:end]:
+            changes["separators"] = separators
+            break
+    if close_text is not None:
+        close = text.find(close_text, end)
+        if close == -1 or text[end:close].strip():
+            return replace(fmt, **changes)
+        changes["after"] = text[end:close]
+        following = text.find(open_text, close) if open_text else -1
+        if following != -1 and not text[close + len(close_text):following].strip():
+            changes["between"] = text[close + len(close_text):following]
+    return replace(fmt, **changes)
 
 
 def _allowed(request: GenerateRequest) -> list[tuple[str, dict[str, Any]]]:
@@ -168,7 +240,7 @@ class TransformersEngine:
         self.special = SpecialTokens(
             eos=frozenset(eos),
             think_open=_token_id(tokenizer, "<think>"), think_close=_token_id(tokenizer, "</think>"),
-            tools=_tool_format(tokenizer))
+            tools=_tool_format(tokenizer, processor if self.multimodal else tokenizer))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
         self._grammars: TokenizerGrammars | None = None
         self._grammars_lock = threading.Lock()
@@ -334,32 +406,48 @@ class TransformersEngine:
 
     # Generation -------------------------------------------------------------------------------------------------
     def _grammar_for(self, request: GenerateRequest) -> str | None:
-        if request.tool_mode == "ANY" and request.functions:
-            if self.special.tools is None:
-                raise ApiError.invalid("Function calling mode ANY is not available for this model: it writes tool "
-                                       "calls in none of the formats Pollux reads (Hermes, Mistral, Llama 3).")
-            return tool_call_grammar(_allowed(request), self.special.tools)
-        fmt = request.response_format
-        if fmt.kind == "json":
-            return json_grammar(fmt.schema or {"type": "object"})
-        if fmt.kind == "enum":
-            return choice_grammar([str(v) for v in (fmt.schema or {}).get("enum", [])])
+        """The grammar of the whole answer; one that cannot be built is the request's 400."""
+        try:
+            if request.tool_mode == "ANY" and request.functions:
+                if self.special.tools is None:
+                    raise ApiError.invalid("Function calling mode ANY is not available for this model: it writes "
+                                           "tool calls in none of the formats Pollux reads (Hermes, Mistral, Llama 3).")
+                self._check_parameters(request)
+                return tool_call_grammar(_allowed(request), self.special.tools)
+            fmt = request.response_format
+            if fmt.kind == "json":
+                return json_grammar(fmt.schema or {"type": "object"})
+            if fmt.kind == "enum":
+                return choice_grammar([str(v) for v in (fmt.schema or {}).get("enum", [])])
+        except GrammarError as exc:
+            raise ApiError.invalid(str(exc)) from None
         return None
 
     def _call_matchers(self, request: GenerateRequest) -> Callable[[], Any] | None:
         """Mode VALIDATED: the model may answer in text, but each call it opens must be valid for an allowed function."""
         if request.tool_mode != "VALIDATED" or not request.functions or self.special.tools is None:
             return None
-        grammar = tool_body_grammar(_allowed(request), self.special.tools)
+        try:
+            self._check_parameters(request)
+            grammar = tool_body_grammar(_allowed(request), self.special.tools)
+        except GrammarError as exc:
+            raise ApiError.invalid(str(exc)) from None
         self._matcher(grammar)  # a schema llguidance cannot compile is the request's 400, before decoding starts
         return lambda: self._matcher(grammar)
 
-    def _matcher(self, grammar: str) -> Any:
+    def _check_parameters(self, request: GenerateRequest) -> None:
+        """Each callable function's parameters compile on their own (a 400 that names the function, if not)."""
+        assert self.special.tools is not None
+        for name, params in _allowed(request):
+            what, grammar = parameters_grammar(name, params, self.special.tools)
+            self._matcher(grammar, what)
+
+    def _matcher(self, grammar: str, what: str = "response schema") -> Any:
         with self._grammars_lock:
             if self._grammars is None:
-                self._grammars = TokenizerGrammars(self.tokenizer, self._vocab_size)
+                self._grammars = TokenizerGrammars(self.tokenizer, self._vocab_size, sorted(self.special.eos))
         try:
-            return self._grammars.matcher(grammar)
+            return self._grammars.matcher(grammar, what)
         except GrammarError as exc:
             raise ApiError.invalid(str(exc)) from None
 
@@ -399,22 +487,32 @@ class TransformersEngine:
             raise ApiError.invalid(f"The input token count ({len(prompt_ids)}) exceeds the maximum number of tokens "
                                    f"allowed ({self.context_length}).")
         grammar = self._grammar_for(request)
+        matcher = self._matcher(grammar) if grammar else None
         s = request.sampling
+        max_new_tokens = min(s.max_output_tokens, self.context_length - len(prompt_ids))
+        budget = thinking.budget if thinking.enabled else 0
+        if budget is None and matcher is not None:
+            # Dynamic thinking leaves the answer room to follow its grammar (explicit budgets are the caller's).
+            sight = min(max_new_tokens, CLOSE_PROBE_LIMIT)
+            shortest = matcher.tokens_to_close(sight)
+            if shortest is None and sight < max_new_tokens:
+                shortest = sight + 1  # further than the probe looks, which is not yet more than the limit
+            budget = constrained_thinking_budget(max_new_tokens, shortest)
         params = SequenceParams(
             temperature=s.temperature if s.temperature is not None else 1.0,
             top_p=s.top_p if s.top_p is not None else 1.0, top_k=s.top_k or 0,
             seed=s.seed * 1000 + request.candidate_index,
-            max_new_tokens=min(s.max_output_tokens, self.context_length - len(prompt_ids)),
+            max_new_tokens=max_new_tokens,
             stop_sequences=list(s.stop_sequences),
             presence_penalty=s.presence_penalty or 0.0, frequency_penalty=s.frequency_penalty or 0.0,
             logprobs=s.logprobs,
-            thinking_budget=(thinking.budget if thinking.enabled else 0),
+            thinking_budget=budget,
             starts_thinking=(thinking.enabled and self.special.think_open is not None
                              and prompt.rstrip().endswith("<think>")),
             tools=self._reads_calls(request, functions),
             tool_names=frozenset(f.name for f in functions
                                  if not request.allowed_functions or f.name in request.allowed_functions))
-        sequence = Sequence(params, self.special, self._decode, emit, self._matcher(grammar) if grammar else None,
+        sequence = Sequence(params, self.special, self._decode, emit, matcher,
                             self._call_matchers(request) if params.tools else None)
         return _Job(sequence, prompt_ids, images, prompt)
 

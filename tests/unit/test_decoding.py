@@ -7,7 +7,7 @@ import torch
 
 from pollux.engines.base import CallEvent, Finish, TextDelta
 from pollux.engines.decoding import (HERMES, LLAMA3, MISTRAL, GrammarError, Sequence, SequenceParams, SpecialTokens,
-                                     ToolFormat)
+                                     ToolFormat, constrained_thinking_budget)
 
 # A toy vocabulary: ids 0-9 are the strings below; 10 = EOS, 11 = <think>, 12 = </think>, 13/14 = tool markers.
 VOCAB = ["a", "b", " c", "é"[:1], "\n", "{", "}", "x", "yz", "q", "<eos>", "<think>", "</think>", "<tc>", "</tc>"]
@@ -156,3 +156,104 @@ def test_fail_ends_the_sequence_with_its_error_once():
     seq.accept(1)
     assert seq.done and events[-1] is error and sum(e is error for e in events) == 1
     assert not any(isinstance(e, Finish) for e in events)
+
+
+def test_a_newline_between_calls_is_no_text():
+    """Qwen's template writes a newline between calls (and forced calls follow it): it is no text part."""
+    body = '{"name": "f", "arguments": {}}'
+    events: list = []
+    seq = Sequence(SequenceParams(tools=True, tool_names=frozenset({"f"})), SPECIAL,
+                   lambda ids: body if ids == [7] else decode(ids), events.append)
+    for token in (13, 7, 14, 4, 13, 7, 14, 10):
+        seq.accept(token)
+    assert [e.call.name for e in events if isinstance(e, CallEvent)] == ["f", "f"]
+    assert text(events) == "" and events[-1] == Finish("STOP")
+    # Each token counts once: two calls of three, and the newline.
+    assert sum(e.tokens for e in events if isinstance(e, (CallEvent, TextDelta))) == 7
+
+
+def test_the_tokens_of_a_call_cut_by_the_limit_are_counted():
+    events = run(SequenceParams(temperature=0, tools=True, max_new_tokens=4), lambda i: peaked([13, 5, 7, 7][i]))
+    assert events[-1] == Finish("MAX_TOKENS") and not any(isinstance(e, CallEvent) for e in events)
+    assert sum(e.tokens for e in events if isinstance(e, TextDelta)) == 4
+
+
+def test_integers_past_doubles_precision_become_doubles():
+    """Call arguments are a protobuf Struct in Gemini: an integer too big for it was a 500 when written out."""
+    body = '{"name": "f", "arguments": {"small": 7, "big": 123456789012345678901234567890}}'
+    events: list = []
+    seq = Sequence(SequenceParams(tools=True), SPECIAL, lambda ids: body if ids == [7] else decode(ids),
+                   events.append)
+    for token in (13, 7, 14, 10):
+        seq.accept(token)
+    args = next(e for e in events if isinstance(e, CallEvent)).call.args
+    assert args == {"small": 7, "big": 1.2345678901234568e29} and isinstance(args["small"], int)
+
+
+def test_dynamic_thinking_leaves_the_answer_its_room():
+    assert constrained_thinking_budget(400, 30) == 200  # half the limit
+    assert constrained_thinking_budget(40, 22) == 17  # the rest, less </think>, is what the shortest answer needs
+    assert constrained_thinking_budget(20, 25) == 0 and constrained_thinking_budget(400, None) == 0
+
+
+class FakeGrammar:
+    """A grammar of `length` tokens (any tokens), whose closing way (when it has one) ends in `shortcut` more."""
+
+    def __init__(self, length: int, shortcut: int | None = None) -> None:
+        self.length, self.shortcut, self.seen, self.probes, self.closing = length, shortcut, 0, [], 0
+        self.estimate, self.probe_at = None, 0
+
+    def mask(self, logits):
+        pass
+
+    def advance(self, token):
+        self.seen += 1
+
+    @property
+    def finished(self):
+        return self.seen >= self.length
+
+    @property
+    def accepting(self):
+        return self.finished
+
+    def tokens_to_close(self, limit):
+        self.probes.append(limit)
+        need = self.shortcut if self.shortcut is not None else self.length - self.seen
+        return need if need <= limit else None
+
+    def closing_choice(self, logits):
+        self.closing += 1
+        if self.shortcut is not None:
+            self.length = min(self.length, self.seen + self.shortcut)
+        return 6
+
+
+def test_a_grammar_short_of_room_heads_for_its_end():
+    """A grammar that would run past the limit closes instead; it is measured seldom while the end is far."""
+    grammar = FakeGrammar(length=1000, shortcut=2)
+    events: list = []
+    seq = Sequence(SequenceParams(temperature=0, max_new_tokens=100), SPECIAL, decode, events.append, grammar)
+    while not seq.done:
+        seq.accept(seq.choose(peaked(0)))
+    assert events[-1] == Finish("STOP") and seq.generated <= 100
+    assert grammar.closing >= 1 and len(grammar.probes) < 10
+
+
+def test_a_whole_answer_at_the_limit_is_a_stop():
+    """The last token the limit allows completes the grammar: the answer is whole, not cut."""
+    grammar = FakeGrammar(length=3)
+    events: list = []
+    seq = Sequence(SequenceParams(temperature=0, max_new_tokens=3), SPECIAL, decode, events.append, grammar)
+    while not seq.done:
+        seq.accept(seq.choose(peaked(0)))
+    assert events[-1] == Finish("STOP") and seq.generated == 3
+
+
+def test_an_integer_of_thousands_of_digits_is_no_failure():
+    body = '{"name": "f", "arguments": {"n": ' + "9" * 5000 + "}}"
+    events: list = []
+    seq = Sequence(SequenceParams(tools=True), SPECIAL, lambda ids: body if ids == [7] else decode(ids), events.append)
+    for token in (13, 7, 14, 10):
+        seq.accept(token)
+    assert next(e for e in events if isinstance(e, CallEvent)).call.args == {"n": float("inf")}

@@ -220,3 +220,27 @@ def test_models_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert tiny_models.models_root() == tmp_path
     monkeypatch.delenv("POLLUX_TEST_MODELS")
     assert tiny_models.models_root() == Path.home() / ".cache" / "pollux-test-models"
+
+
+def test_qwen3_has_qwens_own_template(root: Path) -> None:
+    """The Qwen3 builds: Qwen3ForCausalLM, the stock template's call layout (tag and JSON on lines of their own), and
+    a thinking variant with the same weights whose prompt opens the thoughts."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, thinking = tiny_models.build_qwen3(root), tiny_models.build_qwen3_thinking(root)
+    tok = AutoTokenizer.from_pretrained(path)
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"location": "Boston"}}}
+    messages = [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "", "tool_calls": [call, call]}]
+    text = tok.apply_chat_template(messages, tools=[tiny_models.WEATHER_TOOL], tokenize=False)
+    one = '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Boston"}}\n</tool_call>'
+    assert f"{one}\n{one}<|im_end|>\n" in text
+    assert '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>' in text
+    off = tok.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=False, enable_thinking=False)
+    assert off.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    opened = AutoTokenizer.from_pretrained(thinking).apply_chat_template(messages[:1], add_generation_prompt=True,
+                                                                         tokenize=False)
+    assert opened.endswith("<|im_start|>assistant\n<think>\n")
+    a, b = (AutoModelForCausalLM.from_pretrained(p) for p in (path, thinking))
+    assert type(a).__name__ == "Qwen3ForCausalLM"
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
