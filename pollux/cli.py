@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings(data_dir=Path(args.data_dir) if args.data_dir else default_data_dir())
     if getattr(args, "host", None):
         settings.host = args.host
-    if getattr(args, "port", None):
+    if getattr(args, "port", None) is not None:
         settings.port = args.port
     if getattr(args, "fixtures", None):
         settings.fixtures = Path(args.fixtures)
@@ -31,10 +31,25 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _print_key_exports(base_url: str, key: str) -> None:
+def _print_key_exports(base_url: str, key: str | None) -> None:
     print("Point the Gemini SDKs at this server:")
     print(f"  export GOOGLE_GEMINI_BASE_URL={base_url}")
-    print(f"  export GEMINI_API_KEY={key}")
+    if key:
+        print(f"  export GEMINI_API_KEY={key}")
+    else:  # only keys' hashes are stored: the first key cannot be shown again
+        print("  and set GEMINI_API_KEY to one of its keys (the first was printed on the first start; "
+              "`pollux keys create` makes another)")
+
+
+def _check_sources(settings: Settings) -> None:
+    """Every model's local directory or hub id, checked before anything loads: a wrong one is reported at once rather
+    than after the models before it have loaded (minutes, for large ones)."""
+    from .engines.loading import model_name
+
+    for model in settings.models.values():
+        source = model.engine_options.get("source")
+        if model.engine != "emulator" and isinstance(source, str):
+            model_name(source)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -43,26 +58,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # huggingface_hub gives its logger a handler of its own: propagated to ours as well, each line came twice.
+    logging.getLogger("huggingface_hub").propagate = False
     try:
         settings = _settings(args)
+        sockets = server.listen(settings.host, settings.port)  # a port in use stops here, before any output
+    except (OSError, ValueError) as exc:
+        print(f"pollux: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, server.ListenError) else 2
+    try:
+        _check_sources(settings)
         store = Store(settings.data_dir)
         services = build_services(settings, store)
     except (OSError, ValueError) as exc:
+        for sock in sockets:
+            sock.close()
         print(f"pollux: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - e.g. a library failing on a model: one line, the traceback on demand
+        for sock in sockets:
+            sock.close()
+        logging.getLogger("pollux").debug("start-up failed", exc_info=exc)
+        print(f"pollux: cannot start: {type(exc).__name__}: {exc}"
+              + ("" if args.log_level == "debug" else " (--log-level debug shows the traceback)"), file=sys.stderr)
         return 2
     issued = auth.bootstrap(store)
     # A wildcard listen address is not one a client can connect to; loopback is.
-    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(settings.host, settings.host)
-    base_url = f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{settings.port}"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    port = sockets[0].getsockname()[1]  # the one bound, when --port 0 asked for any
+    base_url = f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{port}"
     if issued:
         print(f'Created the project "{auth.DEFAULT_PROJECT}" ({issued.project_id}) and its first API key.')
         print("The key is shown only this once; Pollux stores only its hash:")
         print(f"  {issued.key}")
-        _print_key_exports(base_url, issued.key)
+    _print_key_exports(base_url, issued.key if issued else None)
     print(f"Pollux serves the Gemini API at {base_url} (data in {settings.data_dir})", flush=True)
     app = build_app(settings, services)
     gc.freeze()  # start-up objects live forever: keep them out of every collection under load
-    server.serve(app, settings)
+    server.serve(app, settings, sockets)
     return 0
 
 
@@ -157,45 +190,73 @@ def _delete_project(settings: Settings, store: Store, id_or_name: str) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default: argparse's own "(default: X)" where the default is a value, the
+    help's words where it is not (an option whose help already says "default")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" not in text and action.option_strings and action.default not in (None, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"pollux {__version__}"
+
+
 def parser() -> argparse.ArgumentParser:
+    fmt = {"formatter_class": _HelpFormatter}
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", help="state directory (default: $POLLUX_DATA_DIR or ~/.pollux)")
-    common.add_argument("--config", help="TOML config file (models, limits)")
+    common.add_argument("--data-dir", help="state directory: database, files, keys (default: $POLLUX_DATA_DIR or "
+                        "~/.pollux)")
+    common.add_argument("--config", help="TOML config file: models, limits (default: none, the built-in catalogue "
+                        "and limits)")
 
-    p = argparse.ArgumentParser(prog="pollux", description="A self-hosted Gemini API.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="pollux", description="A self-hosted Gemini API.", **fmt)
+    p.add_argument("--version", action="version", version=_version(), help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
-    serve = sub.add_parser("serve", parents=[common], help="run the API server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--fixtures", help="YAML/JSON rules with scripted answers for the emulator")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve = sub.add_parser("serve", parents=[common], help="run the API server", description="Run the API server. "
+                           "The first start creates the default project and prints its API key.", **fmt)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on; 0 for any free port")
+    serve.add_argument("--fixtures", help="YAML/JSON rules with scripted answers for the emulator (default: none)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                       help="least severe messages logged; info logs one line per request")
     serve.add_argument("--model", action="append", metavar="ID=SOURCE",
-                       help="serve ID with a Hugging Face model: ID=hf:ORG/NAME or ID=/local/dir (repeatable)")
+                       help="serve ID with a Hugging Face model: ID=hf:ORG/NAME or ID=/local/dir; repeatable "
+                            "(default: none, the built-in emulator serves every catalogue model)")
     serve.set_defaults(func=cmd_serve)
 
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
-    create = keys.add_parser("create", parents=[common], help="issue a key (printed once, on the last line)")
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke", description="Manage API keys.", **fmt)
+    keys_sub = keys.add_subparsers(dest="action", required=True, title="commands", metavar="COMMAND")
+    create = keys_sub.add_parser("create", parents=[common], help="issue a key (printed once, on the last line)",
+                                 **fmt)
     create.add_argument("--project", help="project name or id (default: the default project)")
-    create.add_argument("--name", help="a label for the key")
-    keys.add_parser("list", parents=[common], help="list keys (never their secrets)")
-    revoke = keys.add_parser("revoke", parents=[common], help="revoke a key at once")
-    revoke.add_argument("id")
+    create.add_argument("--name", default="API key", help="a label for the key")
+    keys_sub.add_parser("list", parents=[common], help="list keys (never their secrets)", **fmt)
+    revoke = keys_sub.add_parser("revoke", parents=[common], help="revoke a key at once", **fmt)
+    revoke.add_argument("id", help="the key's id (see `pollux keys list`)")
     for action in ("create", "list", "revoke"):
-        keys.choices[action].set_defaults(func=cmd_keys)
+        keys_sub.choices[action].set_defaults(func=cmd_keys)
 
-    projects = sub.add_parser("projects", help="projects").add_subparsers(dest="action", required=True)
-    pcreate = projects.add_parser("create", parents=[common])
-    pcreate.add_argument("name")
-    projects.add_parser("list", parents=[common])
-    rename = projects.add_parser("rename", parents=[common])
+    projects = sub.add_parser("projects", help="projects: create, list, rename, delete",
+                              description="Manage projects (each has its own keys and files).", **fmt)
+    projects_sub = projects.add_subparsers(dest="action", required=True, title="commands", metavar="COMMAND")
+    pcreate = projects_sub.add_parser("create", parents=[common], help="create a project", **fmt)
+    pcreate.add_argument("name", help="the new project's name")
+    projects_sub.add_parser("list", parents=[common], help="list projects", **fmt)
+    rename = projects_sub.add_parser("rename", parents=[common], help="rename a project", **fmt)
     rename.add_argument("project", help="project id or current name")
-    rename.add_argument("new_name")
-    pdelete = projects.add_parser("delete", parents=[common],
-                                  help="delete a project: its keys stop working, its files and uploads are deleted")
+    rename.add_argument("new_name", help="the new name")
+    pdelete = projects_sub.add_parser("delete", parents=[common], help="delete a project: its keys stop working, "
+                                      "its files and uploads are deleted", **fmt)
     pdelete.add_argument("project", help="project id or name")
     for action in ("create", "list", "rename", "delete"):
-        projects.choices[action].set_defaults(func=cmd_projects)
+        projects_sub.choices[action].set_defaults(func=cmd_projects)
     return p
 
 

@@ -9,8 +9,11 @@ the parser callback `on_headers_complete`, `on_response_complete`, and the `tran
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import socket
+import sys
 
 import orjson
 from starlette.applications import Starlette
@@ -163,12 +166,57 @@ def fit_descriptors(max_connections: int) -> int:
     return fits
 
 
-def serve(app: Starlette, settings: Settings) -> None:
+class ListenError(OSError):
+    """The address cannot be listened on; the message says which and what to do."""
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address `host` names (as asyncio's create_server, and so uvicorn, would bind them), before
+    anything is loaded or printed: a port in use stops `pollux serve` at once with a message saying so. They listen
+    once uvicorn serves: until then a client is refused rather than left waiting for a server still loading."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose the address with --host)") \
+            from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+            if port == 0 and len(sockets) > 1:  # one port for every address
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(f"port {port} is already in use on {host} (another `pollux serve`, or another "
+                              f"server): stop it, or choose another port with --port, e.g. --port {port + 1}") from None
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose the address with --host "
+                          "and the port with --port)") from None
+    return sockets
+
+
+def serve(app: Starlette, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Serves `app` on `sockets` (from `listen`; bound here when not given), with an access log line per request."""
     import uvicorn
 
+    from .access_log import AccessLog
+
+    if sockets is None:
+        sockets = listen(settings.host, settings.port)
     limits = settings.limits
     gate = Gate(fit_descriptors(limits.max_connections), limits.header_timeout_seconds)
     protocol = type("PolluxHttp", (GuardedHttp,), {"gate": gate})
-    # No WebSocket routes: an upgrade would hand the connection to a protocol outside the gate.
-    uvicorn.run(app, host=settings.host, port=settings.port, http=protocol, ws="none", log_level="warning",
-                access_log=False, timeout_graceful_shutdown=5)
+    # No WebSocket routes: an upgrade would hand the connection to a protocol outside the gate. uvicorn's access
+    # log is off: AccessLog writes the one line per request (its own would print the query string, keys included).
+    config = uvicorn.Config(AccessLog(app), http=protocol, ws="none", log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    server.run(sockets=sockets)
+    if not server.started:  # the app's start-up failed (uvicorn logged why), as uvicorn.run would exit
+        sys.exit(3)

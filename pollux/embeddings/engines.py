@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from ..config import ModelSpec, Settings
+from ..engines.loading import install_hint
 
 
 class Embedder(Protocol):
@@ -58,7 +59,7 @@ def build_embedders(settings: Settings) -> dict[str, Embedder]:
                 from .hf import EmbedOptions, TransformersEmbedder
             except ImportError as exc:
                 raise ValueError(f"model {model.id!r} needs the transformers engine, which is not installed "
-                                 f"({exc.name} is missing): pip install 'pollux[transformers]'") from None
+                                 f"({exc.name} is missing): {install_hint('transformers')}") from None
             embedders[model.engine_key] = TransformersEmbedder(EmbedOptions.from_dict(model.engine_options))
         if model.engine != "emulator":
             settings.models[model.id] = replace(model, input_token_limit=embedders[model.engine_key].input_token_limit)

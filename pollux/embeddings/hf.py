@@ -72,7 +72,7 @@ def _reader(options: EmbedOptions) -> tuple[str, Any]:
     """The name to give `from_pretrained`, and a function reading a JSON file of the model (None when absent)."""
     source = options.source
     if source.startswith("hf:"):
-        repo = source[3:]
+        repo = model_name(source)  # checks the hub id first: the reads below would each retry an unreachable hub
 
         def read_hub(filename: str) -> Any:
             from huggingface_hub import hf_hub_download
