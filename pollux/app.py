@@ -20,6 +20,7 @@ from starlette.routing import Route
 from . import admission, auth
 from .admission import AdmitLargeBodies, OverBudget, over_budget_error
 from .body_timeout import BodyIdleTimeout
+from .compression import GzipJson
 from .config import Settings
 from .embeddings import openai as embed_openai
 from .embeddings import router as embed_router
@@ -28,6 +29,7 @@ from .embeddings.service import EmbedService
 from .engines.base import Engine
 from .engines.emulator import EmulatorEngine
 from .engines.fixtures import load_fixtures
+from .engines.loading import install_hint
 from .errors import ApiError, model_not_found
 from .files import router as files_router
 from .files.service import FileService
@@ -79,7 +81,7 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
                     from .engines.hf import HFOptions, TransformersEngine
                 except ImportError as exc:
                     raise ValueError(f"model {model.id!r} needs the transformers engine, which is not installed "
-                                     f"({exc.name} is missing): pip install 'pollux[transformers]'") from None
+                                     f"({exc.name} is missing): {install_hint('transformers')}") from None
                 engines[model.engine_key] = TransformersEngine(HFOptions.from_dict(model.engine_options))
             # The served limits are the loaded model's, not the catalogue's.
             context = engines[model.engine_key].context_length
@@ -90,8 +92,10 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
     store = store or Store(settings.data_dir)
     files = FileService(store, settings.data_dir, settings.limits)
     uploads = UploadService(files, settings.data_dir, settings.limits.upload_ttl_seconds)
-    generate = GenerateService(settings, engines, Signer.from_data_dir(settings.data_dir), files)
-    images = ImageService(settings, build_image_engines(settings))
+    # One set of image engines: Imagen's (predict) and the image-output models' share loaded pipelines.
+    image_engines = build_image_engines(settings, predict=True, generate=True)
+    generate = GenerateService(settings, engines, Signer.from_data_dir(settings.data_dir), files, image_engines)
+    images = ImageService(settings, image_engines)
     return Services(settings, store, ModelService(settings), generate, engines, files, uploads, embeddings, images)
 
 
@@ -345,7 +349,8 @@ def build_app(settings: Settings, services: Services | None = None) -> Starlette
     app = Starlette(routes=_routes(), lifespan=lifespan, exception_handlers={
         ApiError: _api_error, OverBudget: _over_budget, HTTPException: _http_error, ClientDisconnect: _client_gone,
         Exception: _internal_error},
-        middleware=[Middleware(BodyIdleTimeout, idle=limits.body_idle_seconds, total=limits.body_timeout_seconds),
+        middleware=[Middleware(GzipJson),  # JSON bodies of 1 KiB or more, when the client accepts gzip
+                    Middleware(BodyIdleTimeout, idle=limits.body_idle_seconds, total=limits.body_timeout_seconds),
                     Middleware(AdmitLargeBodies, budget=budget)])
     app.state.services = services
     return app

@@ -136,11 +136,21 @@ class CallEvent:
 
 
 @dataclass(frozen=True)
+class ImageDelta:
+    """A picture the candidate answers with (responseModalities IMAGE): encoded bytes, and the output tokens Gemini
+    bills for it."""
+
+    mime_type: str
+    data: bytes
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
 class Finish:
     reason: str  # a Gemini FinishReason name: STOP, MAX_TOKENS, ...
 
 
-Event = Union[TextDelta, CallEvent, Finish]
+Event = Union[TextDelta, CallEvent, ImageDelta, Finish]
 
 
 @dataclass

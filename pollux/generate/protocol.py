@@ -5,6 +5,7 @@ Fields typed `dict[str, Any]` or `Any` are user data (proto `Struct`/`Value`): p
 
 from __future__ import annotations
 
+import base64
 from typing import Any, ClassVar
 
 from ..engines.base import TokenCount
@@ -29,17 +30,27 @@ Outcome = enum("CodeExecutionResult.Outcome", "OUTCOME_UNSPECIFIED", "OUTCOME_OK
                "OUTCOME_DEADLINE_EXCEEDED")
 Scheduling = enum("FunctionResponse.Scheduling", "SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT")
 Behavior = enum("FunctionDeclaration.Behavior", "UNSPECIFIED", "BLOCKING", "NON_BLOCKING")
+# Newer Part fields (google-genai 3.x sends them on the Developer API path; see `Part`).
+MediaProcessing = enum("MediaProcessing", "MEDIA_PROCESSING_UNSPECIFIED", "STATIC", "AGENTIC")
+VideoContentLayer = enum("VideoMetadata.ContentLayer", "CONTENT_LAYER_UNSPECIFIED", "FRAMES", "AUDIO", "TRANSCRIPT")
+DocumentContentLayer = enum("DocumentMetadata.ContentLayer", "CONTENT_LAYER_UNSPECIFIED", "PAGE_IMAGE", "PAGE_TEXT")
+SpreadsheetContentLayer = enum("SpreadsheetMetadata.ContentLayer", "CONTENT_LAYER_UNSPECIFIED", "DATA", "FORMULAS",
+                               "VISUAL", "COLLECTION")
+ToolType = enum("ToolType", "TOOL_TYPE_UNSPECIFIED", "GOOGLE_SEARCH_WEB", "GOOGLE_SEARCH_IMAGE", "URL_CONTEXT",
+                "GOOGLE_MAPS", "FILE_SEARCH", "MEDIA_PROCESSING")
 
 
 # Content ------------------------------------------------------------------------------------------------------------
 class Blob(ProtoModel):
     mime_type: str | None = None
     data: str | None = None  # base64
+    display_name: str | None = None  # a label; no effect
 
 
 class FileData(ProtoModel):
     mime_type: str | None = None
     file_uri: str | None = None
+    display_name: str | None = None  # a label; no effect
 
 
 class FunctionCall(ProtoModel):
@@ -48,9 +59,79 @@ class FunctionCall(ProtoModel):
     args: dict[str, Any] | None = None
 
 
+class VideoMetadata(ProtoModel):
+    start_offset: str | None = None
+    end_offset: str | None = None
+    fps: Double | None = None
+    content_layers: list[VideoContentLayer] | None = None
+
+
+class PartMediaResolution(ProtoModel):
+    level: MediaResolution | None = None
+    num_tokens: Int32 | None = None
+
+
+class DocumentMetadata(ProtoModel):
+    start_page: Int32 | None = None
+    end_page: Int32 | None = None
+    content_layers: list[DocumentContentLayer] | None = None
+
+
+class SpreadsheetMetadata(ProtoModel):
+    visible_cells: str | None = None
+    sheet_index: Int32 | None = None
+    content_layers: list[SpreadsheetContentLayer] | None = None
+
+
+class AudioMetadata(ProtoModel):
+    start_offset: str | None = None
+    end_offset: str | None = None
+
+
+class SpeechMetadata(ProtoModel):
+    speaker: str | None = None
+    style: str | None = None
+
+
+class WordInfo(ProtoModel):
+    word: str | None = None
+    start_offset: str | None = None
+    end_offset: str | None = None
+
+
+class Transcription(ProtoModel):
+    text: str | None = None
+    finished: bool | None = None
+    language_code: str | None = None
+    speaker_label: str | None = None
+    words: list[WordInfo] | None = None
+    start_offset: str | None = None
+    end_offset: str | None = None
+
+
+class ServerToolCall(ProtoModel):
+    """A built-in tool's call in a Gemini 3 history (includeServerSideToolInvocations)."""
+
+    id: str | None = None
+    tool_type: ToolType | None = None
+    args: dict[str, Any] | None = None
+
+
+class ServerToolResponse(ProtoModel):
+    id: str | None = None
+    tool_type: ToolType | None = None
+    response: dict[str, Any] | None = None
+
+
 class FunctionResponsePart(ProtoModel):
     inline_data: Blob | None = None
     file_data: FileData | None = None
+    media_processing: MediaProcessing | None = None
+    media_resolution: PartMediaResolution | None = None
+    video_metadata: VideoMetadata | None = None
+    document_metadata: DocumentMetadata | None = None
+    spreadsheet_metadata: SpreadsheetMetadata | None = None
+    audio_metadata: AudioMetadata | None = None
 
 
 class FunctionResponse(ProtoModel):
@@ -65,24 +146,20 @@ class FunctionResponse(ProtoModel):
 class ExecutableCode(ProtoModel):
     language: Language | None = None
     code: str | None = None
+    id: str | None = None
 
 
 class CodeExecutionResult(ProtoModel):
     outcome: Outcome | None = None
     output: str | None = None
-
-
-class VideoMetadata(ProtoModel):
-    start_offset: str | None = None
-    end_offset: str | None = None
-    fps: Double | None = None
-
-
-class PartMediaResolution(ProtoModel):
-    level: MediaResolution | None = None
+    id: str | None = None
 
 
 class Part(ProtoModel):
+    """The fields are google-genai 3.6.1's `Part` as `_Part_to_mldev` puts it on the wire. Those without an effect
+    here (media processing, speech, document and spreadsheet metadata, transcriptions, display names) are accepted
+    and ignored, with a note in the log (`GenerateService`)."""
+
     # oneof data
     text: str | None = None
     inline_data: Blob | None = None
@@ -91,15 +168,24 @@ class Part(ProtoModel):
     function_response: FunctionResponse | None = None
     executable_code: ExecutableCode | None = None
     code_execution_result: CodeExecutionResult | None = None
+    tool_call: ServerToolCall | None = None
+    tool_response: ServerToolResponse | None = None
     # metadata
     thought: bool | None = None
     thought_signature: str | None = None
     video_metadata: VideoMetadata | None = None
+    audio_metadata: AudioMetadata | None = None
+    document_metadata: DocumentMetadata | None = None
+    spreadsheet_metadata: SpreadsheetMetadata | None = None
     media_resolution: PartMediaResolution | None = None
+    media_processing: MediaProcessing | None = None
+    speech_metadata: SpeechMetadata | None = None
+    audio_transcription: Transcription | None = None
     part_metadata: dict[str, Any] | None = None
 
-    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("text", "inline_data", "file_data", "function_call", "function_response", "executable_code",
-                   "code_execution_result")
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("text", "inline_data", "file_data", "function_call", "function_response",
+                                              "executable_code", "code_execution_result", "tool_call",
+                                              "tool_response")
 
     def data_fields(self) -> list[str]:
         return [f for f in self.DATA_FIELDS if getattr(self, f) is not None]
@@ -164,6 +250,7 @@ class Interval(ProtoModel):
 class GoogleSearch(ProtoModel):
     time_range_filter: Interval | None = None
     exclude_domains: list[str] | None = None
+    search_types: dict[str, Any] | None = None
 
 
 class DynamicRetrievalConfig(ProtoModel):
@@ -183,11 +270,14 @@ class FileSearch(ProtoModel):
 
 class GoogleMaps(ProtoModel):
     enable_widget: bool | None = None
+    auth_config: dict[str, Any] | None = None
 
 
 class ComputerUse(ProtoModel):
     environment: str | None = None
     excluded_predefined_functions: list[str] | None = None
+    enable_prompt_injection_detection: bool | None = None
+    disabled_safety_policies: list[str] | None = None
 
 
 class Tool(ProtoModel):
@@ -242,6 +332,8 @@ class PrebuiltVoiceConfig(ProtoModel):
 
 class VoiceConfig(ProtoModel):
     prebuilt_voice_config: PrebuiltVoiceConfig | None = None
+    replicated_voice_config: dict[str, Any] | None = None
+    voice: str | None = None
 
 
 class SpeakerVoiceConfig(ProtoModel):
@@ -303,6 +395,7 @@ class GenerateContentRequest(ProtoModel):
     labels: dict[str, str] | None = None
     service_tier: str | None = None
     store: bool | None = None
+    continuation_token: str | None = None  # base64; Pollux never stops with CONTINUATION, so none is valid
 
 
 class CountTokensRequest(ProtoModel):
@@ -319,6 +412,8 @@ def part_json(part: OutPart) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if part.call is not None:
         out["functionCall"] = {"id": part.call.id, "name": part.call.name, "args": part.call.args}
+    elif part.data is not None:
+        out["inlineData"] = {"mimeType": part.mime_type, "data": base64.b64encode(part.data).decode()}
     elif part.text is not None:
         out["text"] = part.text
         if part.thought:
@@ -357,6 +452,8 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     if usage.thoughts:
         out["thoughtsTokenCount"] = usage.thoughts
     out["promptTokensDetails"] = details_json(usage.prompt)
+    if usage.output_by_modality:
+        out["candidatesTokensDetails"] = [{"modality": m, "tokenCount": n} for m, n in usage.output_by_modality.items()]
     return out
 
 

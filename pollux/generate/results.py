@@ -9,13 +9,16 @@ from ..engines.base import TokenCount, TokenLogprob, ToolCall
 
 @dataclass
 class OutPart:
-    """One part of a candidate: text (a thought summary when `thought`), or a function call; either may carry the
-    signature of the reasoning behind it, and a part may be a bare signature."""
+    """One part of a candidate: text (a thought summary when `thought`), a function call, or inline data (a
+    picture: `data` of type `mime_type`); any may carry the signature of the reasoning behind it, and a part may be
+    a bare signature."""
 
     text: str | None = None
     thought: bool = False
     call: ToolCall | None = None
     signature: str | None = None
+    data: bytes | None = None
+    mime_type: str | None = None
 
 
 @dataclass
@@ -24,7 +27,8 @@ class Candidate:
     parts: list[OutPart] = field(default_factory=list)
     finish: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
-    output_tokens: int = 0
+    output_tokens: int = 0  # text and function calls
+    image_tokens: int = 0   # pictures
     thought_tokens: int = 0
     thought: list[str] = field(default_factory=list)  # the whole reasoning, summarised or not, for the signature
     answer: list[str] = field(default_factory=list)   # the whole answer text, to check it against a schema
@@ -36,6 +40,7 @@ class Usage:
     prompt: TokenCount
     output: int
     thoughts: int
+    output_by_modality: dict[str, int] | None = None  # candidatesTokensDetails, when reported
 
     @property
     def total(self) -> int:

@@ -11,26 +11,33 @@ import base64
 import binascii
 import itertools
 import json
+import logging
 import math
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .. import patterns
 from ..config import ModelSpec, Settings, find_model
-from ..engines.base import (CallEvent, Engine, Finish, FunctionSpec, GenerateRequest, Media, ResponseFormat, Sampling,
-                            Segment, Text, TextDelta, Thinking, TokenCount, ToolCall, ToolResult, Turn)
+from ..engines.base import (CallEvent, Engine, Event, Finish, FunctionSpec, GenerateRequest, ImageDelta, Media,
+                            ResponseFormat, Sampling, Segment, Text, TextDelta, Thinking, TokenCount, ToolCall,
+                            ToolResult, Turn)
 from ..errors import ApiError
 from ..files.service import FileService
+from ..images.engines import ImageEngine, build_image_engines, image_engine_key, paints_answers
+from ..images.sizes import output_image
 from ..media import MediaError, inspect_bytes
 from ..media.probe import MediaInfo, modality_of
 from ..schemas import SchemaMismatch, openapi_to_json_schema, validate_instance
 from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
 from .results import Candidate, Chunk, OutPart, Reply, Usage
 from .signatures import Signer
-from .validation import check_contents, check_request
+from .validation import check_contents, check_request, response_modalities
+
+log = logging.getLogger("pollux.generate")
 
 MAX_TEXT_FILE_BYTES = 50 * 1024 * 1024  # a text-like file goes into the prompt whole
 
@@ -53,6 +60,22 @@ _response_ids = _ResponseIds()
 _NO_CONFIG = GenerationConfig()  # read-only stand-in for an absent generationConfig
 
 
+@dataclass(frozen=True)
+class Picture:
+    """The picture a request on an image-output model answers with (responseModalities IMAGE): what to paint, how
+    big, and the output tokens Gemini bills for it."""
+
+    engine: ImageEngine
+    prompt: str
+    width: int
+    height: int
+    tokens: int
+    seed: int | None
+
+    async def paint(self, model: str) -> bytes:
+        return (await self.engine.generate(model, self.prompt, 1, self.width, self.height, self.seed))[0]
+
+
 @dataclass
 class Prepared:
     """A validated request, ready for the engine."""
@@ -64,19 +87,30 @@ class Prepared:
     include_thoughts: bool
     prompt: TokenCount
     sign: bool  # whether reasoning is returned as signatures (Gemini 3 always; 2.5 when functions are declared)
+    text: bool = True  # whether the answer holds text (responseModalities TEXT, the default)
+    picture: Picture | None = None  # the picture it holds too (responseModalities IMAGE)
     response_id: str = field(default_factory=_response_ids.next)
 
     def reply(self, candidates: list[Candidate], chunks: list[Chunk]) -> Reply:
-        usage = Usage(self.prompt, sum(c.output_tokens for c in candidates), sum(c.thought_tokens for c in candidates))
+        text = sum(c.output_tokens for c in candidates)
+        images = sum(c.image_tokens for c in candidates)
+        # Per-modality output counts are reported, as Gemini does, when the answer holds a picture.
+        details = {m: n for m, n in (("TEXT", text), ("IMAGE", images)) if n} if images else None
+        usage = Usage(self.prompt, text + images, sum(c.thought_tokens for c in candidates), details)
         return Reply(chunks, usage, f"{self.model.id} (pollux {self.engine.name})", self.response_id)
 
 
 class GenerateService:
-    def __init__(self, settings: Settings, engines: dict[str, Engine], signer: Signer, files: FileService) -> None:
+    def __init__(self, settings: Settings, engines: dict[str, Engine], signer: Signer, files: FileService,
+                 image_engines: dict[str, ImageEngine] | None = None) -> None:
+        """`image_engines` paint for the image-output models (keyed by `image_engine_key`); when not given, the
+        service starts its own for them."""
         self.settings = settings
         self.engines = engines
         self.signer = signer
         self.files = files
+        self.image_engines = (image_engines if image_engines is not None
+                              else build_image_engines(settings, predict=False, generate=True))
 
     # Models -----------------------------------------------------------------------------------------------------
     def resolve(self, name: str, version: str, method: str) -> ModelSpec:
@@ -89,8 +123,9 @@ class GenerateService:
         candidates = [Candidate(i) for i in range(prepared.candidates)]
 
         async def run(cand: Candidate) -> None:
-            async for event in prepared.engine.generate(self._for_candidate(prepared, cand.index)):
-                self._apply(prepared, cand, event, cand.parts)
+            async with aclosing(self._candidate_events(prepared, cand.index)) as events:
+                async for event in events:
+                    self._apply(prepared, cand, event, cand.parts)
 
         if len(candidates) == 1:
             await run(candidates[0])
@@ -105,7 +140,11 @@ class GenerateService:
         return prepared.reply(candidates, [Chunk(c, c.parts, c.logprobs) for c in candidates])
 
     async def stream(self, model: ModelSpec, req: GenerateContentRequest, project_id: str) -> AsyncIterator[Reply]:
-        """Validates before the first chunk (so errors are plain HTTP errors), then yields response chunks."""
+        """Validates before the first chunk (so errors are plain HTTP errors), then yields response chunks.
+
+        As Gemini's, the last chunk of a candidate holds its last output together with finishReason and the final
+        usage, and no chunk is empty: each candidate's latest chunk is held until its next event, which either is
+        the finish (joined to it) or makes it go out. So one chunk at most waits per candidate, for one event."""
         prepared = await self.prepare(model, req, project_id, stream=True)
         candidates = [Candidate(i) for i in range(prepared.candidates)]
         # Bounded, so that an engine cannot run far ahead of a slow client.
@@ -114,8 +153,9 @@ class GenerateService:
 
         async def run(cand: Candidate) -> None:
             try:
-                async for event in prepared.engine.generate(self._for_candidate(prepared, cand.index)):
-                    await merged.put((cand, event))
+                async with aclosing(self._candidate_events(prepared, cand.index)) as events:
+                    async for event in events:
+                        await merged.put((cand, event))
             except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
                 await merged.put((cand, exc))
             finally:
@@ -124,21 +164,45 @@ class GenerateService:
         async def replies() -> AsyncIterator[Reply]:
             tasks = [asyncio.create_task(run(c)) for c in candidates]
             running = len(tasks)
+            held: dict[int, Reply] = {}  # per candidate: its latest chunk, not sent yet
             try:
                 while running:
                     cand, event = await merged.get()
                     if event is end:
                         running -= 1
+                        if cand.index in held:  # an engine that ended without a finish: what it made still goes
+                            yield held.pop(cand.index)
                         continue
                     if isinstance(event, Exception):
+                        if cand.index in held:  # the output before the error, then the error
+                            yield held.pop(cand.index)
                         raise event
+                    last = held.pop(cand.index, None)
+                    if isinstance(event, Finish):
+                        chunk = last.chunks[0] if last is not None else Chunk(cand, [], [])
+                        self._apply(prepared, cand, event, chunk.parts)
+                        if not chunk.parts:
+                            # A candidate with no output at all still sends a part: the JS SDK records a turn
+                            # whose chunk has no parts as invalid, and leaves it out of a chat's history.
+                            chunk.parts.append(OutPart(text=""))
+                        yield prepared.reply(candidates, [chunk])  # with the final usage
+                        continue
                     parts: list[OutPart] = []
                     seen = len(cand.logprobs)
                     self._apply(prepared, cand, event, parts)
-                    if cand.finish and not parts:
-                        parts.append(OutPart(text=""))  # the JS SDK drops a streamed turn with an empty chunk
-                    if parts:
-                        yield prepared.reply(candidates, [Chunk(cand, parts, cand.logprobs[seen:])])
+                    if not parts:  # a thought the client does not see: nothing to send yet
+                        if last is not None:
+                            held[cand.index] = last
+                        continue
+                    if (last is not None and isinstance(event, CallEvent)
+                            and all(p.call is not None for p in last.chunks[0].parts)):
+                        # Parallel calls go in one chunk, as Gemini sends them.
+                        last.chunks[0].parts.extend(parts)
+                        held[cand.index] = prepared.reply(candidates, last.chunks)
+                        continue
+                    if last is not None:
+                        yield last
+                    held[cand.index] = prepared.reply(candidates, [Chunk(cand, parts, cand.logprobs[seen:])])
             finally:
                 for task in tasks:  # a client that went away stops its generations here
                     task.cancel()
@@ -160,6 +224,8 @@ class GenerateService:
     # Request → engine -------------------------------------------------------------------------------------------
     def _engine(self, model: ModelSpec) -> Engine:
         engine = self.engines.get(model.engine_key)
+        if engine is None and paints_answers(model) and image_engine_key(model) == model.engine_key:
+            engine = self.engines.get("emulator")  # its engine paints; the built-in model writes the text beside
         if engine is None:
             raise ApiError("UNAVAILABLE", f"The engine {model.engine!r} for {model.name} is not running.")
         return engine
@@ -177,8 +243,52 @@ class GenerateService:
             raise ApiError.invalid(f"The input token count ({prompt.total}) exceeds the maximum number of tokens "
                                    f"allowed ({model.input_token_limit}).")
         sign = model.thinking_control == "level" or bool(request.functions)
-        return Prepared(model, engine, request, (req.generation_config or _NO_CONFIG).candidate_count or 1,
-                        request.thinking.include_thoughts, prompt, sign)
+        cfg = req.generation_config or _NO_CONFIG
+        modalities = response_modalities(cfg, model)
+        picture = self._picture(model, cfg, request) if "IMAGE" in modalities else None
+        return Prepared(model, engine, request, cfg.candidate_count or 1, request.thinking.include_thoughts, prompt,
+                        sign, text="TEXT" in modalities, picture=picture)
+
+    def _picture(self, model: ModelSpec, cfg: GenerationConfig, request: GenerateRequest) -> Picture:
+        """What an image-output model paints: the last user turn's words, at the size imageConfig asks for (without
+        an aspect ratio, that of the conversation's latest picture, as Gemini edits keep it; else square)."""
+        engine = self.image_engines.get(image_engine_key(model))
+        if engine is None:
+            raise ApiError("UNAVAILABLE", f"The image engine for {model.name} is not running.")
+        ic = cfg.image_config
+        source = next(((s.info.width, s.info.height) for turn in reversed(request.turns)
+                       for s in reversed(turn.segments) if isinstance(s, Media) and s.modality == "IMAGE"
+                       and s.info is not None and s.info.width and s.info.height), None)
+        size = output_image(model, ic.aspect_ratio if ic else None, ic.image_size if ic else None, source)
+        prompt = next((" ".join(s.text for s in turn.segments if isinstance(s, Text) and not s.thought)
+                       for turn in reversed(request.turns) if turn.role == "user"
+                       and any(isinstance(s, Text) and not s.thought for s in turn.segments)), "")
+        return Picture(engine, prompt, size.width, size.height, size.tokens, cfg.seed)
+
+    async def _candidate_events(self, prepared: Prepared, index: int) -> AsyncIterator[Event]:
+        """One candidate's events: the text engine's, and when the answer holds a picture, the picture after the
+        text and before the finish. The picture is painted while the text is written."""
+        request = self._for_candidate(prepared, index)
+        picture = prepared.picture
+        if picture is None:
+            async with aclosing(prepared.engine.generate(request)) as events:
+                async for event in events:
+                    yield event
+            return
+        painting = asyncio.create_task(picture.paint(prepared.model.id))
+        try:
+            finish = Finish("STOP")
+            if prepared.text:
+                async with aclosing(prepared.engine.generate(request)) as events:
+                    async for event in events:
+                        if isinstance(event, Finish):
+                            finish = event
+                        else:
+                            yield event
+            yield ImageDelta("image/png", await painting, picture.tokens)
+            yield finish
+        finally:
+            painting.cancel()  # the client went away, or the text failed: the picture is not wanted
 
     async def _engine_request(self, model: ModelSpec, req: GenerateContentRequest, project_id: str,
                               stream: bool) -> GenerateRequest:
@@ -229,6 +339,7 @@ class GenerateService:
         return [Text(p.text) for p in content.parts or [] if p.text]
 
     def _segments(self, part: Part, path: str, inputs: _Inputs) -> list[Segment]:
+        _note_ignored(part)
         out: list[Segment] = []
         if part.thought_signature:
             restored = self.signer.open(part.thought_signature)
@@ -257,6 +368,10 @@ class GenerateService:
             out.append(Text(part.executable_code.code or ""))
         elif part.code_execution_result is not None:
             out.append(Text(part.code_execution_result.output or ""))
+        elif part.tool_call is not None:  # a built-in tool's call and result in the history: read as text
+            out.append(Text(json.dumps(part.tool_call.args or {}, sort_keys=True)))
+        elif part.tool_response is not None:
+            out.append(Text(json.dumps(part.tool_response.response or {}, sort_keys=True)))
         return out
 
     def _media(self, part: Part, mime: str, inputs: _Inputs, *, data: bytes = b"", path: Path | None = None,
@@ -278,10 +393,18 @@ class GenerateService:
         clip, fps = None, None
         if part.video_metadata is not None:
             vm = part.video_metadata
-            clip = (_seconds(vm.start_offset, "start_offset") or 0.0, _seconds(vm.end_offset, "end_offset"))
+            clip = (_seconds(vm.start_offset, "video_metadata.start_offset") or 0.0,
+                    _seconds(vm.end_offset, "video_metadata.end_offset"))
             if vm.fps is not None and not 0 < vm.fps <= 24:
                 raise ApiError.invalid("video_metadata.fps must be in (0.0, 24.0].")
             fps = vm.fps
+        elif part.audio_metadata is not None:
+            if modality == "AUDIO":  # the stretch of the audio that is read, as video_metadata's for video
+                am = part.audio_metadata
+                clip = (_seconds(am.start_offset, "audio_metadata.start_offset") or 0.0,
+                        _seconds(am.end_offset, "audio_metadata.end_offset"))
+            else:
+                _note("audioMetadata")
         return Media(info.mime_type, modality, data=data, uri=uri, path=path, info=info, resolution=resolution,
                      clip=clip, fps=fps)
 
@@ -367,15 +490,20 @@ class GenerateService:
         elif isinstance(event, CallEvent):
             cand.output_tokens += event.tokens
             parts.append(OutPart(call=event.call, signature=self._signature(prepared, cand)))
+        elif isinstance(event, ImageDelta):
+            cand.image_tokens += event.tokens
+            parts.append(OutPart(data=event.data, mime_type=event.mime_type))
         elif isinstance(event, Finish):
             cand.finish = event.reason
             fmt = prepared.request.response_format
             if fmt.kind == "json" and event.reason == "STOP" and cand.answer and not _fits(cand.answer, fmt.schema):
                 cand.finish = "MALFORMED_RESPONSE"  # every engine's JSON is checked before it is returned
             signature = self._signature(prepared, cand)
-            if signature:  # on the last part, or a part of its own when that is a thought
-                if parts and parts[-1].text is not None and not parts[-1].thought and not parts[-1].signature:
-                    parts[-1].signature = signature
+            if signature:  # on the last part (answer text or picture), or a part of its own after a thought
+                last = parts[-1] if parts else None
+                if (last is not None and not last.signature and not last.thought
+                        and (last.text is not None or last.data is not None)):
+                    last.signature = signature
                 else:
                     parts.append(OutPart(signature=signature))
 
@@ -415,7 +543,7 @@ def _append_text(parts: list[OutPart], text: str, thought: bool = False) -> None
 
 
 def _seconds(value: str | None, name: str) -> float | None:
-    """A proto Duration ("12s", "1.5s") in seconds."""
+    """A proto Duration ("12s", "1.5s") in seconds; `name` is the field's path (video_metadata.start_offset)."""
     if value is None:
         return None
     try:
@@ -423,11 +551,43 @@ def _seconds(value: str | None, name: str) -> float | None:
         if not math.isfinite(seconds):
             raise ValueError(value)
     except ValueError:
-        raise ApiError.invalid(f"Invalid value at 'video_metadata.{name}' (type.googleapis.com/google.protobuf.Duration), "
+        raise ApiError.invalid(f"Invalid value at '{name}' (type.googleapis.com/google.protobuf.Duration), "
                                f"\"{value}\"") from None
     if seconds < 0:
-        raise ApiError.invalid(f"video_metadata.{name} must not be negative.")
+        raise ApiError.invalid(f"{name} must not be negative.")
     return seconds
+
+
+# Part fields the SDKs send that change nothing here, by wire name: each is noted in the log the first time it
+# is seen (the name only, never the value), so that a user can tell it was read and had no effect.
+_IGNORED_PART_FIELDS = {"media_processing": "mediaProcessing", "speech_metadata": "speechMetadata",
+                        "document_metadata": "documentMetadata", "spreadsheet_metadata": "spreadsheetMetadata",
+                        "audio_transcription": "audioTranscription"}
+_noted: set[str] = set()
+
+
+def _note(name: str) -> None:
+    if name not in _noted:
+        _noted.add(name)
+        log.info("request part field %s has no effect on Pollux: accepted and ignored (noted once)", name)
+
+
+def _note_ignored(part: Part) -> None:
+    for attr, name in _IGNORED_PART_FIELDS.items():
+        if getattr(part, attr) is not None:
+            _note(name)
+    if part.audio_metadata is not None and not (part.inline_data or part.file_data):
+        _note("audioMetadata")  # on anything but audio it clips nothing (on audio, see `_media`)
+    if part.inline_data is not None and part.inline_data.display_name is not None:
+        _note("inlineData.displayName")
+    if part.file_data is not None and part.file_data.display_name is not None:
+        _note("fileData.displayName")
+    if part.media_resolution is not None and part.media_resolution.num_tokens is not None:
+        _note("mediaResolution.numTokens")
+    if part.video_metadata is not None and part.video_metadata.content_layers:
+        _note("videoMetadata.contentLayers")
+    if part.tool_call is not None or part.tool_response is not None:
+        _note("toolCall/toolResponse (read as text)")
 
 
 def _b64(data: str, path: str) -> bytes:

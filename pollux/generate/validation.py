@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config import ModelSpec
 from ..errors import ApiError
+from ..images.sizes import output_image
 from ..schemas import size_problem
 from ..wire import number_text
 from .protocol import Content, GenerateContentRequest, GenerationConfig, Schema, ThinkingConfig, Tool, ToolConfig
@@ -87,10 +88,20 @@ def check_sampling(cfg: GenerationConfig, model: ModelSpec, names: Mapping[str, 
     check_range(names["logprobs"], cfg.logprobs, 0, MAX_LOGPROBS)
 
 
+def response_modalities(cfg: GenerationConfig, model: ModelSpec) -> tuple[str, ...]:
+    """What the answer holds: the request's responseModalities, else all the model answers with (Gemini's image
+    models answer with text and a picture unless asked otherwise; the others with text)."""
+    asked = [m for m in cfg.response_modalities or [] if m != "MODALITY_UNSPECIFIED"]
+    return tuple(dict.fromkeys(asked)) or model.output_modalities
+
+
 def check_generation_config(cfg: GenerationConfig, model: ModelSpec) -> None:
     if cfg.logprobs is not None and not cfg.response_logprobs:
         raise _field("generation_config.logprobs", "logprobs is only valid when response_logprobs is true")
     check_sampling(cfg, model)
+    if cfg.response_logprobs and cfg.logprobs is not None:
+        # Asked for, the top alternatives are 1 to 20 a token (0 is the range check's, not a way to turn them off).
+        check_range("logprobs", cfg.logprobs, 1, MAX_LOGPROBS)
     if cfg.top_k is not None and cfg.top_k < 1:
         raise _field("generation_config.top_k", f"top_k must be positive, got {cfg.top_k}")
     if cfg.stop_sequences is not None and len(cfg.stop_sequences) > MAX_STOP_SEQUENCES:
@@ -98,10 +109,23 @@ def check_generation_config(cfg: GenerationConfig, model: ModelSpec) -> None:
                      f"stop_sequences must have at most {MAX_STOP_SEQUENCES} items, got {len(cfg.stop_sequences)}")
     _check_response_format(cfg)
     for modality in cfg.response_modalities or []:
-        if modality not in ("TEXT", "MODALITY_UNSPECIFIED"):
+        if modality not in model.output_modalities and modality != "MODALITY_UNSPECIFIED":
             raise ApiError.invalid(f"Model does not support the requested response modalities: {modality.lower()}")
+    _check_image_output(cfg, model)
     if cfg.thinking_config is not None:
         check_thinking(cfg.thinking_config, model)
+
+
+def _check_image_output(cfg: GenerationConfig, model: ModelSpec) -> None:
+    if cfg.image_config is not None:
+        if "IMAGE" not in model.output_modalities:
+            # The field's documentation: "An error will be returned if this field is set for models that don't
+            # support these config options."
+            raise _field("generation_config.image_config", f"image_config is not supported for {model.name}: it "
+                         "does not answer with images.")
+        output_image(model, cfg.image_config.aspect_ratio, cfg.image_config.image_size)  # a 400 for bad values
+    if "IMAGE" in response_modalities(cfg, model) and (cfg.candidate_count or 1) > 1:
+        raise ApiError.invalid(f"Multiple candidates is not enabled for {model.name}")
 
 
 def _check_response_format(cfg: GenerationConfig) -> None:
@@ -154,7 +178,7 @@ def check_thinking(tc: ThinkingConfig, model: ModelSpec) -> None:
     level = tc.thinking_level
     if level is not None and level != "THINKING_LEVEL_UNSPECIFIED":
         if model.thinking_control != "level":
-            raise ApiError.invalid(f"Thinking level is not supported for this model ({model.name}).")
+            raise ApiError.invalid("Thinking level is not supported for this model.")  # the real API's words
         if level not in model.thinking_levels:
             raise ApiError.invalid(f"Thinking level {level} is not supported for this model. "
                                    f"Supported levels: {', '.join(model.thinking_levels)}.")
@@ -221,6 +245,10 @@ def check_request(req: GenerateContentRequest, model: ModelSpec) -> None:
         if setting.category in seen:
             raise _field("safety_settings", f"duplicate category {setting.category} in safety_settings.")
         seen.add(setting.category)
+    if req.continuation_token:
+        # Tokens resume answers that stopped with finishReason CONTINUATION, which no Pollux answer does.
+        raise _field("continuation_token", "continuation_token is not valid: no generation stopped with finish "
+                     "reason CONTINUATION issued it.")
     if req.cached_content and (req.system_instruction or req.tools or req.tool_config):
         raise ApiError.invalid(
             "CachedContent can not be used with GenerateContent request setting system_instruction, tools or "

@@ -1,7 +1,8 @@
 """The emulator's pictures: real, decodable PNGs, the same for the same model, prompt, size and index.
 
 A deterministic abstract picture (colours and shapes drawn from the prompt's hash, with the prompt written on it), so
-that apps can decode, size-check and store what they get back without any image model.
+that apps can decode, size-check and store what they get back without any image model. A request's seed, when it
+sets one, changes the picture as it changes a text answer.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import textwrap
 from PIL import Image, ImageDraw
 
 
-def paint(model: str, prompt: str, index: int, width: int, height: int) -> bytes:
-    seed = int.from_bytes(hashlib.blake2b(f"{model}|{index}|{prompt}".encode(), digest_size=8).digest(), "big")
-    rng = random.Random(seed)
+def paint(model: str, prompt: str, index: int, width: int, height: int, seed: int | None = None) -> bytes:
+    # Without a seed the key is what it always was, so earlier pictures stay the same.
+    key = f"{model}|{index}|{prompt}" if seed is None else f"{model}|{index}|{seed}|{prompt}"
+    rng = random.Random(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big"))
     top, bottom = [tuple(rng.randrange(256) for _ in range(3)) for _ in range(2)]
     image = Image.new("RGB", (width, height))
     draw = ImageDraw.Draw(image)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import ModelSpec, Settings, find_model
 from ..engines.emulator import count_text
 from ..errors import ApiError
-from .engines import ImageEngine
+from .engines import ImageEngine, image_engine_key
 
 MAX_SIDE = 2048
 MAX_IMAGES = 4  # Imagen's sampleCount range is 1-4
@@ -39,7 +39,7 @@ class ImageService:
         width, height = size
         if not (64 <= width <= MAX_SIDE and 64 <= height <= MAX_SIDE):
             raise ApiError.invalid(f"Image size {width}x{height} is out of range: each side 64 to {MAX_SIDE} pixels.")
-        engine = self.engines.get(model.engine_key)
+        engine = self.engines.get(image_engine_key(model))
         if engine is None:
             raise ApiError("UNAVAILABLE", f"The engine {model.engine!r} for {model.name} is not running.")
         return await engine.generate(model.id, prompt, n, width, height)

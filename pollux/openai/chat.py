@@ -68,6 +68,9 @@ def to_gemini(req: ChatCompletionRequest, google: dict[str, Any], model: ModelSp
         if req.top_logprobs:
             config["logprobs"] = req.top_logprobs
     config.update(_response_format(req.response_format))
+    if "IMAGE" in model.output_modalities:
+        # A chat completion carries text only: an image model answers here without its picture (not painted).
+        config["responseModalities"] = ["TEXT"]
     thinking = _thinking(req, google, model)
     if thinking:
         config["thinkingConfig"] = thinking
