@@ -222,8 +222,11 @@ RESOLVED_CACHE_SIZE = 1024
 MAX_ID_CHARS = 64  # longer ids are not Gemini's, and are not parsed
 
 # Gemini's model ids: `gemini-<version>-<variant>` (the version may be left out of `-latest` aliases) or
-# `gemini-embedding-<version>`, then up to four of -latest, -preview, -exp, -001 (a version), -MM-YYYY or -MM-DD.
-_SUFFIX = r"latest|preview|exp|\d{2}-\d{2}(?:\d{2})?|\d{3,4}"
+# `gemini-embedding-<version>`, then up to four words: -latest, -preview, -exp, -001 (a version), -MM-YYYY, -MM-DD,
+# or a variant's name (`gemini-3.1-pro-preview-customtools`, which the Gemini CLI asks for).
+_SUFFIX = r"\d{2}-\d{2}(?:\d{2})?|\d{3,4}|[a-z][a-z0-9]{0,19}"
+# Words that name another kind of model (speech, the Live API's audio), which no engine here serves: those stay 404.
+_UNSERVED_WORDS = frozenset({"tts", "audio", "live", "native", "speech"})
 _GEMINI_ID = re.compile(
     r"gemini-(?:(?:(?P<version>\d{1,2}(?:\.\d{1,2})?)-)?(?P<variant>flash-lite|flash-image|pro-image|flash|pro)"
     r"|embedding-(?P<embedding>\d{1,3}|exp))"
@@ -264,6 +267,8 @@ def parse_gemini_id(model_id: str) -> GeminiId | None:
     if match is None:
         return None
     words = _TAIL_WORD.findall(match["tail"])
+    if _UNSERVED_WORDS.intersection(words):
+        return None
     if match["embedding"]:
         variant, number = "embedding", match["embedding"]
         version = (int(number), 0) if number.isdigit() else (0, 0)

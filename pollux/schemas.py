@@ -139,6 +139,30 @@ def words_of(text: str) -> list[str]:
     return list(dict.fromkeys(w for w in words if len(w) >= 3 and w not in _STOP_WORDS))
 
 
+_GEMINI_TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
+_LITERAL_KEYS = {"enum", "const", "default", "examples", "example"}  # values, not schemas: left as they are
+
+
+def lower_type_names(schema: Any) -> Any:
+    """A JSON Schema with Gemini's own type names (`"type": "STRING"`, as the Gemini CLI sends them in
+    `responseJsonSchema`, and the real API accepts) read as JSON Schema's lower-case ones. Changed in place, without
+    recursion: the body's nesting is not bounded yet when this runs."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str) and kind in _GEMINI_TYPES:
+                node["type"] = kind.lower()
+            elif isinstance(kind, list):
+                node["type"] = [k.lower() if isinstance(k, str) and k in _GEMINI_TYPES else k for k in kind]
+            # A property may be named "type" (then its value is a schema to walk).
+            stack.extend(v for k, v in node.items() if k not in _LITERAL_KEYS and (k != "type" or isinstance(v, dict)))
+    return schema
+
+
 def openapi_to_json_schema(schema: dict) -> dict:
     """Gemini's legacy `responseSchema` / FunctionDeclaration.parameters (an OpenAPI 3.0 subset)
     -> JSON Schema. Unknown or unsupported keys are dropped; `propertyOrdering` is kept so that

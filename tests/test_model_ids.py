@@ -21,7 +21,7 @@ from pollux.config import RESOLVED_CACHE_SIZE, Settings, load_config, lookup_mod
 
 # What the current Gemini CLI (its default and its router's small model) and the python-genai tests ask for.
 TODAYS_IDS = ["gemini-3.1-pro-preview", "gemini-3.5-flash-lite", "gemini-3.8-flash", "gemini-3-flash-preview",
-              "gemini-3.5-flash"]
+              "gemini-3.5-flash", "gemini-3.1-pro-preview-customtools"]
 NOT_FOUND = ("models/{model} is not found for API version v1beta, or is not supported for {method}. "
              "Call ListModels to see the list of available models and their supported methods.")
 
@@ -76,7 +76,8 @@ def test_resolved_id_is_its_family_under_its_own_name(beta_client, server):
                           ("gemini-4-pro-preview-05-2027", "gemini-3.1-pro-preview"),
                           ("gemini-3.5-flash-lite-latest", "gemini-3.5-flash-lite"),
                           ("gemini-2.5-flash-image-preview", "gemini-2.5-flash-image"),
-                          ("gemini-embedding-3", "gemini-embedding-2")):
+                          ("gemini-embedding-3", "gemini-embedding-2"),
+                          ("gemini-3.1-pro-preview-customtools", "gemini-3.1-pro-preview")):
         own, theirs = get(server, f"/v1beta/models/{model}").json(), get(server, f"/v1beta/models/{family}").json()
         assert own["name"] == f"models/{model}"
         names = ("name", "displayName", "description", "version")
@@ -143,7 +144,8 @@ def test_embedding_2_and_next(beta_client):
                 ] == [3072, 3072]
 
 
-@pytest.mark.parametrize("model", ["gpt-4", "gemini-foo", "gemini", "gemini-1.5-pro", "gemini-3.8-flash-tts"])
+@pytest.mark.parametrize("model", ["gpt-4", "gemini-foo", "gemini", "gemini-1.5-pro", "gemini-3.8-flash-tts",
+                                   "gemini-2.5-flash-native-audio-preview-09-2025"])
 def test_other_ids_get_the_real_404(beta_client, server, model):
     with pytest.raises(errors.ClientError) as exc:
         beta_client.models.generate_content(model=model, contents="Hi")

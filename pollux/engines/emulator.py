@@ -203,9 +203,10 @@ def _fingerprint(request: GenerateRequest) -> int:
 def _last_user_text(turns: list[Turn]) -> str:
     for turn in reversed(turns):
         if turn.role == "user":
+            # The turn's last text is the prompt (see `_episode`): earlier parts may be a client's context.
             texts = [s.text for s in turn.segments if isinstance(s, Text) and not s.thought]
             if texts or any(isinstance(s, ToolResult) for s in turn.segments):
-                return "\n".join(texts)
+                return texts[-1] if texts else ""
     return ""
 
 
@@ -250,7 +251,9 @@ _MAX_CALLS_PER_FUNCTION = 16  # one call per place the prompt names, but a long 
 _CHAIN = re.compile(r"\b(?:then|after that|afterwards)\b", re.IGNORECASE)
 # A number on its own ("1000", "-2.5", "1,000"), not part of a word, a version or a run of digits too long to be exact.
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d{1,15})(?:\.\d{1,15})?(?![\w.]*\w)")
-_PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)*\b")
+# Names: capitalised words that do not start a sentence, and absolute paths or URLs ("list /tmp/work").
+_PROPER = re.compile(r"https?://[^\s\"'<>]*[^\s\"'<>.,;:!?)]|(?<![\w/.~])/[\w.\-]+(?:/[\w.\-]+)*/?"
+                     r"|(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)*\b")
 _NAME_WORD = re.compile(r"[^\W\d_]+")
 
 
@@ -266,7 +269,7 @@ class _Planned:
 
 @dataclass
 class _Episode:
-    prompt: str  # the text of the last user turn with text
+    prompt: str  # the last text of the last user turn with text
     called: set[str]  # functions the model called, or the client answered, since the prompt
     results: list[ToolResult]  # the function responses since the prompt (its own turn included), in order
 
@@ -274,8 +277,10 @@ class _Episode:
 def _episode(turns: list[Turn]) -> _Episode:
     start = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].role == "user"
                   and any(isinstance(s, Text) and not s.thought for s in turns[i].segments)), -1)
-    prompt = "" if start < 0 else "\n".join(
-        s.text for s in turns[start].segments if isinstance(s, Text) and not s.thought)
+    # The prompt is the turn's last text: clients such as the Gemini CLI send their context (the date, a directory
+    # listing) as earlier parts of the same turn, and what that context mentions is not a request to call anything.
+    prompt = "" if start < 0 else next(
+        s.text for s in reversed(turns[start].segments) if isinstance(s, Text) and not s.thought)
     segments = [s for t in turns[max(start, 0):] for s in t.segments if isinstance(s, (ToolCall, ToolResult))]
     return _Episode(prompt, {s.name for s in segments}, [s for s in segments if isinstance(s, ToolResult)])
 
@@ -429,7 +434,7 @@ def _result_values(results: list[ToolResult]) -> tuple[list[str], list[int | flo
 
 
 def _proper_nouns(text: str) -> list[str]:
-    """Capitalised words that do not start a sentence: names and places."""
+    """Capitalised words that do not start a sentence (names and places), paths and URLs."""
     return list(_proper_nouns_of(text))
 
 

@@ -6,9 +6,12 @@ Fields typed `dict[str, Any]` or `Any` are user data (proto `Struct`/`Value`): p
 from __future__ import annotations
 
 import base64
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator
 
 from ..engines.base import TokenCount
+from ..schemas import lower_type_names
 from ..wire import Double, Float, Int32, Int64, ProtoModel, enum
 from .results import Chunk, OutPart, Reply, Usage
 
@@ -41,6 +44,10 @@ ToolType = enum("ToolType", "TOOL_TYPE_UNSPECIFIED", "GOOGLE_SEARCH_WEB", "GOOGL
 
 
 # Content ------------------------------------------------------------------------------------------------------------
+# A JSON Schema field: any JSON, with Gemini's upper-case type names read as JSON Schema's.
+JsonSchema = Annotated[Any, AfterValidator(lower_type_names)]
+
+
 class Blob(ProtoModel):
     mime_type: str | None = None
     data: str | None = None  # base64
@@ -231,9 +238,9 @@ class FunctionDeclaration(ProtoModel):
     name: str | None = None
     description: str | None = None
     parameters: Schema | None = None
-    parameters_json_schema: Any = None
+    parameters_json_schema: JsonSchema = None
     response: Schema | None = None
-    response_json_schema: Any = None
+    response_json_schema: JsonSchema = None
     behavior: Behavior | None = None
 
 
@@ -360,7 +367,7 @@ class GenerationConfig(ProtoModel):
     stop_sequences: list[str] | None = None
     response_mime_type: str | None = None
     response_schema: Schema | None = None
-    response_json_schema: Any = None
+    response_json_schema: JsonSchema = None
     response_modalities: list[Modality] | None = None
     candidate_count: Int32 | None = None
     max_output_tokens: Int32 | None = None
