@@ -61,3 +61,17 @@ def test_the_prompt_itself_still_calls_what_it_names(server):
     assert r.status_code == 200, r.text
     calls = [p["functionCall"] for p in r.json()["candidates"][0]["content"]["parts"] if "functionCall" in p]
     assert [c["name"] for c in calls] == ["list_directory"]
+
+
+def test_a_call_sets_the_required_arguments_and_leaves_the_options(server):
+    # The CLI's read_file takes a path and optional line bounds: a random start_line past end_line fails the tool.
+    read_file = {"name": "read_file", "description": "Reads a file.", "parametersJsonSchema": {
+        "type": "object", "required": ["file_path"], "properties": {
+            "file_path": {"type": "string"}, "start_line": {"type": "integer"}, "end_line": {"type": "integer"}}}}
+    body = {"contents": [{"role": "user", "parts": [{"text": CONTEXT},
+                                                     {"text": "Read the file /home/me/project/notes.txt"}]}],
+            "tools": [{"functionDeclarations": [read_file]}]}
+    r = _post(server, "gemini-3.1-pro-preview", body)
+    assert r.status_code == 200, r.text
+    calls = [p["functionCall"] for p in r.json()["candidates"][0]["content"]["parts"] if "functionCall" in p]
+    assert [(c["name"], c["args"]) for c in calls] == [("read_file", {"file_path": "/home/me/project/notes.txt"})]

@@ -496,6 +496,10 @@ def _arguments(fn: FunctionSpec, rng: random.Random, text: str, names: list[str]
         raise ApiError.invalid(f"Function {fn.name}: its parameters schema cannot be satisfied: {exc}") from None
     if not isinstance(args, dict):
         return {}
+    # Only the required arguments, as a model leaves out the options nobody asked for (a random `start_line` would
+    # change what a client's tool does).
+    required = set(schema.get("required") or [])
+    args = _if_valid({}, {k: v for k, v in args.items() if k in required}, schema, fallback=args)
     props = schema.get("properties") or {}
     # Free-text arguments take the names the prompt mentions ("Boston"), as a model would; numeric ones its numbers
     # ("Divide 1000 by 2"), in order. Only the arguments the call has, and only if they still fit the schema.
@@ -519,12 +523,14 @@ def _arguments(fn: FunctionSpec, rng: random.Random, text: str, names: list[str]
     return args
 
 
-def _if_valid(args: dict[str, Any], update: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+def _if_valid(args: dict[str, Any], update: dict[str, Any], schema: dict[str, Any],
+              fallback: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`args` with `update` if that still fits the schema, else `fallback` (by default `args` as they were)."""
     changed = {**args, **update}
     try:
         validate_instance(changed, schema)
     except SchemaMismatch:
-        return args
+        return args if fallback is None else fallback
     return changed
 
 
