@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 
+import pydantic
 import pytest
 from google.genai import types
 from openai import OpenAI
@@ -222,3 +223,48 @@ def test_openai_two_tools_give_two_tool_calls(oai):
     second = oai.chat.completions.create(model=MODEL, messages=messages, tools=OAI_TOOLS)
     assert second.choices[0].finish_reason == "stop" and not second.choices[0].message.tool_calls
     assert "windy, 12 degrees" in second.choices[0].message.content and "1234.5" in second.choices[0].message.content
+
+
+# What python-genai's own suite asks of a model, answered offline ---------------------------------------------------
+def test_arithmetic_names_the_function_that_does_it(client):
+    seen = []
+
+    def divide_numbers(a: float, b: float) -> float:
+        """Divide two numbers."""
+        seen.append((a, b))
+        return a / b
+
+    response = client.models.generate_content(model=MODEL, contents="what is the result of 1001.0/2.0?",
+                                              config=types.GenerateContentConfig(tools=[divide_numbers]))
+    assert seen == [(1001.0, 2.0)]
+    assert "500.5" in response.text
+
+
+class City(pydantic.BaseModel):
+    city_name: str
+
+
+def test_an_object_argument_takes_the_prompts_name_and_the_answer_says_what_was_asked(client):
+    token = secrets.token_hex(4)
+
+    def get_weather_for(city: City, is_winter: bool) -> str:
+        """Get the weather in a city."""
+        return f"cold-{token}" if is_winter else f"warm-{token}"
+
+    response = client.models.generate_content(model=MODEL, contents="What is the weather in Boston in winter?",
+                                              config=types.GenerateContentConfig(tools=[get_weather_for]))
+    (call,) = [p.function_call for c in response.automatic_function_calling_history for p in c.parts
+               if p.function_call]
+    assert call.args["city"] == {"city_name": "Boston"}
+    assert token in response.text and "Boston" in response.text  # the answer tells what the call was given
+
+
+def test_a_list_answer_has_an_item_for_each_name_the_prompt_gives(client):
+    class Summary(pydantic.BaseModel):
+        summary: str
+        person: str
+
+    response = client.models.generate_content(
+        model=MODEL, contents=["Summarize the work of Ada Lovelace", "Summarize the work of Grace Hopper"],
+        config=types.GenerateContentConfig(response_mime_type="application/json", response_schema=list[Summary]))
+    assert [s.person for s in response.parsed] == ["Ada Lovelace", "Grace Hopper"]

@@ -203,10 +203,9 @@ def _fingerprint(request: GenerateRequest) -> int:
 def _last_user_text(turns: list[Turn]) -> str:
     for turn in reversed(turns):
         if turn.role == "user":
-            # The turn's last text is the prompt (see `_episode`): earlier parts may be a client's context.
             texts = [s.text for s in turn.segments if isinstance(s, Text) and not s.thought]
             if texts or any(isinstance(s, ToolResult) for s in turn.segments):
-                return texts[-1] if texts else ""
+                return "\n".join(texts)
     return ""
 
 
@@ -251,9 +250,10 @@ _MAX_CALLS_PER_FUNCTION = 16  # one call per place the prompt names, but a long 
 _CHAIN = re.compile(r"\b(?:then|after that|afterwards)\b", re.IGNORECASE)
 # A number on its own ("1000", "-2.5", "1,000"), not part of a word, a version or a run of digits too long to be exact.
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d{1,15})(?:\.\d{1,15})?(?![\w.]*\w)")
-# Names: capitalised words that do not start a sentence, and absolute paths or URLs ("list /tmp/work").
+# Names: capitalised words that do not start a sentence or a line (the parts of a turn are lines of its text),
+# and absolute paths or URLs ("list /tmp/work").
 _PROPER = re.compile(r"https?://[^\s\"'<>]*[^\s\"'<>.,;:!?)]|(?<![\w/.~])/[\w.\-]+(?:/[\w.\-]+)*/?"
-                     r"|(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)*\b")
+                     r"|(?<![.!?]\s)(?<!^)(?<!\n)\b[A-Z][a-zA-Z]+(?:[ \t][A-Z][a-zA-Z]+)*\b")
 _NAME_WORD = re.compile(r"[^\W\d_]+")
 
 
@@ -385,7 +385,21 @@ def _points_to(fn: FunctionSpec, text: str) -> bool:
 # a good part of a second).
 @functools.lru_cache(maxsize=4)
 def _text_words(text: str) -> frozenset[str]:
-    return frozenset(words_of(text))
+    return frozenset(words_of(text)) | {word for word, _ in _operations(text)}
+
+
+# Arithmetic between numbers names what it does ("1000/2" asks a `divide` function), as a model reads it.
+_OPERATION = re.compile(r"(?<![\w.])\d[\d.,]{0,30}\s{0,3}([-+*/×÷^])\s{0,3}\d")
+_OPERATION_WORDS = {"/": ("divide", "division", "quotient"), "÷": ("divide", "division", "quotient"),
+                    "*": ("multiply", "product", "times"), "×": ("multiply", "product", "times"),
+                    "+": ("add", "sum", "plus"), "-": ("subtract", "difference", "minus"), "^": ("power", "exponent")}
+
+
+def _operations(text: str) -> list[tuple[str, int]]:
+    """The words each arithmetic operation in the text stands for, with where it stands."""
+    return [(word, m.start()) for m in _OPERATION.finditer(text)
+            if m.group(1) != "-" or " - " in m.group()  # 2026-12-06 is a date, 7 - 2 a difference
+            for word in _OPERATION_WORDS[m.group(1)]]
 
 
 @functools.lru_cache(maxsize=4)
@@ -399,6 +413,8 @@ def _first_positions(text: str) -> dict[str, int]:
     first: dict[str, int] = {}
     for m in _NAME_WORD.finditer(text):
         first.setdefault(m.group().lower(), m.start())
+    for word, at in _operations(text):
+        first.setdefault(word, at)
     return first
 
 
@@ -479,6 +495,32 @@ def _kind(sub: Any) -> str | None:
     return kinds[0] if len(kinds) == 1 and kinds[0] in ("string", "integer", "number") else None
 
 
+# Fields that hold a name in most schemas (a person, a place, a company): a JSON answer puts the prompt's names there.
+_NAME_KEY = re.compile(r"name|person|author|who|city|location|place|country|company|symbol", re.IGNORECASE)
+
+
+def _named(value: Any, schema: Any, names: list[str], name_keys_only: bool = False, start: int = 0) -> Any:
+    """`value` (an instance of `schema`) with the prompt's names in its free-text fields, walking properties and
+    items: the i-th item of an array starts at the i-th name ("Summarize Shakespeare's work", "… Hemingway's" →
+    one summary each). With `name_keys_only`, only fields whose key says they hold a name change."""
+    if not names or not isinstance(schema, dict):
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_named(v, schema["items"], names, name_keys_only, start + i) for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    out, used = dict(value), 0
+    for key, sub in (schema.get("properties") or {}).items():
+        if key not in out:
+            continue
+        if _kind(sub) == "string" and (not name_keys_only or _NAME_KEY.search(key)):
+            out[key] = names[(start + used) % len(names)]
+            used += 1
+        elif isinstance(out[key], (dict, list)):
+            out[key] = _named(out[key], sub, names, name_keys_only, start)
+    return out
+
+
 def _free_fields(fn: FunctionSpec) -> list[str]:
     """The free-text parameters a call must have (all of them when none is required)."""
     schema = fn.parameters or {}
@@ -508,6 +550,10 @@ def _arguments(fn: FunctionSpec, rng: random.Random, text: str, names: list[str]
     free = [k for k, sub in props.items() if k in args and _kind(sub) == "string"]
     if names and free:
         args = _if_valid(args, {k: names[i % len(names)] for i, k in enumerate(free)}, schema)
+    nested = {k: _named(args[k], sub, names) for k, sub in props.items()
+              if k in args and isinstance(args[k], dict) and isinstance(sub, dict)}
+    if names and nested:  # an object argument's own free text ({"city": {"name": "Boston"}})
+        args = _if_valid(args, nested, schema)
     numeric = [k for k, sub in props.items() if k in args and _kind(sub) in ("integer", "number")]
     pool = list(numbers)
     filled = {}
@@ -527,11 +573,9 @@ def _if_valid(args: dict[str, Any], update: dict[str, Any], schema: dict[str, An
               fallback: dict[str, Any] | None = None) -> dict[str, Any]:
     """`args` with `update` if that still fits the schema, else `fallback` (by default `args` as they were)."""
     changed = {**args, **update}
-    try:
-        validate_instance(changed, schema)
-    except SchemaMismatch:
-        return args if fallback is None else fallback
-    return changed
+    if _fits_schema(changed, schema):
+        return changed
+    return args if fallback is None else fallback
 
 
 def _call_id(rng: random.Random) -> str:
@@ -552,13 +596,46 @@ def _answer(request: GenerateRequest, last_text: str, scripted: Scripted | None,
             value = instance_for(fmt.schema or {"type": "object"}, rng, _prompt_words(last_text))
         except SchemaMismatch as exc:
             raise ApiError.invalid(f"The response schema cannot be satisfied: {exc}") from None
+        names = _proper_nouns(last_text)
+        if names and isinstance(value, (dict, list)) and fmt.schema:
+            items = fmt.schema.get("items")
+            if (isinstance(value, list) and value and isinstance(items, dict)
+                    and any(_NAME_KEY.search(k) for k in items.get("properties") or {})):
+                # One item per name ("Summarize Shakespeare's work", "… Hemingway's"), if the schema allows as many.
+                sized = [value[i % len(value)] for i in range(min(len(names), _MAX_CALLS_PER_FUNCTION))]
+                value = sized if _fits_schema(sized, fmt.schema) else value
+            named = _named(value, fmt.schema, names, name_keys_only=True)
+            value = named if _fits_schema(named, fmt.schema) else value
         return tokenize(json.dumps(value, ensure_ascii=False))
     if _pending_results(request.turns):
         # Every response of the episode: a chain's answer tells what each step returned.
-        results = _episode(request.turns).results
-        return tokenize(" ".join(f"The {r.name} function returned {_describe(r.response).rstrip('.')}."
-                                 for r in results))
+        episode = _episode(request.turns)
+        calls = _calls_answered(request.turns, episode.results)
+        return tokenize(" ".join(
+            f"The {r.name} function{f', given {_describe(c.args)},' if c is not None and c.args else ''} returned "
+            f"{_describe(r.response).rstrip('.')}." for r, c in zip(episode.results, calls, strict=True)))
     return _prose(request, last_text, rng)
+
+
+def _calls_answered(turns: list[Turn], results: list[ToolResult]) -> list[ToolCall | None]:
+    """The model's call each result answers: the one with its id, else the oldest unanswered one of its name."""
+    calls = [s for t in turns if t.role == "model" for s in t.segments if isinstance(s, ToolCall)]
+    out: list[ToolCall | None] = []
+    for result in results:
+        match = next((c for c in calls if result.id and c.id == result.id), None) \
+            or next((c for c in calls if c.name == result.name), None)
+        if match is not None:
+            calls.remove(match)
+        out.append(match)
+    return out
+
+
+def _fits_schema(value: Any, schema: dict[str, Any]) -> bool:
+    try:
+        validate_instance(value, schema)
+    except SchemaMismatch:
+        return False
+    return True
 
 
 def _describe(value: Any) -> str:

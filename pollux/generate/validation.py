@@ -99,9 +99,10 @@ def check_generation_config(cfg: GenerationConfig, model: ModelSpec) -> None:
     if cfg.logprobs is not None and not cfg.response_logprobs:
         raise _field("generation_config.logprobs", "logprobs is only valid when response_logprobs is true")
     check_sampling(cfg, model)
-    if cfg.response_logprobs and cfg.logprobs is not None:
-        # Asked for, the top alternatives are 1 to 20 a token (0 is the range check's, not a way to turn them off).
-        check_range("logprobs", cfg.logprobs, 1, MAX_LOGPROBS)
+    if cfg.response_logprobs and cfg.logprobs == 0:
+        # Asked for, the top alternatives are 1 to 20 a token; 0 is refused with these words (python-genai's own
+        # suite records them for gemini-2.5-flash).
+        raise ApiError.invalid(f"Logprobs is not enabled for {model.name}")
     if cfg.top_k is not None and cfg.top_k < 1:
         raise _field("generation_config.top_k", f"top_k must be positive, got {cfg.top_k}")
     if cfg.stop_sequences is not None and len(cfg.stop_sequences) > MAX_STOP_SEQUENCES:
@@ -177,9 +178,9 @@ def check_thinking(tc: ThinkingConfig, model: ModelSpec) -> None:
             raise ApiError.invalid(f"The thinking budget {budget} is invalid. Please choose a value between {low} and {high}.")
     level = tc.thinking_level
     if level is not None and level != "THINKING_LEVEL_UNSPECIFIED":
-        if model.thinking_control != "level":
-            raise ApiError.invalid("Thinking level is not supported for this model.")  # the real API's words
-        if level not in model.thinking_levels:
+        # A budget-controlled model (2.5) takes a level too, as the live API does (python-genai's suite sends LOW to
+        # gemini-2.5-flash and gets an answer); Gemini 3 models take only their own levels.
+        if model.thinking_control == "level" and level not in model.thinking_levels:
             raise ApiError.invalid(f"Thinking level {level} is not supported for this model. "
                                    f"Supported levels: {', '.join(model.thinking_levels)}.")
 
