@@ -36,6 +36,14 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def logged(self, text: str, count: int = 1) -> bool:
+        """Whether the log holds `text` at least `count` times, waiting a bounded while for it (an outcome, not a
+        measure of speed)."""
+        deadline = time.monotonic() + 30
+        while self.log().count(text) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.log().count(text) >= count
+
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """Run the `pollux` CLI against this server's data dir."""
         return subprocess.run([sys.executable, "-m", "pollux.cli", *args, "--data-dir", str(self.data_dir)],

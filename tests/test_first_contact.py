@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -375,13 +374,6 @@ def slow(tmp_path_factory):
         yield server
 
 
-def _wait_for(srv: Server, text: str, count: int) -> bool:
-    deadline = time.monotonic() + 30  # a bound on waiting for an outcome, not a measure of speed
-    while srv.log().count(text) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return srv.log().count(text) >= count
-
-
 @pytest.mark.parametrize("query,first", [("alt=sse&", "data: "), ("", "[")])
 def test_streams_are_not_held_back_by_compression(slow, query, first):
     """The first chunk reaches a gzip-accepting client while the model is still generating: the client reads it
@@ -396,9 +388,9 @@ def test_streams_are_not_held_back_by_compression(slow, query, first):
         assert r.status_code == 200
         assert "content-encoding" not in r.headers  # each chunk goes as it is made
         assert next(r.iter_text()).lstrip().startswith(first)
-    assert _wait_for(slow, "emulator generation cancelled", cancelled + 1), slow.log()
+    assert slow.logged("emulator generation cancelled", cancelled + 1), slow.log()
     # The access line comes when the stream ends, cut short by the client.
     path = f"/v1beta/models/gemini-2.5-flash:streamGenerateContent?{query}key=REDACTED"
-    assert _wait_for(slow, f"POST {path} 200 ", 1)
+    assert slow.logged(f"POST {path} 200 ", 1)
     lines = [line for line in access_lines(slow.log()) if line[1] == path]
     assert lines and "cut short" in lines[-1][3], slow.log()

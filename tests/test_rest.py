@@ -133,13 +133,6 @@ def slow(tmp_path_factory):
         yield srv
 
 
-def _wait_for(srv, text: str, count: int) -> bool:
-    deadline = time.monotonic() + 30  # a bound on waiting for an outcome, not a measure of speed
-    while srv.log().count(text) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return srv.log().count(text) >= count
-
-
 def test_client_disconnect_cancels_a_stream(slow):
     before = slow.log().count("emulator generation cancelled")
     url = f"{slow.base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={slow.api_key}"
@@ -148,7 +141,7 @@ def test_client_disconnect_cancels_a_stream(slow):
     with httpx.stream("POST", url, json=body) as r:
         assert next(r.iter_lines()).startswith("data: ")
     # The engine itself stopped, not only the response.
-    assert _wait_for(slow, "emulator generation cancelled", before + 1), slow.log()
+    assert slow.logged("emulator generation cancelled", before + 1), slow.log()
 
 
 def test_client_disconnect_cancels_a_whole_answer(slow):
@@ -156,7 +149,7 @@ def test_client_disconnect_cancels_a_whole_answer(slow):
     url = f"{slow.base_url}/v1beta/models/gemini-2.5-flash:generateContent?key={slow.api_key}"
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url, json={"contents": [{"parts": [{"text": "Tell me a long story"}]}]}, timeout=0.5)
-    assert _wait_for(slow, "emulator generation cancelled", before + 1), slow.log()
+    assert slow.logged("emulator generation cancelled", before + 1), slow.log()
 
 
 def test_a_client_that_leaves_while_sending_its_body_is_no_error(slow):
@@ -168,7 +161,7 @@ def test_a_client_that_leaves_while_sending_its_body_is_no_error(slow):
             sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nx-goog-api-key: {slow.api_key}\r\n"
                          "Content-Type: application/json\r\nContent-Length: 97\r\n\r\n{\"contents\": [".encode())
             time.sleep(0.2)
-        assert _wait_for(slow, f"POST {path.split('?')[0]}: the request body did not arrive whole", 1)
+        assert slow.logged(f"POST {path.split('?')[0]}: the request body did not arrive whole", 1)
     r = httpx.post(f"{slow.base_url}/v1beta/models/gemini-2.5-flash:countTokens?key={slow.api_key}",
                    json={"contents": [{"parts": [{"text": "still here"}]}]})
     assert r.status_code == 200
