@@ -269,11 +269,15 @@ def parse_gemini_id(model_id: str) -> GeminiId | None:
     words = _TAIL_WORD.findall(match["tail"])
     if _UNSERVED_WORDS.intersection(words):
         return None
+    if "image" in words and match["variant"] in ("flash", "pro"):  # gemini-2.0-flash-preview-image-generation
+        match_variant = match["variant"] + "-image"
+    else:
+        match_variant = match["variant"]
     if match["embedding"]:
         variant, number = "embedding", match["embedding"]
         version = (int(number), 0) if number.isdigit() else (0, 0)
     else:
-        variant, number = match["variant"], match["version"]
+        variant, number = match_variant, match["version"]
         if number is None and words != ["latest"]:
             return None  # only `-latest` aliases leave the version out (gemini-flash-latest)
         major, _, minor = (number or "").partition(".")
@@ -286,7 +290,7 @@ def parse_gemini_id(model_id: str) -> GeminiId | None:
         return None
     display = " ".join(["Gemini", *([number] if number and variant != "embedding" else []), _WORDS[variant],
                         *([_WORDS.get(number, number)] if variant == "embedding" else []),
-                        *(_WORDS.get(w, w) for w in words)])
+                        *(_WORDS.get(w, w) for w in words if w != "image")])
     # The live API's version field: the `-001` of a stable id, else the id past `gemini-` ("3-pro-preview-11-2025").
     own_version = next((w for w in reversed(words) if len(w) == 3 and w.isdigit()), model_id.removeprefix("gemini-"))
     return GeminiId(template, display, own_version)

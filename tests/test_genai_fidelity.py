@@ -212,7 +212,9 @@ def test_signature_only_and_empty_thought_parts_in_history(client):
     signature = next(p.thought_signature for p in first.candidates[0].content.parts if p.thought_signature)
     for model_parts in ([types.Part(thought_signature=signature)],
                         [types.Part(text="", thought=True), types.Part(text="Hello.", thought_signature=signature)],
-                        [types.Part(text="", thought=True, thought_signature=signature)]):
+                        [types.Part(text="", thought=True, thought_signature=signature)],
+                        # A thought mark with no text at all (python-genai's test_chat_tools_empty_thoughts).
+                        [types.Part(thought=True), types.Part(text="Hello.", thought_signature=signature)]):
         history = [types.Content(role="user", parts=[types.Part(text="hi")]),
                    types.Content(role="model", parts=model_parts),
                    types.Content(role="user", parts=[types.Part(text="and then?")])]

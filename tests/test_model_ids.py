@@ -77,7 +77,8 @@ def test_resolved_id_is_its_family_under_its_own_name(beta_client, server):
                           ("gemini-3.5-flash-lite-latest", "gemini-3.5-flash-lite"),
                           ("gemini-2.5-flash-image-preview", "gemini-2.5-flash-image"),
                           ("gemini-embedding-3", "gemini-embedding-2"),
-                          ("gemini-3.1-pro-preview-customtools", "gemini-3.1-pro-preview")):
+                          ("gemini-3.1-pro-preview-customtools", "gemini-3.1-pro-preview"),
+                          ("gemini-2.0-flash-preview-image-generation", "gemini-2.5-flash-image")):
         own, theirs = get(server, f"/v1beta/models/{model}").json(), get(server, f"/v1beta/models/{family}").json()
         assert own["name"] == f"models/{model}"
         names = ("name", "displayName", "description", "version")

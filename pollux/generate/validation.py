@@ -52,7 +52,9 @@ def check_contents(contents: list[Content] | None, request: str = "GenerateConte
             raise _field(f"contents[{i}].parts", "contents.parts must not be empty.", request)
         for j, part in enumerate(content.parts):
             fields = part.data_fields()
-            if not fields and part.thought_signature is None:
+            # A part that is only a thought mark or a signature (a client's record of hidden thoughts) is history
+            # Gemini takes; any other part needs its data.
+            if not fields and part.thought_signature is None and not part.thought:
                 raise _field(f"contents[{i}].parts[{j}].data",
                              "required oneof field 'data' must have one initialized field", request)
             if len(fields) > 1:
