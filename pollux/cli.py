@@ -227,7 +227,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="least severe messages logged; info logs one line per request")
     serve.add_argument("--model", action="append", metavar="ID=SOURCE",
-                       help="serve ID with a Hugging Face model: ID=hf:ORG/NAME or ID=/local/dir; repeatable "
+                       help="serve ID (or every id a glob such as 'gemini-*' matches) with a Hugging Face model: "
+                            "ID=hf:ORG/NAME or ID=/local/dir; repeatable "
                             "(default: none, the built-in emulator serves every catalogue model)")
     serve.set_defaults(func=cmd_serve)
 
