@@ -81,6 +81,9 @@ class ModelSpec:
     thinking_levels: tuple[str, ...] = ("LOW", "HIGH")
     # What generateContent may answer with (`responseModalities`): ("TEXT", "IMAGE") on the image models.
     output_modalities: tuple[str, ...] = ("TEXT",)
+    # Whether usage always lists the output per modality (candidatesTokensDetails): Gemini 2.0 does; later models
+    # only when the answer holds a picture.
+    output_details: bool = False
     engine: str = "emulator"
     engine_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -113,7 +116,7 @@ _G3_FLASH = dict(_G3, thinking_levels=("MINIMAL", "LOW", "MEDIUM", "HIGH"))
 # Nano Banana (Pro): text and images out, at most temperature 1; no caching (`createCachedContent`).
 _IMAGE_OUT = dict(methods=("generateContent", "countTokens", "batchGenerateContent"), max_temperature=1.0,
                   output_modalities=("TEXT", "IMAGE"))
-_G20 = dict(output_token_limit=8192, top_k=40, thinking=False, thinking_control=None)
+_G20 = dict(output_token_limit=8192, top_k=40, thinking=False, thinking_control=None, output_details=True)
 
 # The current Gemini ids with their published limits (reference/semantics.md §9).
 DEFAULT_CATALOGUE: tuple[ModelSpec, ...] = (

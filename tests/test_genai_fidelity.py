@@ -249,3 +249,15 @@ def test_thinking_level_where_it_is_taken(client, server):
         assert 0 < response.usage_metadata.thoughts_token_count <= budget and response.text
     assert "MINIMAL" in refused("gemini-3-pro-preview", "MINIMAL")  # Gemini 3 Pro takes low and high
     assert refused("gemini-2.0-flash", "LOW")  # no thinking at all
+
+
+def test_gemini_2_0_lists_its_output_by_modality(client):
+    # python-genai's test_usage_metadata_part_types: 2.0 reports candidatesTokensDetails on every answer; later
+    # models only with a picture in the answer.
+    contents = ["Hello world.", types.Part.from_bytes(data=media.logo_png(), mime_type="image/png")]
+    usage = client.models.generate_content(model="gemini-2.0-flash", contents=contents).usage_metadata
+    assert [(d.modality, d.token_count) for d in usage.candidates_tokens_details] == [
+        (types.MediaModality.TEXT, usage.candidates_token_count)]
+    assert sorted(d.modality.name for d in usage.prompt_tokens_details) == ["IMAGE", "TEXT"]
+    later = client.models.generate_content(model="gemini-2.5-flash", contents=contents).usage_metadata
+    assert later.candidates_token_count and later.candidates_tokens_details is None

@@ -94,8 +94,10 @@ class Prepared:
     def reply(self, candidates: list[Candidate], chunks: list[Chunk]) -> Reply:
         text = sum(c.output_tokens for c in candidates)
         images = sum(c.image_tokens for c in candidates)
-        # Per-modality output counts are reported, as Gemini does, when the answer holds a picture.
-        details = {m: n for m, n in (("TEXT", text), ("IMAGE", images)) if n} if images else None
+        # Per-modality output counts are reported, as Gemini does, when the answer holds a picture (and always by
+        # the models that always report them).
+        reported = images or self.model.output_details
+        details = {m: n for m, n in (("TEXT", text), ("IMAGE", images)) if n} if reported else None
         usage = Usage(self.prompt, text + images, sum(c.thought_tokens for c in candidates), details)
         return Reply(chunks, usage, f"{self.model.id} (pollux {self.engine.name})", self.response_id)
 
