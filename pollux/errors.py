@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .engines import errors as engine_errors
+
 # HTTP code for each canonical status, as the real API pairs them.
 _HTTP = {
     "INVALID_ARGUMENT": 400,
@@ -82,3 +84,20 @@ def model_not_found(model: str, version: str, method: str = "generateContent") -
     return ApiError.not_found(
         f"models/{model} is not found for API version {version}, or is not supported for {method}. "
         "Call ListModels to see the list of available models and their supported methods.")
+
+
+def retry_info(seconds: float) -> dict[str, Any]:
+    """google.rpc.RetryInfo: how long a client should wait before it tries again."""
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{text}s"}
+
+
+def from_engine(exc: engine_errors.EngineError) -> ApiError:
+    """An engine's error as Gemini reports it: the one place engine failures become the client's error."""
+    if isinstance(exc, (engine_errors.InvalidInput, engine_errors.Unsupported)):
+        return ApiError.invalid(exc.message)
+    if isinstance(exc, (engine_errors.Overloaded, engine_errors.Unavailable)):
+        return ApiError("UNAVAILABLE", exc.message, details=[retry_info(exc.retry_after)])
+    if isinstance(exc, engine_errors.Timeout):
+        return ApiError("DEADLINE_EXCEEDED", exc.message)
+    return ApiError("INTERNAL", exc.message)

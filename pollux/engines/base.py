@@ -110,6 +110,9 @@ class GenerateRequest:
     thinking: Thinking = field(default_factory=Thinking)
     candidate_index: int = 0
     stream: bool = False  # a hint: whole answers may come as one delta when nobody watches them arrive
+    # Opaque, per project, made by the service (never by the client): an engine that keeps KV state between
+    # requests (a prefix cache) keeps it apart per tenant, e.g. as vLLM's `cache_salt`.
+    tenant: str | None = None
 
 
 # Events -------------------------------------------------------------------------------------------------------------
@@ -146,11 +149,22 @@ class ImageDelta:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """The engine's own count of a generation, sent before its `Finish` by engines that report usage (upstream
+    servers do): then the service needs no separate token count. `output_tokens` includes `thought_tokens`."""
+
+    prompt_tokens: int
+    output_tokens: int
+    thought_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens read from the engine's prefix cache
+
+
+@dataclass(frozen=True)
 class Finish:
     reason: str  # a Gemini FinishReason name: STOP, MAX_TOKENS, ...
 
 
-Event = Union[TextDelta, CallEvent, ImageDelta, Finish]
+Event = Union[TextDelta, CallEvent, ImageDelta, Usage, Finish]
 
 
 @dataclass
@@ -164,8 +178,20 @@ class TokenCount:
         return sum(self.by_modality.values())
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do, declared rather than guessed from its attributes."""
+
+    context_length: int | None = None  # the most tokens a request may hold; None: the catalogue's limits stand
+    native_candidates: bool = False    # answers `candidateCount` > 1 itself (else the service runs one per candidate)
+    constrained_decoding: bool = True  # schemas and forced calls are held by a grammar (else checked afterwards)
+    thinking_budget: bool = True       # honours a thinking budget
+    reports_usage: bool = False        # every generation ends with a `Usage` event: no count before it is needed
+
+
 class Engine(Protocol):
     name: str
+    capabilities: Capabilities
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
         """Stream events; the last one is a `Finish`. Thought text arrives as `TextDelta(thought=True)`."""
