@@ -27,9 +27,7 @@ from .embeddings import router as embed_router
 from .embeddings.engines import build_embedders, is_embedding
 from .embeddings.service import EmbedService
 from .engines.base import Engine
-from .engines.emulator import EmulatorEngine
-from .engines.fixtures import load_fixtures
-from .engines.loading import install_hint
+from .engines import registry
 from .errors import ApiError, model_not_found
 from .files import router as files_router
 from .files.service import FileService
@@ -68,27 +66,20 @@ class Services:
 
 
 def build_services(settings: Settings, store: Store | None = None) -> Services:
-    fixtures = load_fixtures(settings.fixtures) if settings.fixtures else []
-    engines: dict[str, Engine] = {"emulator": EmulatorEngine(fixtures, stream_delay=settings.stream_delay)}
+    # Generation engines, one per distinct (engine, options), from the registry; the emulator always runs (it
+    # writes the text beside pictures painted by image engines, and serves every model not configured otherwise).
+    engines: dict[str, Engine] = {"emulator": registry.create("emulator", "text", None, settings)}
     # Embedding models (their methods say so) get embedding engines, apart from the generation engines.
     embeddings = EmbedService(settings, build_embedders(settings))
     for model in list(settings.models.values()):
         if is_embedding(model) or is_image_model(model):
             continue
-        if model.engine == "transformers":
-            if model.engine_key not in engines:
-                try:
-                    from .engines.hf import HFOptions, TransformersEngine
-                except ImportError as exc:
-                    raise ValueError(f"model {model.id!r} needs the transformers engine, which is not installed "
-                                     f"({exc.name} is missing): {install_hint('transformers')}") from None
-                engines[model.engine_key] = TransformersEngine(HFOptions.from_dict(model.engine_options))
-            # The served limits are the loaded model's, not the catalogue's.
-            context = engines[model.engine_key].context_length
+        if model.engine_key not in engines:
+            engines[model.engine_key] = registry.build(model, "text", settings)
+        context = engines[model.engine_key].capabilities.context_length
+        if context is not None:  # the served limits are the loaded model's, not the catalogue's
             settings.models[model.id] = replace(model, input_token_limit=context,
                                                 output_token_limit=min(model.output_token_limit, context))
-        elif model.engine_key not in engines:
-            raise ValueError(f"model {model.id!r}: unknown engine {model.engine!r} (available: emulator, transformers)")
     store = store or Store(settings.data_dir)
     files = FileService(store, settings.data_dir, settings.limits)
     uploads = UploadService(files, settings.data_dir, settings.limits.upload_ttl_seconds)

@@ -228,7 +228,8 @@ def parser() -> argparse.ArgumentParser:
                        help="least severe messages logged; info logs one line per request")
     serve.add_argument("--model", action="append", metavar="ID=SOURCE",
                        help="serve ID (or every id a glob such as 'gemini-*' matches) with a Hugging Face model: "
-                            "ID=hf:ORG/NAME or ID=/local/dir; repeatable "
+                            "ID=hf:ORG/NAME or ID=/local/dir; or with an OpenAI-compatible server (vLLM, SGLang, "
+                            "llama.cpp, Ollama): ID=openai:http://HOST:PORT/v1[#SERVED_MODEL]; repeatable "
                             "(default: none, the built-in emulator serves every catalogue model)")
     serve.set_defaults(func=cmd_serve)
 

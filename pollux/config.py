@@ -222,13 +222,27 @@ def add_routes(settings: Settings, entries: Mapping[str, Mapping[str, Any]], whe
 
 
 def serve_model(settings: Settings, spec: str) -> None:
-    """`--model ID=SOURCE`: serve ID with the transformers engine from SOURCE (`hf:ORG/NAME` or a local directory).
-    ID may be a glob (`'gemini-*=hf:ORG/NAME'`), which acts as a pattern entry of the config file."""
+    """`--model ID=SOURCE`: serve ID with the transformers engine from SOURCE (`hf:ORG/NAME` or a local directory),
+    or with an OpenAI-compatible server from `openai:URL[#SERVED_NAME]` (without a name, the server's only model;
+    several URLs separated by commas make one pool). ID may be a glob (`'gemini-*=hf:ORG/NAME'`), which acts as a
+    pattern entry of the config file."""
     model_id, sep, source = spec.partition("=")
     model_id = model_id.strip().removeprefix("models/")
+    source = source.strip()
     if not sep or not model_id or not source:
-        raise ValueError(f"--model {spec!r}: expected ID=hf:ORG/NAME or ID=/path/to/model")
-    entry = {"engine": "transformers", "engine_options": {"source": source.strip()}}
+        raise ValueError(f"--model {spec!r}: expected ID=hf:ORG/NAME, ID=/path/to/model or ID=openai:URL[#MODEL]")
+    entry: dict[str, Any]
+    if source.startswith("openai:"):
+        url, _, served = source.removeprefix("openai:").partition("#")
+        urls = [u.strip() for u in url.split(",") if u.strip()]
+        if not urls or not all(u.startswith(("http://", "https://")) for u in urls):
+            raise ValueError(f"--model {spec!r}: expected ID=openai:http://HOST:PORT/v1[#MODEL]")
+        options: dict[str, Any] = {"base_url": urls[0] if len(urls) == 1 else urls}
+        if served:
+            options["model"] = served
+        entry = {"engine": "openai", "engine_options": options}
+    else:
+        entry = {"engine": "transformers", "engine_options": {"source": source}}
     if is_pattern(model_id):
         add_routes(settings, {model_id: entry}, f"--model {spec!r}")
         return

@@ -94,6 +94,8 @@ def retry_info(seconds: float) -> dict[str, Any]:
 
 def from_engine(exc: engine_errors.EngineError) -> ApiError:
     """An engine's error as Gemini reports it: the one place engine failures become the client's error."""
+    if isinstance(exc, engine_errors.Scripted):
+        return ApiError(exc.status, exc.message, code=exc.code)
     if isinstance(exc, (engine_errors.InvalidInput, engine_errors.Unsupported)):
         return ApiError.invalid(exc.message)
     if isinstance(exc, (engine_errors.Overloaded, engine_errors.Unavailable)):

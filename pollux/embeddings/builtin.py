@@ -65,7 +65,15 @@ class BuiltinEmbedder:
             raise ValueError("the emulator embedding option dimension must be a positive whole number")
         return cls(dimension, input_token_limit)
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
+    async def dimensions(self) -> int:
+        return self.dimension
+
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        if sum(len(t) for t in texts) > _INLINE_CHARS:  # long texts take seconds: not on the event loop
+            return await asyncio.to_thread(self.count_now, texts)
+        return self.count_now(texts)
+
+    def count_now(self, texts: list[str]) -> list[int]:
         # The emulator's tokenizer, so that countTokens and the input limit agree with generation's.
         return [count_text(text) for text in texts]
 

@@ -4,7 +4,7 @@ A model is an embedding model when its methods include `embedContent` (gemini-em
 id configured with one of them as `base`, and unlisted ids of their family such as gemini-embedding-3, which
 `config.lookup_model` serves as gemini-embedding-2 on its engine). Its `engine` picks the implementation: `emulator`
 (the default) is the built-in deterministic embedder, `transformers` a sentence-transformers or transformers encoder
-(`hf.py`).
+(`hf.py`); `engines/registry.py` holds the table of them.
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ from typing import Protocol
 import numpy as np
 
 from ..config import ModelSpec, Settings
-from ..engines.loading import install_hint
+from ..engines import registry
 
 
 class Embedder(Protocol):
     name: str
-    dimension: int          # the size of the vectors `embed` returns
     input_token_limit: int  # the longest text it reads, in its own tokens
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        """Each text's tokens as `embed` would read them. Called on the event loop for short texts, in a thread
-        for long ones."""
+    async def dimensions(self) -> int:
+        """The size of the vectors `embed` returns (an upstream server is asked once)."""
+        ...
+
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        """Each text's tokens as `embed` would read them."""
         ...
 
     async def embed(self, texts: list[str]) -> np.ndarray:
@@ -40,27 +42,14 @@ def is_embedding(model: ModelSpec) -> bool:
 
 
 def build_embedders(settings: Settings) -> dict[str, Embedder]:
-    """One engine per distinct (engine, options) of the embedding models, keyed like `ModelSpec.engine_key`. The
-    served input limit of a model becomes its engine's."""
+    """One engine per distinct (engine, options) of the embedding models, keyed like `ModelSpec.engine_key`, each
+    from the engine registry. The served input limit of a model becomes its engine's."""
     embedders: dict[str, Embedder] = {}
     for model in list(settings.models.values()):
         if not is_embedding(model):
             continue
         if model.engine_key not in embedders:
-            if model.engine == "emulator":
-                from .builtin import BuiltinEmbedder
-                embedders[model.engine_key] = BuiltinEmbedder.from_options(model.engine_options,
-                                                                           model.input_token_limit)
-                continue  # the built-in one takes the catalogue's limit
-            if model.engine != "transformers":
-                raise ValueError(f"embedding model {model.id!r}: unknown engine {model.engine!r} "
-                                 "(available: emulator, transformers)")
-            try:
-                from .hf import EmbedOptions, TransformersEmbedder
-            except ImportError as exc:
-                raise ValueError(f"model {model.id!r} needs the transformers engine, which is not installed "
-                                 f"({exc.name} is missing): {install_hint('transformers')}") from None
-            embedders[model.engine_key] = TransformersEmbedder(EmbedOptions.from_dict(model.engine_options))
-        if model.engine != "emulator":
+            embedders[model.engine_key] = registry.build(model, "embedding", settings)
+        if model.engine != "emulator":  # the built-in one takes the catalogue's limit
             settings.models[model.id] = replace(model, input_token_limit=embedders[model.engine_key].input_token_limit)
     return embedders

@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ApiError
-from ..engines.loading import (EngineLoadError, device_and_dtype, load_failed, model_name, options_from,
-                               overloaded)
+from ..engines.errors import Failure, Overloaded
+from ..engines.loading import EngineLoadError, device_and_dtype, load_failed, model_name, options_from
 
 log = logging.getLogger("pollux.embeddings.hf")
 
@@ -184,7 +183,15 @@ class TransformersEmbedder:
     def _prepare(self, text: str) -> str:
         return text.lower() if self.layout.lower_case else text
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
+    async def dimensions(self) -> int:
+        return self.dimension
+
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        if sum(len(t) for t in texts) > 100_000:  # tokenizing takes a while: not on the event loop
+            return await asyncio.to_thread(self.count_now, texts)
+        return self.count_now(texts)
+
+    def count_now(self, texts: list[str]) -> list[int]:
         with self._counter_lock:
             encoded = self._counter([self._prepare(t) for t in texts], add_special_tokens=True)["input_ids"]
         return [len(ids) for ids in encoded]
@@ -194,7 +201,7 @@ class TransformersEmbedder:
         job = _Job(texts, loop, loop.create_future())
         with self._pending_lock:
             if self._pending >= self.options.max_queue:
-                raise overloaded("1s")
+                raise Overloaded(retry_after=1)
             self._pending += 1
         self._queue.put(job)
         try:
@@ -237,7 +244,7 @@ class TransformersEmbedder:
             except Exception as exc:  # reported to every request of the batch
                 log.exception("embedding failed")
                 for job in live:
-                    job.finish(ApiError("INTERNAL", f"The model failed to embed: {exc}"))
+                    job.finish(Failure(f"The model failed to embed: {exc}"))
             else:
                 at = 0
                 for job in live:

@@ -39,7 +39,7 @@ async def batch_embed_contents(request: Request, service: EmbedService, model_na
 async def count_tokens(request: Request, service: EmbedService, model_name: str, body: bytes) -> Response:
     """countTokens on an embedding model served by a model of its own: its tokenizer's count of the text."""
     model = service.resolve(model_name, request.path_params["version"], "countTokens")
-    return JSONResponse(count_tokens_json(service.count_tokens(model, parse(CountTokensRequest, body))))
+    return JSONResponse(count_tokens_json(await service.count_tokens(model, parse(CountTokensRequest, body))))
 
 
 VERBS = {

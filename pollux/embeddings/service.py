@@ -7,19 +7,18 @@ full-size vector ("For other dimensions … you need to normalize"), so truncate
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import ModelSpec, Settings, find_model, lookup_model
-from ..errors import ApiError, model_not_found
+from ..errors import ApiError, from_engine, model_not_found
 from ..engines.base import TokenCount
+from ..engines.errors import EngineError
 from ..generate.protocol import Content, CountTokensRequest
 from .engines import Embedder, is_embedding
 
 MAX_BATCH = 100
-THREAD_CHARS = 1_000_000  # texts longer in all than this are counted off the event loop (it takes seconds)
 
 
 @dataclass(frozen=True)
@@ -87,14 +86,20 @@ class EmbedService:
         for engine in self.engines.values():
             await engine.close()
 
-    def count_tokens(self, model: ModelSpec, req: CountTokensRequest) -> TokenCount:
+    async def count_tokens(self, model: ModelSpec, req: CountTokensRequest) -> TokenCount:
         """The model's tokenizer's count of the texts (either form of the request)."""
         if req.contents and req.generate_content_request:
             raise ApiError.invalid("* CountTokensRequest: contents and generate_content_request are mutually "
                                    "exclusive.\n")
         contents = req.contents or (req.generate_content_request.contents if req.generate_content_request else None)
         texts = [content_text(c, f"CountTokensRequest.contents[{i}].") for i, c in enumerate(contents or [])]
-        return TokenCount({"TEXT": sum(self.engine(model).count_tokens(texts))} if texts else {})
+        if not texts:
+            return TokenCount({})
+        engine = self.engine(model)
+        try:
+            return TokenCount({"TEXT": sum(await engine.count_tokens(texts))})
+        except EngineError as exc:
+            raise from_engine(exc) from None
 
     async def embed(self, model: ModelSpec, inputs: list[EmbedInput], field: str) -> Embeddings:
         """Vectors for `inputs`, in order, after Gemini's checks (`field` names the list in messages)."""
@@ -104,24 +109,28 @@ class EmbedService:
             raise ApiError.invalid(f"* {field}: at most {MAX_BATCH} requests can be in one batch\n")
         engine = self.engine(model)
         texts = []
-        for item in inputs:
-            self._check(item, engine)
-            texts.append(f"{item.title}\n{item.text}" if item.title else item.text)
-        if sum(len(t) for t in texts) > THREAD_CHARS:
-            tokens = await asyncio.to_thread(engine.count_tokens, texts)
-        else:
-            tokens = engine.count_tokens(texts)
+        try:
+            dimension = await engine.dimensions()
+            for item in inputs:
+                self._check(item, dimension)
+                texts.append(f"{item.title}\n{item.text}" if item.title else item.text)
+            tokens = await engine.count_tokens(texts)
+        except EngineError as exc:
+            raise from_engine(exc) from None
         for item, count in zip(inputs, tokens):
             if count > model.input_token_limit:
                 raise ApiError.invalid(f"* {item.where}{item.text_field}: The input token count ({count}) exceeds "
                                        f"the maximum number of tokens allowed ({model.input_token_limit}).\n")
-        matrix = await engine.embed(texts)
+        try:
+            matrix = await engine.embed(texts)
+        except EngineError as exc:  # the engine's words, in Gemini's error
+            raise from_engine(exc) from None
         vectors = [row[:item.output_dimensionality] if item.output_dimensionality else row
                    for row, item in zip(matrix, inputs)]
         return Embeddings(vectors, tokens)
 
     @staticmethod
-    def _check(item: EmbedInput, engine: Embedder) -> None:
+    def _check(item: EmbedInput, dimension: int) -> None:
         where = item.where
         if not item.text.strip():
             raise ApiError.invalid(f"* {where}{item.text_field}: the text to embed is empty.\n")
@@ -129,6 +138,6 @@ class EmbedService:
             raise ApiError.invalid(f"* {where}title: a title is only allowed with task type RETRIEVAL_DOCUMENT "
                                    f"(the task type is {item.task_type or 'not set'}).\n")
         dims = item.output_dimensionality
-        if dims is not None and not 1 <= dims <= engine.dimension:
-            raise ApiError.invalid(f"* {where}{item.dims_field}: must be between 1 and {engine.dimension} "
+        if dims is not None and not 1 <= dims <= dimension:
+            raise ApiError.invalid(f"* {where}{item.dims_field}: must be between 1 and {dimension} "
                                    f"(the model's dimension), got {dims}.\n")

@@ -23,11 +23,12 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ApiError
 from ..schemas import SchemaMismatch, instance_for, validate_instance, words_of
 from .accounting import clip_seconds, media_tokens
-from .base import (CallEvent, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TextDelta,
-                   TokenCount, TokenLogprob, ToolCall, ToolResult, Turn)
+from .base import (CallEvent, Capabilities, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text,
+                   TextDelta, TokenCount, TokenLogprob, ToolCall, ToolResult, Turn)
+from .errors import InvalidInput
+from .errors import Scripted as ScriptedError
 from .fixtures import Rule, Scripted, find
 
 log = logging.getLogger("pollux.engines.emulator")
@@ -86,6 +87,9 @@ def _segment_tokens(seg: Segment, model: str) -> tuple[str, int]:
 
 class EmulatorEngine:
     name = "emulator"
+    # No context of its own (the catalogue's limits stand); schemas and calls are made to fit, thinking is budgeted.
+    capabilities = Capabilities(context_length=None, native_candidates=False, constrained_decoding=True,
+                                thinking_budget=True, reports_usage=False)
 
     def __init__(self, fixtures: list[Rule] | None = None, stream_delay: float = 0.0, chunk_tokens: int = 8) -> None:
         self.fixtures = fixtures or []
@@ -135,7 +139,7 @@ class EmulatorEngine:
         scripted = find(self.fixtures, request.model, last_text)
         if scripted and scripted.error:
             err = scripted.error
-            raise ApiError(err.get("status", "INTERNAL"), err.get("message", "Scripted error."), code=err.get("code"))
+            raise ScriptedError(err.get("status", "INTERNAL"), err.get("message", "Scripted error."), err.get("code"))
 
         budget = request.sampling.max_output_tokens
         if request.thinking.enabled:
@@ -535,7 +539,7 @@ def _arguments(fn: FunctionSpec, rng: random.Random, text: str, names: list[str]
     try:
         args = instance_for(schema, rng, _prompt_words(text))
     except SchemaMismatch as exc:
-        raise ApiError.invalid(f"Function {fn.name}: its parameters schema cannot be satisfied: {exc}") from None
+        raise InvalidInput(f"Function {fn.name}: its parameters schema cannot be satisfied: {exc}") from None
     if not isinstance(args, dict):
         return {}
     # Only the required arguments, as a model leaves out the options nobody asked for (a random `start_line` would
@@ -595,7 +599,7 @@ def _answer(request: GenerateRequest, last_text: str, scripted: Scripted | None,
         try:
             value = instance_for(fmt.schema or {"type": "object"}, rng, _prompt_words(last_text))
         except SchemaMismatch as exc:
-            raise ApiError.invalid(f"The response schema cannot be satisfied: {exc}") from None
+            raise InvalidInput(f"The response schema cannot be satisfied: {exc}") from None
         names = _proper_nouns(last_text)
         if names and isinstance(value, (dict, list)) and fmt.schema:
             items = fmt.schema.get("items")

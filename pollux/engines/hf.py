@@ -25,17 +25,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..admission import BUDGET
-from ..errors import ApiError
 from ..media import MediaError
 from ..media.documents import DEFAULT_MAX_SIDE, PdfDocument
 from ..media.probe import register_heif
 from ..media.video import sample_frames
 from .accounting import media_tokens
-from .base import (Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount, ToolCall, ToolResult,
-                   Turn)
+from .base import (Capabilities, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount,
+                   ToolCall, ToolResult, Turn)
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, parameters_grammar,
                         tool_body_grammar, tool_call_grammar)
-from .loading import device_and_dtype, load_failed, model_name, options_from, overloaded
+from .errors import Failure, InvalidInput, Overloaded, Unsupported
+from .loading import device_and_dtype, load_failed, model_name, options_from
 from .decoding import (CLOSE_PROBE_LIMIT, HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat,
                        constrained_thinking_budget)
 
@@ -196,8 +196,8 @@ def _prompt_functions(request: GenerateRequest) -> list[FunctionSpec]:
     return request.functions if request.tool_mode != "NONE" else []
 
 
-def _failed(exc: Exception) -> ApiError:
-    return ApiError("INTERNAL", f"The model failed to generate: {exc}")
+def _failed(exc: Exception) -> Failure:
+    return Failure(f"The model failed to generate: {exc}")
 
 
 def _step(seq: Sequence, logits: Any) -> int | None:
@@ -232,6 +232,9 @@ class TransformersEngine:
         self.multimodal = processor is not None
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or 8192
+        # One sequence per candidate (seeded by its index); llguidance holds schemas and calls; usage is counted apart.
+        self.capabilities = Capabilities(context_length=self.context_length, native_candidates=False,
+                                         constrained_decoding=True, thinking_budget=True, reports_usage=False)
         vocab_size = int(getattr(config, "vocab_size", 0) or len(tokenizer))
         eos = set()
         for source in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
@@ -335,10 +338,10 @@ class TransformersEngine:
 
     def _check_readable(self, media: Media) -> None:
         if media.modality not in ("IMAGE", "DOCUMENT", "VIDEO"):
-            raise ApiError.invalid(f"This model cannot read {media.mime_type} input.")
+            raise InvalidInput(f"This model cannot read {media.mime_type} input.")
         if media.modality in ("IMAGE", "VIDEO") and not self.multimodal:
-            raise ApiError.invalid("This model cannot read images: it is a text-only model. Send text, or configure "
-                                   "a vision-language model for this model id.")
+            raise InvalidInput("This model cannot read images: it is a text-only model. Send text, or configure "
+                               "a vision-language model for this model id.")
 
     def _image(self, media: Media) -> Any:
         from PIL import Image, UnidentifiedImageError
@@ -350,7 +353,7 @@ class TransformersEngine:
                 image.load()
                 return image.convert("RGB")
         except (UnidentifiedImageError, OSError) as exc:
-            raise ApiError.invalid(f"Unable to process input image: {exc}") from None
+            raise InvalidInput(f"Unable to process input image: {exc}") from None
 
     def _frames(self, media: Media) -> list[Any]:
         """A video as a vision model sees it: frames sampled at videoMetadata.fps (1 a second by default), within its
@@ -360,7 +363,7 @@ class TransformersEngine:
             return sample_frames(media.path or media.data, fps=media.fps or 1.0, start=start, end=end,
                                  max_frames=MAX_VIDEO_FRAMES)
         except MediaError as exc:
-            raise ApiError.invalid(f"Unable to process input video: {exc}") from None
+            raise InvalidInput(f"Unable to process input video: {exc}") from None
 
     def _document(self, media: Media) -> tuple[list[str], list[Any] | None]:
         """Each page's native text, and its rendered image when the model can see."""
@@ -410,8 +413,9 @@ class TransformersEngine:
         try:
             if request.tool_mode == "ANY" and request.functions:
                 if self.special.tools is None:
-                    raise ApiError.invalid("Function calling mode ANY is not available for this model: it writes "
-                                           "tool calls in none of the formats Pollux reads (Hermes, Mistral, Llama 3).")
+                    # A feature this model lacks, not a fault of the request's.
+                    raise Unsupported("Function calling mode ANY is not available for this model: it writes tool "
+                                      "calls in none of the formats Pollux reads (Hermes, Mistral, Llama 3).")
                 self._check_parameters(request)
                 return tool_call_grammar(_allowed(request), self.special.tools)
             fmt = request.response_format
@@ -420,7 +424,7 @@ class TransformersEngine:
             if fmt.kind == "enum":
                 return choice_grammar([str(v) for v in (fmt.schema or {}).get("enum", [])])
         except GrammarError as exc:
-            raise ApiError.invalid(str(exc)) from None
+            raise InvalidInput(str(exc)) from None
         return None
 
     def _call_matchers(self, request: GenerateRequest) -> Callable[[], Any] | None:
@@ -431,7 +435,7 @@ class TransformersEngine:
             self._check_parameters(request)
             grammar = tool_body_grammar(_allowed(request), self.special.tools)
         except GrammarError as exc:
-            raise ApiError.invalid(str(exc)) from None
+            raise InvalidInput(str(exc)) from None
         self._matcher(grammar)  # a schema llguidance cannot compile is the request's 400, before decoding starts
         return lambda: self._matcher(grammar)
 
@@ -449,7 +453,7 @@ class TransformersEngine:
         try:
             return self._grammars.matcher(grammar, what)
         except GrammarError as exc:
-            raise ApiError.invalid(str(exc)) from None
+            raise InvalidInput(str(exc)) from None
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
@@ -484,8 +488,8 @@ class TransformersEngine:
         prompt = self._render(messages, functions, thinking=thinking.enabled)
         prompt_ids = self._encode(prompt)
         if len(prompt_ids) >= self.context_length:
-            raise ApiError.invalid(f"The input token count ({len(prompt_ids)}) exceeds the maximum number of tokens "
-                                   f"allowed ({self.context_length}).")
+            raise InvalidInput(f"The input token count ({len(prompt_ids)}) exceeds the maximum number of tokens "
+                               f"allowed ({self.context_length}).")
         grammar = self._grammar_for(request)
         matcher = self._matcher(grammar) if grammar else None
         s = request.sampling
@@ -531,7 +535,7 @@ class TransformersEngine:
     def _submit(self, job: _Job) -> None:
         with self._pending_lock:
             if self._pending >= self.options.max_queue:
-                raise overloaded("1s")
+                raise Overloaded(retry_after=1)
             self._pending += 1
         self._queue.put(job)
 

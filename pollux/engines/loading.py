@@ -1,5 +1,5 @@
 """What every in-process engine (generation, embeddings, images) does the same way: reading its options, finding
-its model (the hub through its cache, or a local directory), choosing device and dtype, and saying "overloaded"."""
+its model (the hub through its cache, or a local directory), choosing device and dtype."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import os
 import shlex
 from pathlib import Path
 from typing import Any, TypeVar
-
-from ..errors import ApiError
 
 T = TypeVar("T")
 
@@ -184,8 +182,3 @@ def install_hint(extra: str) -> str:
              if marker in req.partition(";")[2].replace("'", '"').replace(" ", "")]
     return "pip install " + (" ".join(shlex.quote(req) for req in needs) if needs else f"'pollux[{extra}]'")
 
-
-def overloaded(retry_delay: str) -> ApiError:
-    """A full queue: 503 with Gemini's RetryInfo, so clients back off instead of piling on."""
-    return ApiError("UNAVAILABLE", "The model is overloaded. Please try again later.", details=[
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}])

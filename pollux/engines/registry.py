@@ -43,16 +43,21 @@ def names(kind: str) -> list[str]:
 
 def build(model: ModelSpec, kind: str, settings: Settings) -> Any:
     """A new engine of `kind` for `model`, from its `engine` and `engine_options`; a ValueError says why not."""
-    plugin = _PLUGINS.get(model.engine)
+    return create(model.engine, kind, model, settings)
+
+
+def create(name: str, kind: str, model: ModelSpec | None, settings: Settings) -> Any:
+    """A new engine `name` of `kind`; `model` is None only for the engines that need none (the emulator)."""
+    plugin = _PLUGINS.get(name)
+    where = f"model {model.id!r}: " if model is not None else ""
     if plugin is None or kind not in plugin.factories:
         what = {"text": "engine", "embedding": "embedding engine", "image": "image engine"}[kind]
-        raise ValueError(f"model {model.id!r}: unknown {what} {model.engine!r} (available: {', '.join(names(kind))})")
+        raise ValueError(f"{where}unknown {what} {name!r} (available: {', '.join(names(kind))})")
     try:
-        return plugin.factories[kind](model, settings)
+        return plugin.factories[kind](model, settings)  # type: ignore[arg-type]
     except ImportError as exc:
         hint = f": {install_hint(plugin.extra)}" if plugin.extra else ""
-        raise ValueError(f"model {model.id!r} needs the {plugin.name} engine, which is not installed "
-                         f"({exc.name} is missing){hint}") from None
+        raise ValueError(f"{where}the {plugin.name} engine is not installed ({exc.name} is missing){hint}") from None
 
 
 # The engines that ship with Pollux ------------------------------------------------------------------------------
@@ -103,7 +108,7 @@ def _openai(model: ModelSpec, settings: Settings) -> Any:
 def _openai_embedder(model: ModelSpec, settings: Settings) -> Any:
     from .upstream import UpstreamEmbedder, UpstreamOptions
 
-    return UpstreamEmbedder(UpstreamOptions.from_dict(model.engine_options))
+    return UpstreamEmbedder(UpstreamOptions.from_dict(model.engine_options), model.input_token_limit)
 
 
 register("emulator", text=_emulator, embedding=_emulator_embedder, image=_emulator_images)

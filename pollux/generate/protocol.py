@@ -453,6 +453,8 @@ def candidate_json(chunk: Chunk) -> dict[str, Any]:
 def usage_json(usage: Usage) -> dict[str, Any]:
     """Zero counts are left out, as proto3 JSON does."""
     out: dict[str, Any] = {"promptTokenCount": usage.prompt.total}
+    if usage.cached:
+        out["cachedContentTokenCount"] = usage.cached
     if usage.output:
         out["candidatesTokenCount"] = usage.output
     out["totalTokenCount"] = usage.total

@@ -41,6 +41,7 @@ class Usage:
     output: int
     thoughts: int
     output_by_modality: dict[str, int] | None = None  # candidatesTokensDetails, when reported
+    cached: int = 0  # prompt tokens read from a cache (cachedContentTokenCount); part of `prompt`
 
     @property
     def total(self) -> int:

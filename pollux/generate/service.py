@@ -24,8 +24,9 @@ from .. import patterns
 from ..config import ModelSpec, Settings, find_model
 from ..engines.base import (CallEvent, Engine, Event, Finish, FunctionSpec, GenerateRequest, ImageDelta, Media,
                             ResponseFormat, Sampling, Segment, Text, TextDelta, Thinking, TokenCount, ToolCall,
-                            ToolResult, Turn)
-from ..errors import ApiError
+                            ToolResult, Turn, Usage as EngineUsage)
+from ..engines.errors import EngineError
+from ..errors import ApiError, from_engine
 from ..files.service import FileService
 from ..images.engines import ImageEngine, build_image_engines, image_engine_key, paints_answers
 from ..images.sizes import output_image
@@ -85,11 +86,12 @@ class Prepared:
     request: GenerateRequest
     candidates: int
     include_thoughts: bool
-    prompt: TokenCount
+    prompt: TokenCount  # counted before, or (engines that report usage) from the generation's own Usage
     sign: bool  # whether reasoning is returned as signatures (Gemini 3 always; 2.5 when functions are declared)
     text: bool = True  # whether the answer holds text (responseModalities TEXT, the default)
     picture: Picture | None = None  # the picture it holds too (responseModalities IMAGE)
     response_id: str = field(default_factory=_response_ids.next)
+    cached: int = 0  # prompt tokens the engine read from its prefix cache
 
     def reply(self, candidates: list[Candidate], chunks: list[Chunk]) -> Reply:
         text = sum(c.output_tokens for c in candidates)
@@ -98,7 +100,7 @@ class Prepared:
         # the models that always report them).
         reported = images or self.model.output_details
         details = {m: n for m, n in (("TEXT", text), ("IMAGE", images)) if n} if reported else None
-        usage = Usage(self.prompt, text + images, sum(c.thought_tokens for c in candidates), details)
+        usage = Usage(self.prompt, text + images, sum(c.thought_tokens for c in candidates), details, self.cached)
         return Reply(chunks, usage, f"{self.model.id} (pollux {self.engine.name})", self.response_id)
 
 
@@ -221,7 +223,11 @@ class GenerateService:
         else:
             check_contents(req.contents, "CountTokensRequest")
             inner = GenerateContentRequest(contents=req.contents)
-        return await self._engine(model).count_tokens(await self._engine_request(model, inner, project_id, stream=False))
+        request = await self._engine_request(model, inner, project_id, stream=False)
+        try:
+            return await self._engine(model).count_tokens(request)
+        except EngineError as exc:
+            raise from_engine(exc) from None
 
     # Request → engine -------------------------------------------------------------------------------------------
     def _engine(self, model: ModelSpec) -> Engine:
@@ -240,7 +246,13 @@ class GenerateService:
             raise ApiError("PERMISSION_DENIED", "CachedContent not found (or permission denied)")
         request = await self._engine_request(model, req, project_id, stream)
         engine = self._engine(model)
-        prompt = await engine.count_tokens(request)
+        if engine.capabilities.reports_usage:
+            prompt = TokenCount({"TEXT": 0})  # the generation says; the engine enforces its own context length
+        else:
+            try:
+                prompt = await engine.count_tokens(request)
+            except EngineError as exc:
+                raise from_engine(exc) from None
         if prompt.total > model.input_token_limit:
             raise ApiError.invalid(f"The input token count ({prompt.total}) exceeds the maximum number of tokens "
                                    f"allowed ({model.input_token_limit}).")
@@ -268,6 +280,15 @@ class GenerateService:
         return Picture(engine, prompt, size.width, size.height, size.tokens, cfg.seed)
 
     async def _candidate_events(self, prepared: Prepared, index: int) -> AsyncIterator[Event]:
+        """One candidate's events, the engine's errors as Gemini's."""
+        try:
+            async with aclosing(self._engine_events(prepared, index)) as events:
+                async for event in events:
+                    yield event
+        except EngineError as exc:
+            raise from_engine(exc) from None
+
+    async def _engine_events(self, prepared: Prepared, index: int) -> AsyncIterator[Event]:
         """One candidate's events: the text engine's, and when the answer holds a picture, the picture after the
         text and before the finish. The picture is painted while the text is written."""
         request = self._for_candidate(prepared, index)
@@ -319,6 +340,7 @@ class GenerateService:
             response_format=self._response_format(cfg),
             thinking=self._thinking(cfg, model),
             stream=stream,
+            tenant=self.signer.tenant(project_id),
         )
 
     @staticmethod
@@ -492,6 +514,12 @@ class GenerateService:
         elif isinstance(event, CallEvent):
             cand.output_tokens += event.tokens
             parts.append(OutPart(call=event.call, signature=self._signature(prepared, cand)))
+        elif isinstance(event, EngineUsage):
+            # The engine's own count (an upstream server's `usage`): it replaces what the deltas said.
+            prepared.prompt = TokenCount({"TEXT": event.prompt_tokens})
+            prepared.cached = event.cached_tokens
+            cand.output_tokens = event.output_tokens - event.thought_tokens
+            cand.thought_tokens = event.thought_tokens
         elif isinstance(event, ImageDelta):
             cand.image_tokens += event.tokens
             parts.append(OutPart(data=event.data, mime_type=event.mime_type))

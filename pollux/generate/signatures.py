@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -27,6 +29,13 @@ BYPASS = frozenset({"context_engineering_is_the_way_to_go", "skip_thought_signat
 class Signer:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
+        self._tenant_key = hmac.new(key, b"pollux tenant", hashlib.sha256).digest()
+
+    def tenant(self, project_id: str) -> str:
+        """A project's KV-cache salt: made here from the project and a server secret, never from the client, so
+        that prefix caches are shared within a project and never across projects (and cannot be guessed)."""
+        digest = hmac.new(self._tenant_key, project_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:24]).decode()
 
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> Signer:

@@ -23,12 +23,13 @@ import asyncio
 import io
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..config import ModelSpec, Settings
-from ..engines.loading import (device_and_dtype, install_hint, load_failed, model_name, options_from,
-                               overloaded)
+from ..engines import registry
+from ..engines.errors import Overloaded
+from ..engines.loading import device_and_dtype, load_failed, model_name, options_from
 from .painter import paint
 
 log = logging.getLogger("pollux.images")
@@ -43,9 +44,6 @@ class ImageEngine(Protocol):
     async def close(self) -> None: ...
 
 
-IMAGE_ENGINES = ("emulator", "diffusers")
-
-
 def is_predict_model(model: ModelSpec) -> bool:
     """An Imagen model: pictures through `predict` and OpenAI's images.generate."""
     return "predict" in model.methods
@@ -58,19 +56,26 @@ def paints_answers(model: ModelSpec) -> bool:
 
 def is_image_model(model: ModelSpec) -> bool:
     """A model whose engine only paints, so that no text engine is started for it: Imagen's, and an image-output
-    model on a diffusers pipeline (the built-in emulator writes the text beside its pictures)."""
-    return is_predict_model(model) or (paints_answers(model) and model.engine == "diffusers")
+    model on an engine that paints and writes no text, such as a diffusers pipeline (the built-in emulator writes
+    the text beside its pictures)."""
+    return is_predict_model(model) or (paints_answers(model) and model.engine in registry.names("image")
+                                       and model.engine not in registry.names("text"))
 
 
 def _paints_itself(model: ModelSpec) -> bool:
     """Whether the model's own engine paints its pictures: always for Imagen (an engine that cannot is an error at
     start); for an image-output model when its engine is an image engine, else the emulator's painter paints."""
-    return is_predict_model(model) or model.engine in IMAGE_ENGINES
+    return is_predict_model(model) or model.engine in registry.names("image")
 
 
 def image_engine_of(model: ModelSpec) -> tuple[str, dict[str, Any]]:
     """The engine and options that paint a model's pictures."""
     return (model.engine, model.engine_options) if _paints_itself(model) else ("emulator", {})
+
+
+def _painter_of(model: ModelSpec) -> ModelSpec:
+    """The model as the registry is to build its painter: itself when its engine paints, else on the emulator."""
+    return model if _paints_itself(model) else replace(model, engine="emulator", engine_options={})
 
 
 def image_engine_key(model: ModelSpec) -> str:
@@ -132,7 +137,7 @@ class DiffusersImages:
     async def generate(self, model: str, prompt: str, n: int, width: int, height: int,
                        seed: int | None = None) -> list[bytes]:
         if self._waiting >= self.options.max_queue:
-            raise overloaded("5s")
+            raise Overloaded(retry_after=5)
         self._waiting += 1
         try:
             return await asyncio.to_thread(self._generate, prompt, n, width, height, seed)
@@ -176,16 +181,5 @@ def build_image_engines(settings: Settings, predict: bool = True, generate: bool
         key = image_engine_key(model)
         if key in engines:
             continue
-        engine, options = image_engine_of(model)
-        if engine == "emulator":
-            engines[key] = EmulatorImages()
-        elif engine == "diffusers":
-            try:
-                engines[key] = DiffusersImages(DiffusersOptions.from_dict(options))
-            except ImportError as exc:
-                raise ValueError(f"model {model.id!r} needs the diffusers engine, which is not installed "
-                                 f"({exc.name} is missing): {install_hint('images')}") from None
-        else:
-            raise ValueError(f"model {model.id!r}: unknown image engine {engine!r} (available: emulator, "
-                             "diffusers)")
+        engines[key] = registry.build(_painter_of(model), "image", settings)
     return engines

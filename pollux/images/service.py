@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..config import ModelSpec, Settings, find_model
 from ..engines.emulator import count_text
-from ..errors import ApiError
+from ..engines.errors import EngineError
+from ..errors import ApiError, from_engine
 from .engines import ImageEngine, image_engine_key
 
 MAX_SIDE = 2048
@@ -42,4 +43,7 @@ class ImageService:
         engine = self.engines.get(image_engine_key(model))
         if engine is None:
             raise ApiError("UNAVAILABLE", f"The engine {model.engine!r} for {model.name} is not running.")
-        return await engine.generate(model.id, prompt, n, width, height)
+        try:
+            return await engine.generate(model.id, prompt, n, width, height)
+        except EngineError as exc:  # the engine's words, in Gemini's error
+            raise from_engine(exc) from None

@@ -288,7 +288,7 @@ def _user_parts(content: str | list[dict[str, Any]] | None, i: int) -> list[dict
 def _usage(usage: Usage) -> dict[str, Any]:
     return {"prompt_tokens": usage.prompt.total, "completion_tokens": usage.output + usage.thoughts,
             "total_tokens": usage.total, "completion_tokens_details": {"reasoning_tokens": usage.thoughts},
-            "prompt_tokens_details": {"cached_tokens": 0}}
+            "prompt_tokens_details": {"cached_tokens": usage.cached}}
 
 
 def _finish(chunk: Chunk, has_calls: bool) -> str | None:
