@@ -139,8 +139,7 @@ class GenerateService:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:  # also when the client went away and this request was cancelled
-                task.cancel()
+            _stop(tasks)  # also when the client went away and this request was cancelled
         return prepared.reply(candidates, [Chunk(c, c.parts, c.logprobs) for c in candidates])
 
     async def stream(self, model: ModelSpec, req: GenerateContentRequest, project_id: str) -> AsyncIterator[Reply]:
@@ -208,9 +207,10 @@ class GenerateService:
                         yield last
                     held[cand.index] = prepared.reply(candidates, [Chunk(cand, parts, cand.logprobs[seen:])])
             finally:
-                for task in tasks:  # a client that went away stops its generations here
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                _stop(tasks)  # a client that went away stops its generations here
+                # `wait`, not `gather`: a cancelled gather cancels its tasks again, in the middle of their clean-up
+                # (the HTTP server re-cancels this task at each await once its client has gone).
+                await asyncio.wait(tasks)
 
         return replies()
 
@@ -543,6 +543,14 @@ class GenerateService:
             return None
         cand.signed = True
         return self.signer.sign("".join(cand.thought))
+
+
+def _stop(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel each task once: a second cancel would break into the clean-up the first began (an upstream engine
+    closing its connection, so that the server stops generating)."""
+    for task in tasks:
+        if not task.done() and not task.cancelling():
+            task.cancel()
 
 
 @dataclass(frozen=True)

@@ -182,12 +182,14 @@ class UpstreamEngine:
     # Helpers ----------------------------------------------------------------------------------------------------
     async def _encode_dict(self, build: Any, request: GenerateRequest, server: Server, **kw: Any) -> dict[str, Any]:
         assert server.flavor is not None and server.model is not None
+        kw["context_length"] = server.context_length
         if translate.has_media(request):  # decoding PDFs and videos, and base64 of megabytes: not on the loop
             return await asyncio.to_thread(build, request, server.flavor, server.model, **kw)
         return build(request, server.flavor, server.model, **kw)
 
     async def _encode(self, build: Any, request: GenerateRequest, server: Server, **kw: Any) -> bytes:
         assert server.flavor is not None and server.model is not None
+        kw["context_length"] = server.context_length
         if translate.has_media(request):
             return await asyncio.to_thread(lambda: orjson.dumps(build(request, server.flavor, server.model, **kw)))
         return orjson.dumps(build(request, server.flavor, server.model, **kw))

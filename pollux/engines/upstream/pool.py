@@ -63,6 +63,7 @@ class UpstreamOptions:
 class Server:
     url: str                      # the OpenAI base, e.g. http://gpu1:8000/v1
     outstanding: int = 0
+    sent: int = 0                 # requests given to it: among equally busy servers, the one given fewest goes first
     down_until: float = 0.0       # monotonic time before which it gets no request
     checked: bool = True          # whether it answered since it was last taken out
     flavor: Flavor | None = None
@@ -100,7 +101,11 @@ class Pool:
     def _pick(self, tried: set[Server]) -> Server | None:
         now = time.monotonic()
         up = [s for s in self.servers if s not in tried and s.down_until <= now]
-        return min(up, key=lambda s: s.outstanding) if up else None
+        if not up:
+            return None
+        server = min(up, key=lambda s: (s.outstanding, s.sent))
+        server.sent += 1
+        return server
 
     def _unavailable(self) -> Unavailable:
         now = time.monotonic()

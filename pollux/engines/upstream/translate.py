@@ -151,10 +151,14 @@ def tools(request: GenerateRequest) -> tuple[list[dict[str, Any]] | None, Any]:
     return declared, "auto"
 
 
-def body(request: GenerateRequest, flavor: Flavor, model: str, *, stream: bool) -> dict[str, Any]:
+def body(request: GenerateRequest, flavor: Flavor, model: str, *, stream: bool,
+         context_length: int | None = None) -> dict[str, Any]:
     s = request.sampling
-    out: dict[str, Any] = {"model": model, "messages": messages(request, flavor), "stream": stream,
-                           "max_tokens": s.max_output_tokens}
+    out: dict[str, Any] = {"model": model, "messages": messages(request, flavor), "stream": stream}
+    # A limit the server's context cannot hold (Gemini's 65,536 default on a 32k model) is left to the server,
+    # which then stops where its context ends: vLLM refuses a max_tokens over its max_model_len.
+    if context_length is None or s.max_output_tokens < context_length:
+        out["max_tokens"] = s.max_output_tokens
     if stream:
         out["stream_options"] = {"include_usage": True}
     if s.temperature is not None:
@@ -229,7 +233,7 @@ def _thinking(request: GenerateRequest, flavor: Flavor, out: dict[str, Any]) -> 
         out["thinking_token_budget"] = thinking.budget
 
 
-def tokenize_body(request: GenerateRequest, flavor: Flavor, model: str) -> dict[str, Any]:
+def tokenize_body(request: GenerateRequest, flavor: Flavor, model: str, **kw: Any) -> dict[str, Any]:
     """vLLM's /tokenize over the chat exactly as /v1/chat/completions renders it."""
     full = body(request, flavor, model, stream=False)
     out = {"model": model, "messages": full["messages"], "add_generation_prompt": True}
