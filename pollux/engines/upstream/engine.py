@@ -20,6 +20,7 @@ import orjson
 from ..base import Capabilities, Event, GenerateRequest, TokenCount
 from ..errors import EngineError, Failure, Overloaded, Timeout, Unavailable
 from . import translate
+from .flavors import flavor
 from .pool import CONNECT_ERRORS, Pool, Server, UpstreamOptions, http_error
 
 _JSON = {"Content-Type": "application/json"}
@@ -35,7 +36,8 @@ class UpstreamEngine:
             context_length=None,  # the server enforces its own; its 400 says so
             native_candidates=False,
             constrained_decoding=True,
-            thinking_budget=options.flavor == "vllm",
+            # Per server once its flavor is known (vLLM and llama.cpp take a budget; others only on or off).
+            thinking_budget=options.flavor is None or flavor(options.flavor).budget_field is not None,
             reports_usage=True)
 
     # Generation -------------------------------------------------------------------------------------------------

@@ -22,20 +22,24 @@ class Flavor:
     schema_field: str
     enum_choice: bool          # a bare-choice constraint for text/x.enum (else a JSON string, unquoted afterwards)
     thinking_switch: bool      # chat_template_kwargs.enable_thinking turns a thinking model's reasoning off
-    thinking_budget: bool      # a per-request thinking budget (vLLM's thinking_token_budget)
+    budget_field: str | None   # the per-request thinking budget: vLLM's thinking_token_budget, llama.cpp's
+                               # thinking_budget_tokens; None: only on or off
     cache_salt: bool           # per-request prefix-cache isolation
     tokenize: Literal["vllm", "llamacpp", "none"]  # how countTokens reaches the server's tokenizer
     video_url: bool            # takes video as a `video_url` part (else frames as images)
     top_k: bool                # accepts top_k beside OpenAI's sampling fields
     native_n: bool             # answers `n` choices
+    named_tool_choice: bool    # honours tool_choice naming one function (llama.cpp reads it as "auto")
 
 
 _TABLE = {
-    "vllm": Flavor("vllm", "structured_outputs", True, True, True, True, "vllm", True, True, True),
-    "sglang": Flavor("sglang", "response_format", False, True, False, True, "none", False, True, True),
-    "llamacpp": Flavor("llamacpp", "json_schema", False, True, False, False, "llamacpp", False, True, False),
-    "ollama": Flavor("ollama", "response_format", False, False, False, False, "none", False, True, False),
-    "generic": Flavor("generic", "response_format", False, False, False, False, "none", False, False, False),
+    "vllm": Flavor("vllm", "structured_outputs", True, True, "thinking_token_budget", True, "vllm", True, True, True,
+                   True),
+    "sglang": Flavor("sglang", "response_format", False, True, None, True, "none", False, True, True, True),
+    "llamacpp": Flavor("llamacpp", "json_schema", False, True, "thinking_budget_tokens", False, "llamacpp", False,
+                       True, True, False),
+    "ollama": Flavor("ollama", "response_format", False, False, None, False, "none", False, True, False, True),
+    "generic": Flavor("generic", "response_format", False, False, None, False, "none", False, False, False, True),
 }
 
 
@@ -53,5 +57,5 @@ def vllm_flavor(version: str) -> Flavor:
     except ValueError:
         return _TABLE["vllm"]
     if (major, minor, patch) < (0, 10, 2):
-        return Flavor("vllm", "guided", True, True, False, True, "vllm", True, True, True)
+        return Flavor("vllm", "guided", True, True, None, True, "vllm", True, True, True, True)
     return _TABLE["vllm"]

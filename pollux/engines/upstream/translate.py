@@ -130,7 +130,7 @@ def has_media(request: GenerateRequest) -> bool:
     return any(isinstance(s, Media) for turn in request.turns for s in turn.segments)
 
 
-def tools(request: GenerateRequest) -> tuple[list[dict[str, Any]] | None, Any]:
+def tools(request: GenerateRequest, flavor: Flavor) -> tuple[list[dict[str, Any]] | None, Any]:
     """`tools` and `tool_choice`: AUTO → auto, ANY → required (one allowed function → that function), NONE → none.
     allowedFunctionNames narrows the tools offered."""
     if not request.functions:
@@ -145,7 +145,7 @@ def tools(request: GenerateRequest) -> tuple[list[dict[str, Any]] | None, Any]:
     if request.tool_mode == "NONE":
         return declared, "none"
     if request.tool_mode == "ANY":
-        if len(functions) == 1:
+        if len(functions) == 1 and flavor.named_tool_choice:
             return declared, {"type": "function", "function": {"name": functions[0].name}}
         return declared, "required"
     return declared, "auto"
@@ -180,7 +180,7 @@ def body(request: GenerateRequest, flavor: Flavor, model: str, *, stream: bool,
     if s.logprobs is not None:
         out["logprobs"] = True
         out["top_logprobs"] = s.logprobs
-    declared, choice = tools(request)
+    declared, choice = tools(request, flavor)
     if declared:
         out["tools"] = declared
         out["tool_choice"] = choice
@@ -229,8 +229,8 @@ def _thinking(request: GenerateRequest, flavor: Flavor, out: dict[str, Any]) -> 
         if flavor.thinking_switch:
             out["chat_template_kwargs"] = {"enable_thinking": False}
         return
-    if thinking.budget is not None and flavor.thinking_budget:
-        out["thinking_token_budget"] = thinking.budget
+    if thinking.budget is not None and flavor.budget_field:
+        out[flavor.budget_field] = thinking.budget
 
 
 def tokenize_body(request: GenerateRequest, flavor: Flavor, model: str, **kw: Any) -> dict[str, Any]:
