@@ -389,3 +389,55 @@ def test_a_pool_moves_requests_off_a_dead_server(tmp_path):
                     CONTENT_PREFIX + "Hi there"
             assert two.stats["requests"] - before >= 6
             assert srv.logged("taken out")
+
+
+def test_media_goes_as_the_servers_parts(client, fake):
+    import base64
+
+    import media
+
+    pdf = media.text_pdf("Report", "The bridge opened in 1932.")
+    contents = [types.Part.from_bytes(data=media.logo_png(), mime_type="image/png"),
+                types.Part.from_bytes(data=media.voice_wav(), mime_type="audio/wav"),
+                types.Part.from_bytes(data=media.mp4(), mime_type="video/mp4"),
+                types.Part.from_bytes(data=pdf, mime_type="application/pdf"),
+                "Describe all of it."]
+    response = client.models.generate_content(model=MODEL, contents=contents)
+    assert response.text.startswith(CONTENT_PREFIX) and response.text.endswith("Describe all of it.")
+    parts = chat_bodies(fake)[-1]["messages"][0]["content"]
+    kinds = [p["type"] for p in parts]
+    assert kinds[:3] == ["image_url", "input_audio", "video_url"]
+    assert parts[0]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(media.logo_png()).decode()
+    assert parts[1]["input_audio"]["format"] == "wav"
+    assert parts[2]["video_url"]["url"].startswith("data:video/mp4;base64,")
+    # A PDF page by page: its text, and its picture.
+    assert kinds[3:5] == ["text", "image_url"] and "The bridge opened in 1932." in parts[3]["text"]
+    assert parts[-1] == {"type": "text", "text": "Describe all of it."}
+
+
+def test_a_clipped_video_goes_as_frames(client, fake):
+    import media
+
+    video = types.Part(inline_data=types.Blob(data=media.mp4(), mime_type="video/mp4"),
+                       video_metadata=types.VideoMetadata(start_offset="0s", end_offset="1s", fps=2))
+    client.models.generate_content(model=MODEL, contents=[video, "What happens?"])
+    parts = chat_bodies(fake)[-1]["messages"][0]["content"]
+    frames = [p for p in parts if p["type"] == "image_url"]
+    assert len(frames) == 2 and frames[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+
+
+def test_reasoning_before_a_call_is_signed_and_the_signature_comes_back(client, fake):
+    config = types.GenerateContentConfig(tools=[types.Tool(function_declarations=[WEATHER])])
+    first = client.models.generate_content(model=MODEL, contents="Use get_weather for Paris", config=config)
+    call_part = next(p for p in first.candidates[0].content.parts if p.function_call)
+    assert call_part.thought_signature  # the server's reasoning, sealed as Gemini does
+    history = [types.Content(role="user", parts=[types.Part(text="Use get_weather for Paris")]),
+               first.candidates[0].content,
+               types.Content(role="user", parts=[types.Part(function_response=types.FunctionResponse(
+                   name="get_weather", id=call_part.function_call.id, response={"t": 20}))])]
+    assert client.models.generate_content(model=MODEL, contents=history, config=config).candidates
+    tampered = first.candidates[0].content.model_copy(deep=True)
+    next(p for p in tampered.parts if p.function_call).thought_signature = b"not a signature"
+    with pytest.raises(errors.ClientError) as caught:
+        client.models.generate_content(model=MODEL, contents=[history[0], tampered, history[2]], config=config)
+    assert caught.value.code == 400
