@@ -40,6 +40,15 @@ class Media:
     def read(self) -> bytes:
         return self.data if self.path is None else self.path.read_bytes()
 
+    def clip_seconds(self) -> float:
+        """The length of audio or video that is read: the whole, or the videoMetadata clip."""
+        duration = (self.info.duration if self.info else None) or 0.0
+        if self.clip is None:
+            return duration
+        start, end = self.clip
+        end = duration if end is None else min(end, duration)
+        return max(end - start, 0.0)
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -187,6 +196,8 @@ class Capabilities:
     constrained_decoding: bool = True  # schemas and forced calls are held by a grammar (else checked afterwards)
     thinking_budget: bool = True       # honours a thinking budget
     reports_usage: bool = False        # every generation ends with a `Usage` event: no count before it is needed
+    counts_media: bool = False         # its counts include the media it reads (else Gemini's media accounting is
+                                       # added by the service)
 
 
 class Engine(Protocol):

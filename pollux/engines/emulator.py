@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..schemas import SchemaMismatch, instance_for, validate_instance, words_of
-from .accounting import clip_seconds, media_tokens
 from .base import (CallEvent, Capabilities, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text,
                    TextDelta, TokenCount, TokenLogprob, ToolCall, ToolResult, Turn)
 from .errors import InvalidInput
@@ -82,7 +81,7 @@ def _segment_tokens(seg: Segment, model: str) -> tuple[str, int]:
         return "TEXT", count_text(seg.name + json.dumps(seg.args, sort_keys=True))
     if isinstance(seg, ToolResult):
         return "TEXT", count_text(seg.name + json.dumps(seg.response, sort_keys=True))
-    return media_tokens(seg, model)
+    return "TEXT", 0  # media: Gemini's accounting, added by the service
 
 
 class EmulatorEngine:
@@ -675,5 +674,5 @@ def describe(media: Media) -> str:
         if info.width and info.height:
             what += f", {info.width}x{info.height}"
         if info.duration is not None:
-            what += f", {clip_seconds(media):.1f} s"
+            what += f", {media.clip_seconds():.1f} s"
     return what

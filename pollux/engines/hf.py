@@ -29,7 +29,6 @@ from ..media import MediaError
 from ..media.documents import DEFAULT_MAX_SIDE, PdfDocument
 from ..media.probe import register_heif
 from ..media.video import sample_frames
-from .accounting import media_tokens
 from .base import (Capabilities, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount,
                    ToolCall, ToolResult, Turn)
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, parameters_grammar,
@@ -394,18 +393,13 @@ class TransformersEngine:
         return await asyncio.to_thread(self._count_tokens, request)
 
     def _count_tokens(self, request: GenerateRequest) -> TokenCount:
-        """The rendered prompt's text tokens, as `generate` renders it; images as Gemini counts them."""
+        """The rendered prompt's text tokens, as `generate` renders it (media: Gemini's accounting, in the
+        service)."""
         messages, _ = self._messages(request.turns, request.system, counting=True)
         text_only = [m if isinstance(m.get("content"), str) else
                      {**m, "content": "".join(p.get("text", "") for p in m["content"])} for m in messages]
-        counts = {"TEXT": len(self._encode(self._render(text_only, _prompt_functions(request),
-                                                        thinking=request.thinking.enabled)))}
-        for turn in request.turns:
-            for seg in turn.segments:
-                if isinstance(seg, Media):
-                    modality, n = media_tokens(seg, request.model)
-                    counts[modality] = counts.get(modality, 0) + n
-        return TokenCount(counts)
+        return TokenCount({"TEXT": len(self._encode(self._render(text_only, _prompt_functions(request),
+                                                                 thinking=request.thinking.enabled)))})
 
     # Generation -------------------------------------------------------------------------------------------------
     def _grammar_for(self, request: GenerateRequest) -> str | None:

@@ -33,6 +33,7 @@ from ..images.sizes import output_image
 from ..media import MediaError, inspect_bytes
 from ..media.probe import MediaInfo, modality_of
 from ..schemas import SchemaMismatch, openapi_to_json_schema, validate_instance
+from .accounting import with_media
 from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
 from .results import Candidate, Chunk, OutPart, Reply, Usage
 from .signatures import Signer
@@ -224,10 +225,16 @@ class GenerateService:
             check_contents(req.contents, "CountTokensRequest")
             inner = GenerateContentRequest(contents=req.contents)
         request = await self._engine_request(model, inner, project_id, stream=False)
+        return await self._count(self._engine(model), request)
+
+    @staticmethod
+    async def _count(engine: Engine, request: GenerateRequest) -> TokenCount:
+        """The prompt's tokens: the engine's count, and Gemini's for media where the engine does not count them."""
         try:
-            return await self._engine(model).count_tokens(request)
+            counted = await engine.count_tokens(request)
         except EngineError as exc:
             raise from_engine(exc) from None
+        return counted if engine.capabilities.counts_media else with_media(counted, request)
 
     # Request → engine -------------------------------------------------------------------------------------------
     def _engine(self, model: ModelSpec) -> Engine:
@@ -249,10 +256,7 @@ class GenerateService:
         if engine.capabilities.reports_usage:
             prompt = TokenCount({"TEXT": 0})  # the generation says; the engine enforces its own context length
         else:
-            try:
-                prompt = await engine.count_tokens(request)
-            except EngineError as exc:
-                raise from_engine(exc) from None
+            prompt = await self._count(engine, request)
         if prompt.total > model.input_token_limit:
             raise ApiError.invalid(f"The input token count ({prompt.total}) exceeds the maximum number of tokens "
                                    f"allowed ({model.input_token_limit}).")

@@ -38,7 +38,8 @@ class UpstreamEngine:
             constrained_decoding=True,
             # Per server once its flavor is known (vLLM and llama.cpp take a budget; others only on or off).
             thinking_budget=options.flavor is None or flavor(options.flavor).budget_field is not None,
-            reports_usage=True)
+            reports_usage=True,
+            counts_media=True)  # the server's own count of what it read: images as its model sees them
 
     # Generation -------------------------------------------------------------------------------------------------
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
