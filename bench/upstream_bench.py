@@ -311,13 +311,28 @@ class RawSSE:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.connect()
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", self.port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.fresh = True
 
     def close(self) -> None:
         self.sock.close()
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[float, list[tuple[float, Any]], float]:
+        try:
+            return self._post(path, body, headers)
+        except ConnectionError:  # the server closed the idle connection (llama-server does): once more, afresh
+            if self.fresh:
+                raise
+            self.close()
+            self.connect()
+            return self._post(path, body, headers)
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[float, list[tuple[float, Any]], float]:
+        self.fresh = False
         head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
         t0 = time.perf_counter()
@@ -343,6 +358,9 @@ class RawSSE:
                 now = time.perf_counter()
             data, buf = buf[:size], buf[size + 2:]
             if size == 0:
+                if b"connection: close" in header.lower():
+                    self.close()
+                    self.connect()
                 return t0, events, now
             sse = (sse + data).replace(b"\r\n", b"\n")  # Pollux ends its events with \r\n\r\n
             while True:
@@ -358,7 +376,7 @@ class RawSSE:
     def _recv(self) -> bytes:
         chunk = self.sock.recv(65536)
         if not chunk:
-            raise RuntimeError("connection closed")
+            raise ConnectionError("connection closed")
         return chunk
 
 
@@ -445,10 +463,12 @@ async def hold_streams(port: int, key: str, n: int, pid: int) -> dict[str, Any]:
             await asyncio.sleep(0.02)
 
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120)) as client:
-        for _ in range(20):  # warm-up: a few streams one at a time
+        async def drain() -> None:
             async with client.stream("POST", url, content=GEMINI_BODY, headers=headers) as r:
                 async for _ in r.aiter_bytes():
                     pass
+
+        await asyncio.gather(*(drain() for _ in range(10)))  # warm-up: 10 streams
         await asyncio.sleep(1)
         before = rss_kb(pid)
         sampler = asyncio.create_task(sample())

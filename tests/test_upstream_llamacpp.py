@@ -123,3 +123,11 @@ def test_openai_surface_through_llama_cpp(server):
     answer = oa.chat.completions.create(model=MODEL, temperature=0,
                                         messages=[{"role": "user", "content": "What is the capital of France?"}])
     assert answer.choices[0].message.content == "The capital of France is Paris."
+
+
+def test_candidates_as_one_request_each(client, llama):
+    # llama.cpp's `n` counts one choice's usage only, so Pollux asks once per candidate, side by side.
+    response = client.models.generate_content(model=MODEL, contents="What is the capital of France?",
+                                              config=types.GenerateContentConfig(temperature=0, candidate_count=2))
+    assert [c.content.parts[-1].text for c in response.candidates] == ["The capital of France is Paris."] * 2
+    assert response.usage_metadata.candidates_token_count >= 2 * 7

@@ -241,7 +241,9 @@ def test_candidates_and_logprobs(client, fake):
     response = client.models.generate_content(model=MODEL, contents="Hi", config=types.GenerateContentConfig(
         candidate_count=2, seed=3, response_logprobs=True, logprobs=2))
     assert len(response.candidates) == 2
-    assert sorted(b["seed"] for b in chat_bodies(fake)) == [3, 4]
+    [body] = chat_bodies(fake)  # one request for both: OpenAI's n
+    assert (body["n"], body["seed"]) == (2, 3)
+    assert response.candidates[1].content.parts[0].text == CONTENT_PREFIX + "Hi #1"
     chosen = response.candidates[0].logprobs_result.chosen_candidates
     assert chosen and chosen[0].token and chosen[0].log_probability is not None
     assert len(response.candidates[0].logprobs_result.top_candidates[0].candidates) == 2
@@ -441,3 +443,18 @@ def test_reasoning_before_a_call_is_signed_and_the_signature_comes_back(client, 
     with pytest.raises(errors.ClientError) as caught:
         client.models.generate_content(model=MODEL, contents=[history[0], tampered, history[2]], config=config)
     assert caught.value.code == 400
+
+
+def test_candidates_stream_from_one_request(client, fake):
+    chunks = list(client.models.generate_content_stream(
+        model=MODEL, contents="Hi", config=types.GenerateContentConfig(candidate_count=2)))
+    texts = {0: "", 1: ""}
+    finishes = {}
+    for chunk in chunks:
+        for cand in chunk.candidates:
+            texts[cand.index or 0] += "".join(p.text or "" for p in cand.content.parts if not p.thought)
+            if cand.finish_reason:
+                finishes[cand.index or 0] = cand.finish_reason
+    assert texts == {0: CONTENT_PREFIX + "Hi", 1: CONTENT_PREFIX + "Hi #1"}
+    assert finishes == {0: types.FinishReason.STOP, 1: types.FinishReason.STOP}
+    assert len(chat_bodies(fake)) == 1 and chunks[-1].usage_metadata.thoughts_token_count > 0

@@ -192,7 +192,9 @@ class Capabilities:
     """What an engine can do, declared rather than guessed from its attributes."""
 
     context_length: int | None = None  # the most tokens a request may hold; None: the catalogue's limits stand
-    native_candidates: bool = False    # answers `candidateCount` > 1 itself (else the service runs one per candidate)
+    # Answers `candidateCount` > 1 in one call, `generate_candidates(request, n)` → (candidate index, event)
+    # pairs; else the service runs one `generate` per candidate.
+    native_candidates: bool = False
     constrained_decoding: bool = True  # schemas and forced calls are held by a grammar (else checked afterwards)
     thinking_budget: bool = True       # honours a thinking budget
     reports_usage: bool = False        # every generation ends with a `Usage` event: no count before it is needed

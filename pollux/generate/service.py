@@ -135,6 +135,11 @@ class GenerateService:
         if len(candidates) == 1:
             await run(candidates[0])
             return prepared.reply(candidates, [Chunk(c, c.parts, c.logprobs) for c in candidates])
+        if _native(prepared):
+            async with aclosing(self._all_candidates(prepared)) as tagged:
+                async for index, event in tagged:
+                    self._apply(prepared, candidates[index], event, candidates[index].parts)
+            return prepared.reply(candidates, [Chunk(c, c.parts, c.logprobs) for c in candidates])
         # Candidates run side by side, so an engine that batches can decode them together.
         tasks = [asyncio.create_task(run(c)) for c in candidates]
         try:
@@ -165,9 +170,24 @@ class GenerateService:
             finally:
                 await merged.put((cand, end))
 
+        async def run_all() -> None:
+            """All candidates from one engine call (an engine that answers `candidateCount` itself)."""
+            try:
+                async with aclosing(self._all_candidates(prepared)) as tagged:
+                    async for index, event in tagged:
+                        await merged.put((candidates[index], event))
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+                await merged.put((candidates[0], exc))
+            finally:
+                for cand in candidates:
+                    await merged.put((cand, end))
+
         async def replies() -> AsyncIterator[Reply]:
-            tasks = [asyncio.create_task(run(c)) for c in candidates]
-            running = len(tasks)
+            if _native(prepared) and len(candidates) > 1:
+                tasks = [asyncio.create_task(run_all())]
+            else:
+                tasks = [asyncio.create_task(run(c)) for c in candidates]
+            running = len(candidates)  # each candidate's end comes once
             held: dict[int, Reply] = {}  # per candidate: its latest chunk, not sent yet
             try:
                 while running:
@@ -289,6 +309,16 @@ class GenerateService:
             async with aclosing(self._engine_events(prepared, index)) as events:
                 async for event in events:
                     yield event
+        except EngineError as exc:
+            raise from_engine(exc) from None
+
+    async def _all_candidates(self, prepared: Prepared) -> AsyncIterator[tuple[int, Event]]:
+        """Every candidate's events, tagged with its index, from an engine with native candidates."""
+        try:
+            engine: Any = prepared.engine
+            async with aclosing(engine.generate_candidates(prepared.request, prepared.candidates)) as tagged:
+                async for item in tagged:
+                    yield item
         except EngineError as exc:
             raise from_engine(exc) from None
 
@@ -547,6 +577,11 @@ class GenerateService:
             return None
         cand.signed = True
         return self.signer.sign("".join(cand.thought))
+
+
+def _native(prepared: Prepared) -> bool:
+    """Whether the engine answers all the candidates in one call (not when a picture is painted beside them)."""
+    return prepared.candidates > 1 and prepared.engine.capabilities.native_candidates and prepared.picture is None
 
 
 def _stop(tasks: list[asyncio.Task[Any]]) -> None:

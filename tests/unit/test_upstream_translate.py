@@ -8,7 +8,7 @@ from pollux.engines.base import (CallEvent, Finish, FunctionSpec, GenerateReques
                                  TextDelta, Thinking, ToolCall, ToolResult, Turn, Usage)
 from pollux.engines.upstream.flavors import flavor, vllm_flavor
 from pollux.engines.upstream.pool import UpstreamOptions
-from pollux.engines.upstream.translate import Answer, body, messages, whole
+from pollux.engines.upstream.translate import Answer, body, messages, usage, whole
 
 VLLM, LLAMA, GENERIC = flavor("vllm"), flavor("llamacpp"), flavor("generic")
 WEATHER = FunctionSpec("get_weather", "Weather.", {"type": "object", "properties": {"city": {"type": "string"}}})
@@ -72,9 +72,9 @@ def test_stream_deltas_become_events_with_calls_whole_and_usage():
     events += answer.end("tool_calls")
     assert events == [TextDelta("hmm", thought=True), TextDelta("Hi"), CallEvent(ToolCall("f", {"a": 1}, "c1"))]
     assert answer.finished() == Finish("STOP")
-    usage = answer.usage({"prompt_tokens": 9, "completion_tokens": 14,
-                          "prompt_tokens_details": {"cached_tokens": 3}})
-    assert usage == Usage(9, 14, 8, 3)  # no reasoning_tokens: shared out by characters (3 of 5 → 8 of 14)
+    counted = usage({"prompt_tokens": 9, "completion_tokens": 14, "prompt_tokens_details": {"cached_tokens": 3}},
+                    [answer])
+    assert counted == Usage(9, 14, 8, 3)  # no reasoning_tokens: shared out by characters (3 of 5 → 8 of 14)
 
 
 def test_bad_call_arguments_and_enum_answers():

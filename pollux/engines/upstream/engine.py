@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -34,7 +35,7 @@ class UpstreamEngine:
         self.pool = Pool(options)
         self.capabilities = Capabilities(
             context_length=None,  # the server enforces its own; its 400 says so
-            native_candidates=False,
+            native_candidates=True,  # generate_candidates: OpenAI's `n` where the server has it
             constrained_decoding=True,
             # Per server once its flavor is known (vLLM and llama.cpp take a budget; others only on or off).
             thinking_budget=options.flavor is None or flavor(options.flavor).budget_field is not None,
@@ -43,11 +44,30 @@ class UpstreamEngine:
 
     # Generation -------------------------------------------------------------------------------------------------
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
+        async with aclosing(self._run(request, 1)) as events:
+            async for _, event in events:
+                yield event
+
+    async def generate_candidates(self, request: GenerateRequest, n: int) -> AsyncIterator[tuple[int, Event]]:
+        """`n` candidates of one request, as (candidate index, event): one request with OpenAI's `n` where the
+        server answers it (vLLM, SGLang: one prefill for all), else one request per candidate, side by side."""
+        async with aclosing(self.pool.attempts()) as attempts:
+            server = await anext(attempts)  # its flavor decides (known once it answered)
+        if server.flavor is not None and server.flavor.native_n:
+            async with aclosing(self._run(request, n)) as events:
+                async for item in events:
+                    yield item
+            return
+        async with aclosing(_merge([self.generate(replace(request, candidate_index=i)) for i in range(n)])) as events:
+            async for item in events:
+                yield item
+
+    async def _run(self, request: GenerateRequest, n: int) -> AsyncIterator[tuple[int, Event]]:
         skipped: EngineError | None = None  # an overloaded or failing server's answer, if no other server takes it
         async with aclosing(self.pool.attempts()) as attempts:
             try:
                 async for server in attempts:
-                    content = await self._encode(translate.body, request, server, stream=request.stream)
+                    content = await self._encode(translate.body, request, server, stream=request.stream, n=n)
                     server.outstanding += 1
                     try:
                         http = self.pool.client.build_request("POST", f"{server.url}/chat/completions",
@@ -66,13 +86,14 @@ class UpstreamEngine:
                                     skipped = error  # another server may take it
                                     continue
                                 raise error
-                            answer = translate.Answer(enum=request.response_format.kind == "enum"
-                                                      and not (server.flavor and server.flavor.enum_choice))
-                            events = self._stream(response, answer) if request.stream else \
-                                self._whole(response, answer)
+                            enum = request.response_format.kind == "enum" and not (
+                                server.flavor and server.flavor.enum_choice)
+                            answers = [translate.Answer(enum=enum) for _ in range(n)]
+                            events = self._stream(response, answers) if request.stream else \
+                                self._whole(response, answers)
                             async with aclosing(events) as events:
-                                async for event in events:
-                                    yield event
+                                async for item in events:
+                                    yield item
                             return
                         finally:
                             await response.aclose()
@@ -83,7 +104,8 @@ class UpstreamEngine:
                     raise skipped from None
                 raise
 
-    async def _stream(self, response: httpx.Response, answer: translate.Answer) -> AsyncIterator[Event]:
+    async def _stream(self, response: httpx.Response, answers: list[translate.Answer]
+                      ) -> AsyncIterator[tuple[int, Event]]:
         usage = None
         done = False
         try:
@@ -98,29 +120,28 @@ class UpstreamEngine:
                 if "error" in chunk:  # an error after the stream began arrives as an event
                     raise Failure(f"The model server failed during the answer: {_error_text(chunk['error'])}")
                 for choice in chunk.get("choices") or []:
-                    if choice.get("index", 0) != 0:
+                    index = choice.get("index", 0)
+                    if not 0 <= index < len(answers):
                         continue
+                    answer = answers[index]
                     for event in answer.delta(choice.get("delta") or {}, choice.get("logprobs")):
-                        yield event
+                        yield index, event
                     if choice.get("finish_reason"):
                         for event in answer.end(choice["finish_reason"]):
-                            yield event
+                            yield index, event
                 if chunk.get("usage"):
-                    usage = answer.usage(chunk["usage"])
+                    usage = chunk["usage"]
         except httpx.TimeoutException:
             raise self._timeout() from None
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
             raise Unavailable(f"The model server broke off the answer ({type(exc).__name__}).") from None
-        if not done and answer.finish is None:
+        if not done and any(a.finish is None for a in answers):
             raise Unavailable("The model server closed the stream before the answer ended.")
-        if answer.finish is None:
-            for event in answer.end("stop"):
-                yield event
-        if usage is not None:
-            yield usage
-        yield answer.finished()
+        for item in _ends(answers, usage):
+            yield item
 
-    async def _whole(self, response: httpx.Response, answer: translate.Answer) -> AsyncIterator[Event]:
+    async def _whole(self, response: httpx.Response, answers: list[translate.Answer]
+                     ) -> AsyncIterator[tuple[int, Event]]:
         try:
             raw = await response.aread()
         except httpx.TimeoutException:
@@ -131,12 +152,13 @@ class UpstreamEngine:
         choices = data.get("choices") or []
         if not choices:
             raise Failure("The model server answered without a choice.")
-        for event in translate.whole(choices[0], answer):
-            yield event
-        usage = answer.usage(data.get("usage"))
-        if usage is not None:
-            yield usage
-        yield answer.finished()
+        for choice in choices:
+            index = choice.get("index", 0)
+            if 0 <= index < len(answers):
+                for event in translate.whole(choice, answers[index]):
+                    yield index, event
+        for item in _ends(answers, data.get("usage")):
+            yield item
 
     # Counting ---------------------------------------------------------------------------------------------------
     async def count_tokens(self, request: GenerateRequest) -> TokenCount:
@@ -202,6 +224,53 @@ class UpstreamEngine:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _ends(answers: list[translate.Answer], usage: Any) -> list[tuple[int, Event]]:
+    """What closes the candidates once the server's answer is complete: the usage of them all (on the first), then
+    each candidate's finish, so that a finish always comes with the final usage."""
+    out: list[tuple[int, Event]] = []
+    for index, answer in enumerate(answers):
+        if answer.finish is None:
+            out.extend((index, event) for event in answer.end("stop"))
+    counted = translate.usage(usage, answers)
+    if counted is not None:
+        out.append((0, counted))
+    out.extend((index, answer.finished()) for index, answer in enumerate(answers))
+    return out
+
+
+async def _merge(streams: list[AsyncIterator[Event]]) -> AsyncIterator[tuple[int, Event]]:
+    """Several event streams side by side, each event tagged with its stream's index."""
+    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize=64)
+    end = object()
+
+    async def pump(index: int, stream: AsyncIterator[Event]) -> None:
+        try:
+            async with aclosing(stream) as events:  # type: ignore[type-var]
+                async for event in events:
+                    await queue.put((index, event))
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            await queue.put((index, exc))
+        finally:
+            await queue.put((index, end))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    running = len(tasks)
+    try:
+        while running:
+            index, item = await queue.get()
+            if item is end:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            if not task.done() and not task.cancelling():
+                task.cancel()
+        await asyncio.wait(tasks)
 
 
 def _json(data: str | bytes) -> Any:

@@ -7,7 +7,7 @@ uses only OpenAI's fields; a feature it lacks is refused with a 400 naming it, n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 FlavorName = Literal["vllm", "sglang", "llamacpp", "ollama", "generic"]
@@ -33,13 +33,22 @@ class Flavor:
 
 
 _TABLE = {
-    "vllm": Flavor("vllm", "structured_outputs", True, True, "thinking_token_budget", True, "vllm", True, True, True,
-                   True),
-    "sglang": Flavor("sglang", "response_format", False, True, None, True, "none", False, True, True, True),
-    "llamacpp": Flavor("llamacpp", "json_schema", False, True, "thinking_budget_tokens", False, "llamacpp", False,
-                       True, True, False),
-    "ollama": Flavor("ollama", "response_format", False, False, None, False, "none", False, True, False, True),
-    "generic": Flavor("generic", "response_format", False, False, None, False, "none", False, False, False, True),
+    "vllm": Flavor("vllm", schema_field="structured_outputs", enum_choice=True, thinking_switch=True,
+                   budget_field="thinking_token_budget", cache_salt=True, tokenize="vllm", video_url=True, top_k=True,
+                   native_n=True, named_tool_choice=True),
+    "sglang": Flavor("sglang", schema_field="response_format", enum_choice=False, thinking_switch=True,
+                     budget_field=None, cache_salt=True, tokenize="none", video_url=False, top_k=True, native_n=True,
+                     named_tool_choice=True),
+    # llama.cpp's `n` reports one choice's usage only: one request per candidate instead.
+    "llamacpp": Flavor("llamacpp", schema_field="json_schema", enum_choice=False, thinking_switch=True,
+                       budget_field="thinking_budget_tokens", cache_salt=False, tokenize="llamacpp", video_url=False,
+                       top_k=True, native_n=False, named_tool_choice=False),
+    "ollama": Flavor("ollama", schema_field="response_format", enum_choice=False, thinking_switch=False,
+                     budget_field=None, cache_salt=False, tokenize="none", video_url=False, top_k=True, native_n=False,
+                     named_tool_choice=True),
+    "generic": Flavor("generic", schema_field="response_format", enum_choice=False, thinking_switch=False,
+                      budget_field=None, cache_salt=False, tokenize="none", video_url=False, top_k=False,
+                      native_n=False, named_tool_choice=True),
 }
 
 
@@ -57,5 +66,5 @@ def vllm_flavor(version: str) -> Flavor:
     except ValueError:
         return _TABLE["vllm"]
     if (major, minor, patch) < (0, 10, 2):
-        return Flavor("vllm", "guided", True, True, None, True, "vllm", True, True, True, True)
+        return replace(_TABLE["vllm"], schema_field="guided", budget_field=None)
     return _TABLE["vllm"]

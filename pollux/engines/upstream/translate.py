@@ -152,9 +152,11 @@ def tools(request: GenerateRequest, flavor: Flavor) -> tuple[list[dict[str, Any]
 
 
 def body(request: GenerateRequest, flavor: Flavor, model: str, *, stream: bool,
-         context_length: int | None = None) -> dict[str, Any]:
+         context_length: int | None = None, n: int = 1) -> dict[str, Any]:
     s = request.sampling
     out: dict[str, Any] = {"model": model, "messages": messages(request, flavor), "stream": stream}
+    if n > 1:
+        out["n"] = n
     # A limit the server's context cannot hold (Gemini's 65,536 default on a 32k model) is left to the server,
     # which then stops where its context ends: vLLM refuses a max_tokens over its max_model_len.
     if context_length is None or s.max_output_tokens < context_length:
@@ -247,7 +249,7 @@ def tokenize_body(request: GenerateRequest, flavor: Flavor, model: str, **kw: An
 @dataclass
 class Answer:
     """Folds one choice of a completion, whole or chunk by chunk, into engine events. Tool calls are gathered from
-    their deltas and sent once complete; usage, when the server reports it, goes out before the finish."""
+    their deltas and sent once complete."""
 
     enum: bool = False  # text/x.enum answered as a JSON string: sent unquoted
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -281,7 +283,7 @@ class Answer:
         return events
 
     def end(self, reason: str | None) -> list[Event]:
-        """The events that close the choice: its calls, then (without usage yet) nothing more; see `finished`."""
+        """The events that close the choice's output: its enum answer and its calls (`finished` is its finish)."""
         self.finish = reason
         events: list[Event] = []
         if self.enum and self.content:
@@ -310,19 +312,20 @@ class Answer:
             return Finish("MALFORMED_FUNCTION_CALL")
         return Finish(FINISH.get(self.finish or "stop", "OTHER"))
 
-    def usage(self, usage: dict[str, Any] | None) -> Usage | None:
-        """The server's usage. Its completion tokens include the reasoning; where it does not say how many were
-        reasoning, they are shared out by characters (a thought and an answer token are about as long)."""
-        if not usage:
-            return None
-        output = int(usage.get("completion_tokens") or 0)
-        details = usage.get("completion_tokens_details") or {}
-        thoughts = details.get("reasoning_tokens")
-        if thoughts is None:
-            total = self.reasoning_chars + self.content_chars
-            thoughts = round(output * self.reasoning_chars / total) if total and self.reasoning_chars else 0
-        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-        return Usage(int(usage.get("prompt_tokens") or 0), output, int(thoughts), int(cached))
+def usage(usage: dict[str, Any] | None, answers: list[Answer]) -> Usage | None:
+    """The server's usage of all the candidates. Its completion tokens include the reasoning; where it does not say
+    how many were reasoning, they are shared out by characters (a thought and an answer token are about as long)."""
+    if not usage:
+        return None
+    output = int(usage.get("completion_tokens") or 0)
+    details = usage.get("completion_tokens_details") or {}
+    thoughts = details.get("reasoning_tokens")
+    if thoughts is None:
+        reasoning = sum(a.reasoning_chars for a in answers)
+        total = reasoning + sum(a.content_chars for a in answers)
+        thoughts = round(output * reasoning / total) if total and reasoning else 0
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(int(usage.get("prompt_tokens") or 0), output, int(thoughts), int(cached))
 
 
 def _logprobs(logprobs: Any) -> tuple[TokenLogprob, ...]:
