@@ -438,6 +438,9 @@ def test_reasoning_before_a_call_is_signed_and_the_signature_comes_back(client, 
                types.Content(role="user", parts=[types.Part(function_response=types.FunctionResponse(
                    name="get_weather", id=call_part.function_call.id, response={"t": 20}))])]
     assert client.models.generate_content(model=MODEL, contents=history, config=config).candidates
+    # The server gets its reasoning back beside its call, restored from the signature.
+    assistant = chat_bodies(fake)[-1]["messages"][1]
+    assert assistant["reasoning_content"] == REASONING_PREFIX + "Use get_weather for Paris"
     tampered = first.candidates[0].content.model_copy(deep=True)
     next(p for p in tampered.parts if p.function_call).thought_signature = b"not a signature"
     with pytest.raises(errors.ClientError) as caught:

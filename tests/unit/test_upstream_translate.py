@@ -29,7 +29,9 @@ def test_calls_without_ids_get_ids_their_results_match_by_name_in_order():
     assert assistant["content"] is None and [c["id"] for c in assistant["tool_calls"]] == ["call_1_0", "call_1_1"]
     assert [(m["role"], m.get("tool_call_id")) for m in out[3:]] == [("tool", "call_1_0"), ("tool", "call_1_1"),
                                                                     ("user", None)]
-    assert out[-1]["content"] == "and?"  # thoughts are not sent back as text
+    assert out[-1]["content"] == "and?"
+    assert assistant["reasoning_content"] == "thinking"  # the reasoning goes back as reasoning, not as text
+    assert "reasoning_content" not in messages(request(turns=turns), GENERIC)[1]
 
 
 def test_schema_enum_and_thinking_per_flavor():

@@ -30,19 +30,20 @@ class Flavor:
     top_k: bool                # accepts top_k beside OpenAI's sampling fields
     native_n: bool             # answers `n` choices
     named_tool_choice: bool    # honours tool_choice naming one function (llama.cpp reads it as "auto")
+    reasoning_input: bool = False  # takes earlier reasoning back as an assistant message's `reasoning_content`
 
 
 _TABLE = {
     "vllm": Flavor("vllm", schema_field="structured_outputs", enum_choice=True, thinking_switch=True,
                    budget_field="thinking_token_budget", cache_salt=True, tokenize="vllm", video_url=True, top_k=True,
-                   native_n=True, named_tool_choice=True),
+                   native_n=True, named_tool_choice=True, reasoning_input=True),
     "sglang": Flavor("sglang", schema_field="response_format", enum_choice=False, thinking_switch=True,
                      budget_field=None, cache_salt=True, tokenize="none", video_url=False, top_k=True, native_n=True,
-                     named_tool_choice=True),
+                     named_tool_choice=True, reasoning_input=True),
     # llama.cpp's `n` reports one choice's usage only: one request per candidate instead.
     "llamacpp": Flavor("llamacpp", schema_field="json_schema", enum_choice=False, thinking_switch=True,
                        budget_field="thinking_budget_tokens", cache_salt=False, tokenize="llamacpp", video_url=False,
-                       top_k=True, native_n=False, named_tool_choice=False),
+                       top_k=True, native_n=False, named_tool_choice=False, reasoning_input=True),
     "ollama": Flavor("ollama", schema_field="response_format", enum_choice=False, thinking_switch=False,
                      budget_field=None, cache_salt=False, tokenize="none", video_url=False, top_k=True, native_n=False,
                      named_tool_choice=True),

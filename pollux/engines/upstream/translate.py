@@ -49,6 +49,11 @@ def messages(request: GenerateRequest, flavor: Flavor) -> list[dict[str, Any]]:
                 calls.append({"id": call_id, "type": "function",
                               "function": {"name": s.name, "arguments": json.dumps(s.args, ensure_ascii=False)}})
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
+            # The reasoning behind it (restored from its thought signature): templates that keep reasoning
+            # between a call and its result (Qwen3's) render it, as the model wrote it.
+            reasoning = "".join(s.text for s in turn.segments if isinstance(s, Text) and s.thought)
+            if reasoning and flavor.reasoning_input:
+                message["reasoning_content"] = reasoning
             if calls:
                 message["tool_calls"] = calls
             elif not text:
