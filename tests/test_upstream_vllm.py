@@ -461,3 +461,24 @@ def test_candidates_stream_from_one_request(client, fake):
     assert texts == {0: CONTENT_PREFIX + "Hi", 1: CONTENT_PREFIX + "Hi #1"}
     assert finishes == {0: types.FinishReason.STOP, 1: types.FinishReason.STOP}
     assert len(chat_bodies(fake)) == 1 and chunks[-1].usage_metadata.thoughts_token_count > 0
+
+
+def test_the_servers_api_key_comes_from_the_environment(tmp_path, monkeypatch):
+    with FakeVLLM(api_key="sk-upstream") as guarded:
+        config = f"""
+[models."{MODEL}"]
+engine = "openai"
+engine_options = {{ base_url = "{guarded.base_url}", model = "Qwen/Qwen3-0.6B", api_key_env = "UPSTREAM_KEY" }}
+"""
+        monkeypatch.setenv("UPSTREAM_KEY", "sk-upstream")
+        with start_server(tmp_path / "data", config=config) as srv:
+            client = genai.Client(api_key=srv.api_key, http_options=types.HttpOptions(base_url=srv.base_url))
+            assert client.models.generate_content(model=MODEL, contents="Hi there").text == CONTENT_PREFIX + "Hi there"
+        assert guarded.requests[-1]["headers"]["authorization"] == "Bearer sk-upstream"
+        monkeypatch.setenv("UPSTREAM_KEY", "sk-wrong")
+        with start_server(tmp_path / "data2", config=config) as srv:
+            response = httpx.post(f"{srv.base_url}/v1beta/models/{MODEL}:generateContent",
+                                  headers={"x-goog-api-key": srv.api_key},
+                                  json={"contents": [{"parts": [{"text": "x"}]}]})
+            error = response.json()["error"]
+            assert response.status_code == 503 and "credentials" in error["message"]

@@ -184,6 +184,8 @@ class Pool:
 
     async def _model(self, server: Server) -> tuple[str, int | None]:
         response = await self.client.get(f"{server.url}/models", timeout=self.options.connect_timeout)
+        if response.status_code in (401, 403):  # the server is there; Pollux's key is not right
+            raise http_error(response, response.content, server)
         response.raise_for_status()
         models = [m for m in response.json().get("data", []) if isinstance(m, dict) and m.get("id")]
         if self.options.model is not None:
