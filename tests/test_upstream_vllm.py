@@ -482,3 +482,38 @@ engine_options = {{ base_url = "{guarded.base_url}", model = "Qwen/Qwen3-0.6B", 
                                   json={"contents": [{"parts": [{"text": "x"}]}]})
             error = response.json()["error"]
             assert response.status_code == 503 and "credentials" in error["message"]
+
+
+def test_connections_are_bounded_and_a_full_pool_is_503(tmp_path):
+    import threading
+
+    with FakeVLLM(chunk_delay=0.3) as busy:
+        config = f"""
+[models."{MODEL}"]
+engine = "openai"
+engine_options = {{ base_url = "{busy.base_url}", model = "Qwen/Qwen3-0.6B", flavor = "vllm", max_connections = 1, connect_timeout = 1 }}
+"""
+        with start_server(tmp_path / "data", config=config) as srv:
+            url = f"{srv.base_url}/v1beta/models/{MODEL}"
+            headers = {"x-goog-api-key": srv.api_key}
+            first_chunk = threading.Event()
+
+            def hold() -> None:  # a long stream keeps the only connection
+                with httpx.stream("POST", f"{url}:streamGenerateContent?alt=sse", headers=headers, timeout=60,
+                                  json={"contents": [{"parts": [{"text": "one two three four five six"}]}]}) as r:
+                    for line in r.iter_lines():
+                        if line.startswith("data:"):
+                            first_chunk.set()
+
+            holder = threading.Thread(target=hold)
+            holder.start()
+            assert first_chunk.wait(30)
+            response = httpx.post(f"{url}:generateContent", headers=headers, timeout=30,
+                                  json={"contents": [{"parts": [{"text": "x"}]}]})
+            holder.join()
+            error = response.json()["error"]
+            assert response.status_code == 503 and "Too many requests are in flight" in error["message"]
+            assert error["details"][0]["@type"] == "type.googleapis.com/google.rpc.RetryInfo"
+            # Once the stream ended its connection serves the next request: the server was never taken out.
+            assert httpx.post(f"{url}:generateContent", headers=headers, timeout=30,
+                              json={"contents": [{"parts": [{"text": "Hi there"}]}]}).status_code == 200

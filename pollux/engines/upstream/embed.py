@@ -80,6 +80,8 @@ class UpstreamEmbedder:
             self.pool.take_out(server, f"cannot connect ({type(exc).__name__})")
             raise Unavailable(f"The model server is unavailable ({server.url}).",
                               retry_after=self.options.retry_after) from None
+        except httpx.PoolTimeout:
+            raise self.pool.busy() from None
         except httpx.TimeoutException:
             raise Timeout(f"The model server did not answer within {self.options.timeout:g} s.") from None
         if response.status_code != 200:

@@ -77,6 +77,8 @@ class UpstreamEngine:
                         except CONNECT_ERRORS as exc:
                             self.pool.take_out(server, f"cannot connect ({type(exc).__name__})")
                             continue
+                        except httpx.PoolTimeout:
+                            raise self.pool.busy() from None
                         except httpx.TimeoutException:
                             raise self._timeout() from None
                         try:
@@ -173,6 +175,8 @@ class UpstreamEngine:
                 except CONNECT_ERRORS as exc:
                     self.pool.take_out(server, f"cannot connect ({type(exc).__name__})")
                     continue
+                except httpx.PoolTimeout:
+                    raise self.pool.busy() from None
                 except httpx.TimeoutException:
                     raise self._timeout() from None
                 return TokenCount({"TEXT": count})

@@ -78,7 +78,7 @@ class Server:
 
 
 # What connecting failures look like: the request never reached the server, so another one may take it.
-CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
 class Pool:
@@ -91,7 +91,8 @@ class Pool:
         limits = httpx.Limits(max_connections=options.max_connections,
                               max_keepalive_connections=options.max_connections)
         # `read` bounds the wait for each byte, so a stream may run long while the server keeps sending.
-        timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
+        # A request waits `connect_timeout` at most for one of the `max_connections`, then it is a 503 (`busy`).
+        timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout, pool=options.connect_timeout)
         self.client = httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout)
         self._flavor = flavor(options.flavor) if options.flavor else None
 
@@ -112,6 +113,11 @@ class Pool:
         wait = min((s.down_until - now for s in self.servers if s.down_until > now), default=0.0)
         return Unavailable(f"The model server is unavailable ({self.describe()}). Please try again later.",
                            retry_after=max(1.0, wait or self.options.retry_after))
+
+    def busy(self) -> Overloaded:
+        """Every connection Pollux may open to these servers is in use."""
+        return Overloaded(f"Too many requests are in flight to the model server ({self.options.max_connections} "
+                          "connections). Please try again later.", retry_after=self.options.retry_after)
 
     def take_out(self, server: Server, why: str) -> None:
         if server.down_until <= time.monotonic():
@@ -134,6 +140,8 @@ class Pool:
             except CONNECT_ERRORS as exc:
                 self.take_out(server, f"cannot connect ({type(exc).__name__})")
                 continue
+            except httpx.PoolTimeout:
+                raise self.busy() from None
             except (httpx.HTTPError, ValueError) as exc:
                 self.take_out(server, f"its answer to Pollux's first questions was not understood: {exc}")
                 continue
@@ -159,7 +167,7 @@ class Pool:
         async def get(path: str) -> Any:
             try:
                 response = await self.client.get(server.root + path, timeout=self.options.connect_timeout)
-            except CONNECT_ERRORS:
+            except (*CONNECT_ERRORS, httpx.PoolTimeout):
                 raise
             except httpx.HTTPError:
                 return None
