@@ -189,6 +189,7 @@ class GenerateService:
                 tasks = [asyncio.create_task(run(c)) for c in candidates]
             running = len(candidates)  # each candidate's end comes once
             held: dict[int, Reply] = {}  # per candidate: its latest chunk, not sent yet
+            started: set[int] = set()  # candidates that sent a chunk
             try:
                 while running:
                     cand, event = await merged.get()
@@ -225,8 +226,17 @@ class GenerateService:
                         held[cand.index] = prepared.reply(candidates, last.chunks)
                         continue
                     if last is not None:
+                        started.add(cand.index)
                         yield last
-                    held[cand.index] = prepared.reply(candidates, [Chunk(cand, parts, cand.logprobs[seen:])])
+                    chunk = prepared.reply(candidates, [Chunk(cand, parts, cand.logprobs[seen:])])
+                    if cand.index not in started and isinstance(event, TextDelta) and merged.empty():
+                        # A candidate's first words go out as soon as they come, when nothing follows them yet
+                        # (an engine that writes token by token): holding them would add a token's time to the
+                        # first chunk. Later chunks wait for the next event, so the last carries the finish.
+                        started.add(cand.index)
+                        yield chunk
+                    else:
+                        held[cand.index] = chunk
             finally:
                 _stop(tasks)  # a client that went away stops its generations here
                 # `wait`, not `gather`: a cancelled gather cancels its tasks again, in the middle of their clean-up

@@ -115,9 +115,11 @@ class UpstreamEngine:
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
-                if data == "[DONE]":
+                if data == "[DONE]" or done:
+                    # Read on to the end of the body (it ends here): a response read whole leaves its connection
+                    # open for the next request, instead of a new one per stream.
                     done = True
-                    break
+                    continue
                 chunk = _json(data)
                 if "error" in chunk:  # an error after the stream began arrives as an event
                     raise Failure(f"The model server failed during the answer: {_error_text(chunk['error'])}")
