@@ -8,15 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
 import numpy as np
 import orjson
 
-from ..errors import Failure, Timeout, Unavailable
-from .pool import CONNECT_ERRORS, Pool, Server, UpstreamOptions, http_error
-
-_JSON = {"Content-Type": "application/json"}
-
+from ..errors import Failure, Unavailable
+from .pool import Pool, Server, Unreachable, UpstreamOptions, http_error
 
 class UpstreamEmbedder:
     name = "openai"
@@ -75,19 +71,16 @@ class UpstreamEmbedder:
 
     async def _post(self, url: str, body: dict[str, Any], server: Server) -> Any:
         try:
-            response = await self.pool.client.post(url, content=orjson.dumps(body), headers=_JSON)
-        except CONNECT_ERRORS as exc:
-            self.pool.take_out(server, f"cannot connect ({type(exc).__name__})")
+            async with self.pool.send(server, url, orjson.dumps(body)) as response:
+                raw = await response.read()
+        except Unreachable as exc:
+            self.pool.take_out(server, f"cannot connect ({exc})")
             raise Unavailable(f"The model server is unavailable ({server.url}).",
                               retry_after=self.options.retry_after) from None
-        except httpx.PoolTimeout:
-            raise self.pool.busy() from None
-        except httpx.TimeoutException:
-            raise Timeout(f"The model server did not answer within {self.options.timeout:g} s.") from None
-        if response.status_code != 200:
-            raise http_error(response, response.content, server)
+        if response.status != 200:
+            raise http_error(response, raw, server)
         try:
-            return orjson.loads(response.content)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise Failure("The model server's answer is not JSON.") from None
 

@@ -15,16 +15,13 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-import httpx
 import orjson
 
 from ..base import Capabilities, Event, GenerateRequest, TokenCount
-from ..errors import EngineError, Failure, Overloaded, Timeout, Unavailable
+from ..errors import EngineError, Failure, Overloaded, Unavailable
 from . import translate
 from .flavors import flavor
-from .pool import CONNECT_ERRORS, Pool, Server, UpstreamOptions, http_error
-
-_JSON = {"Content-Type": "application/json"}
+from .pool import Pool, Response, Server, Unreachable, UpstreamOptions, http_error
 
 
 class UpstreamEngine:
@@ -70,21 +67,10 @@ class UpstreamEngine:
                     content = await self._encode(translate.body, request, server, stream=request.stream, n=n)
                     server.outstanding += 1
                     try:
-                        http = self.pool.client.build_request("POST", f"{server.url}/chat/completions",
-                                                              content=content, headers=_JSON)
-                        try:
-                            response = await self.pool.client.send(http, stream=True)
-                        except CONNECT_ERRORS as exc:
-                            self.pool.take_out(server, f"cannot connect ({type(exc).__name__})")
-                            continue
-                        except httpx.PoolTimeout:
-                            raise self.pool.busy() from None
-                        except httpx.TimeoutException:
-                            raise self._timeout() from None
-                        try:
-                            if response.status_code != 200:
-                                error = http_error(response, await response.aread(), server)
-                                if isinstance(error, Overloaded) or response.status_code >= 500:
+                        async with self.pool.send(server, f"{server.url}/chat/completions", content) as response:
+                            if response.status != 200:
+                                error = http_error(response, await response.read(), server)
+                                if isinstance(error, Overloaded) or response.status >= 500:
                                     skipped = error  # another server may take it
                                     continue
                                 raise error
@@ -97,8 +83,8 @@ class UpstreamEngine:
                                 async for item in events:
                                     yield item
                             return
-                        finally:
-                            await response.aclose()
+                    except Unreachable as exc:
+                        self.pool.take_out(server, f"cannot connect ({exc})")
                     finally:
                         server.outstanding -= 1
             except Unavailable:
@@ -106,53 +92,38 @@ class UpstreamEngine:
                     raise skipped from None
                 raise
 
-    async def _stream(self, response: httpx.Response, answers: list[translate.Answer]
-                      ) -> AsyncIterator[tuple[int, Event]]:
+    async def _stream(self, response: Response, answers: list[translate.Answer]) -> AsyncIterator[tuple[int, Event]]:
         usage = None
         done = False
-        try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
+        async for line in response.lines():  # read to the end of the body, so that the connection is reused
+            if done or not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                done = True
+                continue
+            chunk = _json(data)
+            if "error" in chunk:  # an error after the stream began arrives as an event
+                raise Failure(f"The model server failed during the answer: {_error_text(chunk['error'])}")
+            for choice in chunk.get("choices") or []:
+                index = choice.get("index", 0)
+                if not 0 <= index < len(answers):
                     continue
-                data = line[5:].strip()
-                if data == "[DONE]" or done:
-                    # Read on to the end of the body (it ends here): a response read whole leaves its connection
-                    # open for the next request, instead of a new one per stream.
-                    done = True
-                    continue
-                chunk = _json(data)
-                if "error" in chunk:  # an error after the stream began arrives as an event
-                    raise Failure(f"The model server failed during the answer: {_error_text(chunk['error'])}")
-                for choice in chunk.get("choices") or []:
-                    index = choice.get("index", 0)
-                    if not 0 <= index < len(answers):
-                        continue
-                    answer = answers[index]
-                    for event in answer.delta(choice.get("delta") or {}, choice.get("logprobs")):
+                answer = answers[index]
+                for event in answer.delta(choice.get("delta") or {}, choice.get("logprobs")):
+                    yield index, event
+                if choice.get("finish_reason"):
+                    for event in answer.end(choice["finish_reason"]):
                         yield index, event
-                    if choice.get("finish_reason"):
-                        for event in answer.end(choice["finish_reason"]):
-                            yield index, event
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-        except httpx.TimeoutException:
-            raise self._timeout() from None
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise Unavailable(f"The model server broke off the answer ({type(exc).__name__}).") from None
+            if chunk.get("usage"):
+                usage = chunk["usage"]
         if not done and any(a.finish is None for a in answers):
             raise Unavailable("The model server closed the stream before the answer ended.")
         for item in _ends(answers, usage):
             yield item
 
-    async def _whole(self, response: httpx.Response, answers: list[translate.Answer]
-                     ) -> AsyncIterator[tuple[int, Event]]:
-        try:
-            raw = await response.aread()
-        except httpx.TimeoutException:
-            raise self._timeout() from None
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise Unavailable(f"The model server broke off the answer ({type(exc).__name__}).") from None
-        data = _json(raw)
+    async def _whole(self, response: Response, answers: list[translate.Answer]) -> AsyncIterator[tuple[int, Event]]:
+        data = _json(await response.read())
         choices = data.get("choices") or []
         if not choices:
             raise Failure("The model server answered without a choice.")
@@ -174,13 +145,9 @@ class UpstreamEngine:
             async for server in attempts:
                 try:
                     count = await self._count(request, server)
-                except CONNECT_ERRORS as exc:
-                    self.pool.take_out(server, f"cannot connect ({type(exc).__name__})")
+                except Unreachable as exc:
+                    self.pool.take_out(server, f"cannot connect ({exc})")
                     continue
-                except httpx.PoolTimeout:
-                    raise self.pool.busy() from None
-                except httpx.TimeoutException:
-                    raise self._timeout() from None
                 return TokenCount({"TEXT": count})
         raise Unavailable("No model server is available.")  # unreachable: attempts() raises first
 
@@ -205,10 +172,11 @@ class UpstreamEngine:
         return int((data.get("usage") or {}).get("prompt_tokens") or 0)
 
     async def _post(self, url: str, content: bytes, server: Server) -> Any:
-        response = await self.pool.client.post(url, content=content, headers=_JSON)
-        if response.status_code != 200:
-            raise http_error(response, response.content, server)
-        return _json(response.content)
+        async with self.pool.send(server, url, content) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise http_error(response, body, server)
+            return _json(body)
 
     # Helpers ----------------------------------------------------------------------------------------------------
     async def _encode_dict(self, build: Any, request: GenerateRequest, server: Server, **kw: Any) -> dict[str, Any]:
@@ -224,9 +192,6 @@ class UpstreamEngine:
         if translate.has_media(request):
             return await asyncio.to_thread(lambda: orjson.dumps(build(request, server.flavor, server.model, **kw)))
         return orjson.dumps(build(request, server.flavor, server.model, **kw))
-
-    def _timeout(self) -> Timeout:
-        return Timeout(f"The model server did not answer within {self.options.timeout:g} s.")
 
     async def close(self) -> None:
         await self.pool.close()

@@ -10,14 +10,16 @@ answer arrived, so no answer is ever given twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from ..errors import EngineError, Failure, InvalidInput, Overloaded, Timeout, Unavailable
 from .flavors import FLAVORS, Flavor, flavor, vllm_flavor
@@ -78,23 +80,82 @@ class Server:
 
 
 # What connecting failures look like: the request never reached the server, so another one may take it.
-CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+_JSON = {"Content-Type": "application/json"}
+
+
+class Refused(Unavailable):
+    """The server refused Pollux's credentials: it is there, but no request will pass."""
+
+
+class Unreachable(Exception):
+    """The request could not be sent to this server (refused, no route, connect timeout): try the next one."""
 
 
 class Pool:
     def __init__(self, options: UpstreamOptions) -> None:
         self.options = options
         self.servers = [Server(url) for url in options.urls]
-        headers = {}
+        self._headers = {}
         if options.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ[options.api_key_env]}"
-        limits = httpx.Limits(max_connections=options.max_connections,
-                              max_keepalive_connections=options.max_connections)
-        # `read` bounds the wait for each byte, so a stream may run long while the server keeps sending.
-        # A request waits `connect_timeout` at most for one of the `max_connections`, then it is a 503 (`busy`).
-        timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout, pool=options.connect_timeout)
-        self.client = httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout)
+            self._headers["Authorization"] = f"Bearer {os.environ[options.api_key_env]}"
+        # aiohttp rather than httpx: about a fifth of the CPU per request (BENCHMARKS.md, issue 12), which is most of
+        # what Pollux adds in front of a fast server. Made at first use: a session belongs to a running loop.
+        self._session: aiohttp.ClientSession | None = None
+        self._slots: asyncio.Semaphore | None = None  # max_connections, with a bounded wait (else 503 `busy`)
         self._flavor = flavor(options.flavor) if options.flavor else None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # sock_read bounds the wait for each read, so a stream may run long while the server keeps sending.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.options.connect_timeout,
+                                            sock_read=self.options.timeout)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=timeout,
+                                                  connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30))
+        return self._session
+
+    @asynccontextmanager
+    async def send(self, server: Server, url: str, content: bytes | None = None) -> AsyncIterator[Response]:
+        """POST `content` (GET without it) to `url` on `server`, holding one of the `max_connections` while the
+        response is read. Transport failures become the engine's: `Unreachable` (nothing was sent: the caller may
+        try another server), `Timeout`, `Unavailable` (the answer broke off). A response read to its end leaves its
+        connection for the next request; one left early (the client went away) closes it, so the server stops."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.options.max_connections)
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.options.connect_timeout)
+        except TimeoutError:
+            raise self.busy() from None
+        try:
+            try:
+                if content is None:
+                    raw = await self.session.get(url)
+                else:
+                    raw = await self.session.post(url, data=content, headers=_JSON)
+            except CONNECT_ERRORS as exc:
+                raise Unreachable(type(exc).__name__) from None
+            except (aiohttp.ServerTimeoutError, TimeoutError):
+                raise self.timeout() from None
+            except aiohttp.ClientError as exc:
+                raise Unavailable(f"The model server at {server.url} failed to answer ({type(exc).__name__}).",
+                                  retry_after=self.options.retry_after) from None
+            try:
+                yield Response(raw)
+            except (aiohttp.ServerTimeoutError, TimeoutError):
+                raise self.timeout() from None
+            except aiohttp.ClientError as exc:
+                raise Unavailable(f"The model server broke off the answer ({type(exc).__name__}).") from None
+            finally:
+                if raw.content.at_eof():
+                    raw.release()
+                else:
+                    raw.close()
+        finally:
+            self._slots.release()
+
+    def timeout(self) -> Timeout:
+        return Timeout(f"The model server did not answer within {self.options.timeout:g} s.")
 
     def describe(self) -> str:
         return ", ".join(s.url for s in self.servers)
@@ -137,12 +198,14 @@ class Pool:
             tried.add(server)
             try:
                 await self._ready(server)
-            except CONNECT_ERRORS as exc:
-                self.take_out(server, f"cannot connect ({type(exc).__name__})")
+            except Unreachable as exc:
+                self.take_out(server, f"cannot connect ({exc})")
                 continue
-            except httpx.PoolTimeout:
-                raise self.busy() from None
-            except (httpx.HTTPError, ValueError) as exc:
+            except Overloaded:
+                raise
+            except Refused:
+                raise
+            except (EngineError, ValueError) as exc:
                 self.take_out(server, f"its answer to Pollux's first questions was not understood: {exc}")
                 continue
             yield server
@@ -152,8 +215,9 @@ class Pool:
             return
         async with server.lock:
             if not server.checked:  # back after a failure: answers again before it gets a request
-                (await self.client.get(f"{server.url}/models", timeout=self.options.connect_timeout)
-                 ).raise_for_status()
+                status, _ = await self._get(server, f"{server.url}/models")
+                if status != 200:
+                    raise ValueError(f"GET /v1/models answered {status}")
                 server.checked = True
             if server.flavor is None:
                 server.flavor = self._flavor or await self._detect(server)
@@ -165,18 +229,8 @@ class Pool:
         """The server's kind, from the routes only it has: SGLang's /get_server_info, vLLM's /version, llama.cpp's
         /props, Ollama's /api/version; else a generic OpenAI-compatible server."""
         async def get(path: str) -> Any:
-            try:
-                response = await self.client.get(server.root + path, timeout=self.options.connect_timeout)
-            except (*CONNECT_ERRORS, httpx.PoolTimeout):
-                raise
-            except httpx.HTTPError:
-                return None
-            if response.status_code != 200:
-                return None
-            try:
-                return response.json()
-            except ValueError:
-                return None
+            status, data = await self._get(server, server.root + path)
+            return data if status == 200 else None
 
         if isinstance(await get("/get_server_info"), dict):
             return flavor("sglang")
@@ -190,12 +244,22 @@ class Pool:
             return flavor("ollama")
         return flavor("generic")
 
+    async def _get(self, server: Server, url: str) -> tuple[int, Any]:
+        """A short GET for Pollux's own questions: its status and JSON (None when it is not JSON)."""
+        async with self.send(server, url) as response:
+            body = await asyncio.wait_for(response.read(), self.options.connect_timeout)
+            if response.status in (401, 403):  # the server is there; Pollux's key is not right
+                raise http_error(response, body, server)
+            try:
+                return response.status, json.loads(body)
+            except ValueError:
+                return response.status, None
+
     async def _model(self, server: Server) -> tuple[str, int | None]:
-        response = await self.client.get(f"{server.url}/models", timeout=self.options.connect_timeout)
-        if response.status_code in (401, 403):  # the server is there; Pollux's key is not right
-            raise http_error(response, response.content, server)
-        response.raise_for_status()
-        models = [m for m in response.json().get("data", []) if isinstance(m, dict) and m.get("id")]
+        status, data = await self._get(server, f"{server.url}/models")
+        if status != 200 or not isinstance(data, dict):
+            raise ValueError(f"GET /v1/models answered {status}")
+        models = [m for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
         if self.options.model is not None:
             entry = next((m for m in models if m["id"] == self.options.model), None)
             if entry is None and models:
@@ -208,14 +272,43 @@ class Pool:
         return models[0]["id"], models[0].get("max_model_len")
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
-def http_error(response: httpx.Response, body: bytes, server: Server) -> EngineError:
+class Response:
+    """An upstream answer being read: its status, headers and body, whole or line by line."""
+
+    def __init__(self, raw: aiohttp.ClientResponse) -> None:
+        self._raw = raw
+        self.status = raw.status
+        self.headers: Mapping[str, str] = raw.headers
+        self.reason_phrase = raw.reason or ""
+
+    async def read(self) -> bytes:
+        return await self._raw.read()
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """The body's lines (without their end), read to the end of the body: no line length limit, as an upstream
+        may send a large image or tool call in one event."""
+        buffer = b""
+        async for chunk in self._raw.content.iter_any():
+            buffer += chunk
+            while True:
+                end = buffer.find(b"\n")
+                if end < 0:
+                    break
+                yield buffer[:end].rstrip(b"\r")
+                buffer = buffer[end + 1:]
+        if buffer:
+            yield buffer
+
+
+def http_error(response: Response, body: bytes, server: Server) -> EngineError:
     """A server's error answer as the engine's error: its 4xx are the request's fault (400 with its message),
     overload is 503 with RetryInfo, anything else says the server failed."""
     message = _message(body) or response.reason_phrase
-    status = response.status_code
+    status = response.status
     if status in (400, 413, 422):
         return InvalidInput(f"The model server refused the request: {message}")
     if status in (408, 504):
@@ -225,13 +318,11 @@ def http_error(response: httpx.Response, body: bytes, server: Server) -> EngineE
     if status == 404:
         return Unavailable(f"The model server has no such model or route ({server.url}): {message}")
     if status in (401, 403):
-        return Unavailable(f"The model server refused Pollux's credentials ({status}): set api_key_env.")
+        return Refused(f"The model server refused Pollux's credentials ({status}): set api_key_env.")
     return Failure(f"The model server failed ({status}): {message}")
 
 
 def _message(body: bytes) -> str:
-    import json
-
     try:
         data = json.loads(body)
     except ValueError:
@@ -249,7 +340,7 @@ def _message(body: bytes) -> str:
     return body.decode("utf-8", "replace")[:500]
 
 
-def _retry_after(response: httpx.Response) -> float:
+def _retry_after(response: Response) -> float:
     try:
         return max(1.0, float(response.headers.get("retry-after", "")))
     except ValueError:
