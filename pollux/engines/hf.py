@@ -31,6 +31,7 @@ from ..media.probe import register_heif
 from ..media.video import sample_frames
 from .base import (Capabilities, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount,
                    ToolCall, ToolResult, Turn)
+from .calls import CallIds
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, parameters_grammar,
                         tool_body_grammar, tool_call_grammar)
 from .errors import Failure, InvalidInput, Overloaded, Unsupported
@@ -274,7 +275,7 @@ class TransformersEngine:
         system_text = "\n".join(s.text for s in system if isinstance(s, Text))
         if system_text:
             messages.append({"role": "system", "content": system_text})
-        pending: dict[str, list[str]] = {}  # ids of calls not answered yet, by function name
+        ids = CallIds(lambda t, k, name: f"{t}.{k}.{name}", self._call_id)
         for t, turn in enumerate(turns):
             if turn.role == "model":
                 msg: dict[str, Any] = {"role": "assistant", "content": ""}
@@ -284,22 +285,14 @@ class TransformersEngine:
                 msg["content"] = "".join(s.text for s in turn.segments if isinstance(s, Text) and not s.thought)
                 calls = [s for s in turn.segments if isinstance(s, ToolCall)]
                 if calls:
-                    ids = [self._call_id(c.id or f"{t}.{k}.{c.name}") for k, c in enumerate(calls)]
-                    for c, call_id in zip(calls, ids, strict=True):
-                        pending.setdefault(c.name, []).append(call_id)
-                    msg["tool_calls"] = [{"type": "function", "id": call_id, "function": {"name": c.name,
-                                          "arguments": c.args}} for c, call_id in zip(calls, ids, strict=True)]
+                    msg["tool_calls"] = [{"type": "function", "id": ids.call(c, t, k), "function": {
+                        "name": c.name, "arguments": c.args}} for k, c in enumerate(calls)]
                 messages.append(msg)
                 continue
             parts: list[dict[str, Any]] = []
             for seg in turn.segments:
                 if isinstance(seg, ToolResult):
-                    # A result names its call by id; without one (ids are optional in Gemini), by function name.
-                    waiting = pending.get(seg.name) or []
-                    call_id = self._call_id(seg.id) if seg.id else (waiting[0] if waiting else self._call_id(seg.name))
-                    if call_id in waiting:
-                        waiting.remove(call_id)
-                    messages.append({"role": "tool", "name": seg.name, "tool_call_id": call_id,
+                    messages.append({"role": "tool", "name": seg.name, "tool_call_id": ids.result(seg),
                                      "content": json.dumps(seg.response, ensure_ascii=False)})
                 elif isinstance(seg, Text) and not seg.thought:
                     parts.append({"type": "text", "text": seg.text})

@@ -17,6 +17,7 @@ from ...media.documents import PdfDocument
 from ...media.video import sample_frames
 from ..base import (CallEvent, Event, Finish, GenerateRequest, Media, Segment, Text, TextDelta, TokenLogprob,
                     ToolCall, ToolResult, Usage)
+from ..calls import CallIds
 from ..errors import InvalidInput, Unsupported
 from .flavors import Flavor
 
@@ -38,15 +39,13 @@ def messages(request: GenerateRequest, flavor: Flavor) -> list[dict[str, Any]]:
     system = [s.text for s in request.system if isinstance(s, Text)]
     if system:
         out.append({"role": "system", "content": "\n".join(system)})
-    pending: dict[str, list[str]] = {}  # function name → ids of its calls not yet answered
+    ids = CallIds(lambda t, k, name: f"call_{t}_{k}")
     for t, turn in enumerate(request.turns):
         if turn.role == "model":
             text = "".join(s.text for s in turn.segments if isinstance(s, Text) and not s.thought)
             calls = []
             for k, s in enumerate(x for x in turn.segments if isinstance(x, ToolCall)):
-                call_id = s.id or f"call_{t}_{k}"
-                pending.setdefault(s.name, []).append(call_id)
-                calls.append({"id": call_id, "type": "function",
+                calls.append({"id": ids.call(s, t, k), "type": "function",
                               "function": {"name": s.name, "arguments": json.dumps(s.args, ensure_ascii=False)}})
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
             # The reasoning behind it (restored from its thought signature): templates that keep reasoning
@@ -63,11 +62,7 @@ def messages(request: GenerateRequest, flavor: Flavor) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = []
         for s in turn.segments:
             if isinstance(s, ToolResult):
-                ids = pending.get(s.name) or []
-                call_id = s.id or (ids.pop(0) if ids else f"call_{s.name}")
-                if s.id and s.id in ids:
-                    ids.remove(s.id)
-                out.append({"role": "tool", "tool_call_id": call_id,
+                out.append({"role": "tool", "tool_call_id": ids.result(s),
                             "content": json.dumps(s.response, ensure_ascii=False)})
             elif isinstance(s, ToolCall):
                 raise InvalidInput("A function call can only be in a model turn.")
