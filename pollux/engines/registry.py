@@ -1,9 +1,10 @@
 """Which code serves a model: one table from an engine's name (a model's `engine` in the config) to the factories
 that build it, one per kind of model it can serve (text generation, embeddings, pictures).
 
-A factory takes the model (its `engine_options`, its limits) and the settings, and imports its engine's module only when called, so
-that an engine whose extra is not installed costs nothing until a model asks for it; its ImportError becomes one line
-naming the install command. Adding an engine is one `register` call here (or from a plug-in's own module).
+A factory takes the model (its `engine_options`, its limits) and the settings, and imports its engine's module only
+when called, so that an engine whose extra is not installed costs nothing until a model asks for it; its ImportError
+becomes one line naming the install command. Adding an engine is one `register` call here (or from a plug-in's own
+module).
 """
 
 from __future__ import annotations

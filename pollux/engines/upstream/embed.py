@@ -4,15 +4,18 @@ Ollama), for embedContent, batchEmbedContents and OpenAI's embeddings alike."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 
-from ..errors import Failure, Unavailable
-from .pool import Pool, Server, Unreachable, UpstreamOptions, http_error
+from ..errors import Failure
+from .pool import Pool, Server, Unreachable, UpstreamOptions
+
+T = TypeVar("T")
+
 
 class UpstreamEmbedder:
     name = "openai"
@@ -32,57 +35,49 @@ class UpstreamEmbedder:
     async def count_tokens(self, texts: list[str]) -> list[int]:
         """Each text's tokens by the server's tokenizer (vLLM's and llama.cpp's /tokenize); servers without one
         report them as the usage of embedding each text."""
-        async with aclosing(self._servers()) as servers:
-            async for server in servers:
-                assert server.flavor is not None
+        async def count(server: Server) -> list[int]:
+            assert server.flavor is not None
+            counts = []
+            for text in texts:
                 if server.flavor.tokenize == "vllm":
-                    return [int((await self._post(f"{server.root}/tokenize",
-                                                  {"model": server.model, "prompt": t}, server))["count"])
-                            for t in texts]
-                if server.flavor.tokenize == "llamacpp":
-                    return [len((await self._post(f"{server.root}/tokenize",
-                                                  {"content": t, "add_special": True}, server))["tokens"])
-                            for t in texts]
-                counts = []
-                for text in texts:
-                    data = await self._post(f"{server.url}/embeddings", {"model": server.model, "input": [text]},
-                                            server)
+                    data = await self._post(server, f"{server.root}/tokenize", {"model": server.model, "prompt": text})
+                    counts.append(int(data["count"]))
+                elif server.flavor.tokenize == "llamacpp":
+                    data = await self._post(server, f"{server.root}/tokenize", {"content": text, "add_special": True})
+                    counts.append(len(data["tokens"]))
+                else:
+                    data = await self._post(server, f"{server.url}/embeddings",
+                                            {"model": server.model, "input": [text]})
                     counts.append(int((data.get("usage") or {}).get("prompt_tokens") or 0))
-                return counts
-        raise Unavailable("No model server is available.")
+            return counts
+
+        return await self._on_a_server(count)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
-        async with aclosing(self._servers()) as servers:
-            async for server in servers:
-                data = await self._post(f"{server.url}/embeddings", {"model": server.model, "input": texts,
-                                                                      "encoding_format": "base64"}, server)
-                rows = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
-                if len(rows) != len(texts):
-                    raise Failure(f"The model server answered {len(rows)} embeddings for {len(texts)} texts.")
-                matrix = np.stack([_vector(row.get("embedding")) for row in rows])
-                self.dimension = int(matrix.shape[1])
-                return matrix
-        raise Unavailable("No model server is available.")
+        async def embed(server: Server) -> np.ndarray:
+            data = await self._post(server, f"{server.url}/embeddings", {"model": server.model, "input": texts,
+                                                               "encoding_format": "base64"})
+            rows = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
+            if len(rows) != len(texts):
+                raise Failure(f"The model server answered {len(rows)} embeddings for {len(texts)} texts.")
+            return np.stack([_vector(row.get("embedding")) for row in rows])
 
-    async def _servers(self) -> AsyncIterator[Server]:
+        matrix = await self._on_a_server(embed)
+        self.dimension = int(matrix.shape[1])
+        return matrix
+
+    async def _on_a_server(self, work: Callable[[Server], Awaitable[T]]) -> T:
+        """`work` on the best server of the pool; on the next when one cannot be reached."""
         async with aclosing(self.pool.attempts()) as attempts:
             async for server in attempts:
-                yield server
+                try:
+                    return await work(server)
+                except Unreachable as exc:
+                    self.pool.take_out(server, f"cannot connect ({exc})")
+        raise AssertionError("attempts() ends by raising")
 
-    async def _post(self, url: str, body: dict[str, Any], server: Server) -> Any:
-        try:
-            async with self.pool.send(server, url, orjson.dumps(body)) as response:
-                raw = await response.read()
-        except Unreachable as exc:
-            self.pool.take_out(server, f"cannot connect ({exc})")
-            raise Unavailable(f"The model server is unavailable ({server.url}).",
-                              retry_after=self.options.retry_after) from None
-        if response.status != 200:
-            raise http_error(response, raw, server)
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise Failure("The model server's answer is not JSON.") from None
+    async def _post(self, server: Server, url: str, body: dict[str, Any]) -> Any:
+        return await self.pool.post_json(server, url, orjson.dumps(body))
 
     async def close(self) -> None:
         await self.pool.close()

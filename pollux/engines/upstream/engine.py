@@ -10,10 +10,10 @@ the generation renders it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -21,7 +21,9 @@ from ..base import Capabilities, Event, GenerateRequest, TokenCount
 from ..errors import EngineError, Failure, Overloaded, Unavailable
 from . import translate
 from .flavors import flavor
-from .pool import Pool, Response, Server, Unreachable, UpstreamOptions, http_error
+from .pool import Pool, Response, Server, Unreachable, UpstreamOptions, http_error, parse_json
+
+T = TypeVar("T")
 
 
 class UpstreamEngine:
@@ -102,7 +104,7 @@ class UpstreamEngine:
             if data == b"[DONE]":
                 done = True
                 continue
-            chunk = _json(data)
+            chunk = parse_json(data)
             if "error" in chunk:  # an error after the stream began arrives as an event
                 raise Failure(f"The model server failed during the answer: {_error_text(chunk['error'])}")
             for choice in chunk.get("choices") or []:
@@ -123,7 +125,7 @@ class UpstreamEngine:
             yield item
 
     async def _whole(self, response: Response, answers: list[translate.Answer]) -> AsyncIterator[tuple[int, Event]]:
-        data = _json(await response.read())
+        data = parse_json(await response.read())
         choices = data.get("choices") or []
         if not choices:
             raise Failure("The model server answered without a choice.")
@@ -149,49 +151,44 @@ class UpstreamEngine:
                     self.pool.take_out(server, f"cannot connect ({exc})")
                     continue
                 return TokenCount({"TEXT": count})
-        raise Unavailable("No model server is available.")  # unreachable: attempts() raises first
+        raise AssertionError("attempts() ends by raising")
 
     async def _count(self, request: GenerateRequest, server: Server) -> int:
         assert server.flavor is not None and server.model is not None
         how = server.flavor.tokenize
         if how == "vllm":
             content = await self._encode(translate.tokenize_body, request, server)
-            data = await self._post(f"{server.root}/tokenize", content, server)
+            data = await self.pool.post_json(server, f"{server.root}/tokenize", content)
             return int(data["count"])
         if how == "llamacpp":
             full = await self._encode_dict(translate.body, request, server, stream=False)
             template = {k: full[k] for k in ("messages", "tools", "chat_template_kwargs") if k in full}
-            rendered = await self._post(f"{server.root}/apply-template", orjson.dumps(template), server)
-            tokens = await self._post(f"{server.root}/tokenize", orjson.dumps(
-                {"content": rendered["prompt"], "add_special": True, "parse_special": True}), server)
+            rendered = await self.pool.post_json(server, f"{server.root}/apply-template", orjson.dumps(template))
+            tokens = await self.pool.post_json(server, f"{server.root}/tokenize", orjson.dumps(
+                {"content": rendered["prompt"], "add_special": True, "parse_special": True}))
             return len(tokens["tokens"])
         body = await self._encode_dict(translate.body, request, server, stream=False)
         body["max_tokens"] = 1
         body.pop("stop", None)
-        data = await self._post(f"{server.url}/chat/completions", orjson.dumps(body), server)
+        data = await self.pool.post_json(server, f"{server.url}/chat/completions", orjson.dumps(body))
         return int((data.get("usage") or {}).get("prompt_tokens") or 0)
-
-    async def _post(self, url: str, content: bytes, server: Server) -> Any:
-        async with self.pool.send(server, url, content) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise http_error(response, body, server)
-            return _json(body)
 
     # Helpers ----------------------------------------------------------------------------------------------------
     async def _encode_dict(self, build: Any, request: GenerateRequest, server: Server, **kw: Any) -> dict[str, Any]:
-        assert server.flavor is not None and server.model is not None
-        kw["context_length"] = server.context_length
-        if translate.has_media(request):  # decoding PDFs and videos, and base64 of megabytes: not on the loop
-            return await asyncio.to_thread(build, request, server.flavor, server.model, **kw)
-        return build(request, server.flavor, server.model, **kw)
+        return await self._off_loop(request, lambda: build(request, server.flavor, server.model,
+                                                           context_length=server.context_length, **kw))
 
     async def _encode(self, build: Any, request: GenerateRequest, server: Server, **kw: Any) -> bytes:
-        assert server.flavor is not None and server.model is not None
-        kw["context_length"] = server.context_length
+        return await self._off_loop(request, lambda: orjson.dumps(build(
+            request, server.flavor, server.model, context_length=server.context_length, **kw)))
+
+    @staticmethod
+    async def _off_loop(request: GenerateRequest, work: Callable[[], T]) -> T:
+        """`work` on the event loop, or in a thread when the request holds media: decoding PDFs and videos and
+        base64 of megabytes are no work for the loop."""
         if translate.has_media(request):
-            return await asyncio.to_thread(lambda: orjson.dumps(build(request, server.flavor, server.model, **kw)))
-        return orjson.dumps(build(request, server.flavor, server.model, **kw))
+            return await asyncio.to_thread(work)
+        return work()
 
     async def close(self) -> None:
         await self.pool.close()
@@ -242,16 +239,6 @@ async def _merge(streams: list[AsyncIterator[Event]]) -> AsyncIterator[tuple[int
             if not task.done() and not task.cancelling():
                 task.cancel()
         await asyncio.wait(tasks)
-
-
-def _json(data: str | bytes) -> Any:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise Failure("The model server's answer is not JSON.") from None
-    if not isinstance(value, dict):
-        raise Failure("The model server's answer is not a JSON object.")
-    return value
 
 
 def _error_text(error: Any) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 
 from ..errors import EngineError, Failure, InvalidInput, Overloaded, Timeout, Unavailable
 from .flavors import FLAVORS, Flavor, flavor, vllm_flavor
@@ -154,6 +155,14 @@ class Pool:
         finally:
             self._slots.release()
 
+    async def post_json(self, server: Server, url: str, content: bytes) -> Any:
+        """POST `content` and read a JSON object back; a server's error answer is the engine's error."""
+        async with self.send(server, url, content) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise http_error(response, body, server)
+            return parse_json(body)
+
     def timeout(self) -> Timeout:
         return Timeout(f"The model server did not answer within {self.options.timeout:g} s.")
 
@@ -201,9 +210,7 @@ class Pool:
             except Unreachable as exc:
                 self.take_out(server, f"cannot connect ({exc})")
                 continue
-            except Overloaded:
-                raise
-            except Refused:
+            except (Overloaded, Refused):
                 raise
             except (EngineError, ValueError) as exc:
                 self.take_out(server, f"its answer to Pollux's first questions was not understood: {exc}")
@@ -302,6 +309,17 @@ class Response:
                 buffer = buffer[end + 1:]
         if buffer:
             yield buffer
+
+
+def parse_json(data: str | bytes) -> Any:
+    """A server's JSON object (a whole answer, or one stream event)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise Failure("The model server's answer is not JSON.") from None
+    if not isinstance(value, dict):
+        raise Failure("The model server's answer is not a JSON object.")
+    return value
 
 
 def http_error(response: Response, body: bytes, server: Server) -> EngineError:
