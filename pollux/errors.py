@@ -98,7 +98,7 @@ def from_engine(exc: engine_errors.EngineError) -> ApiError:
         return ApiError(exc.status, exc.message, code=exc.code)
     if isinstance(exc, (engine_errors.InvalidInput, engine_errors.Unsupported)):
         return ApiError.invalid(exc.message)
-    if isinstance(exc, (engine_errors.Overloaded, engine_errors.Unavailable)):
+    if isinstance(exc, engine_errors.RetryLater):
         return ApiError("UNAVAILABLE", exc.message, details=[retry_info(exc.retry_after)])
     if isinstance(exc, engine_errors.Timeout):
         return ApiError("DEADLINE_EXCEEDED", exc.message)
