@@ -3,8 +3,9 @@
 uvicorn bounds neither the time a client may take over its request headers nor the number of open connections, so
 idle sockets would hold descriptors for ever and lock everyone else out. `GuardedHttp` adds both to uvicorn's
 httptools protocol. It relies on uvicorn internals that have not changed since 0.30 (pyproject.toml pins the range):
-the parser callback `on_headers_complete`, `on_response_complete`, and the `transport` and `cycle` (its
-`response_complete`) attributes."""
+the parser callbacks `on_message_begin`, `on_headers_complete`, `on_response_complete`, and the `transport`,
+`scope` and `cycle` (its `response_complete`) attributes. It also puts the connection's loss in each request's scope
+(`disconnect.Connection`), so that a request's work is cancelled without a task watching for it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config import Settings
+from .disconnect import SCOPE_KEY, Connection
 from .errors import ApiError
 
 log = logging.getLogger("pollux")
@@ -61,6 +63,7 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.connection = Connection()
         gate = self.gate
         if gate.open >= gate.max_connections:
             if not gate.waiting:
@@ -73,6 +76,7 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self.connection.lose()
         self._release()
         if self._refused:
             self._refused = False
@@ -88,6 +92,10 @@ class GuardedHttp(HttpToolsProtocol):
         cycle = self.cycle
         if self._timer is None and (cycle is None or cycle.response_complete) and not self.transport.is_closing():
             self._timer = asyncio.get_running_loop().call_later(self.gate.header_timeout, self._drop)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[SCOPE_KEY] = self.connection  # type: ignore[literal-required]
 
     def on_headers_complete(self) -> None:
         self.gate.waiting.pop(self, None)

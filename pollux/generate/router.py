@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..errors import ApiError
-from ..first_wait import FirstWait
+from ..disconnect import ClientGone, StreamingResponse, until_disconnected
 from ..wire import JSONResponse, dumps, parse, sse_event
 from .protocol import CountTokensRequest, GenerateContentRequest, count_tokens_json, reply_json
 from .results import Reply
 from .service import GenerateService
 
 log = logging.getLogger("pollux.generate")
-T = TypeVar("T")
 
 
 async def generate_content(request: Request, service: GenerateService, model_name: str, body: bytes) -> Response:
@@ -35,44 +33,6 @@ async def count_tokens(request: Request, service: GenerateService, model_name: s
     model = service.resolve(model_name, request.path_params["version"], "countTokens")
     count = await service.count_tokens(model, parse(CountTokensRequest, body), request.state.project_id)
     return JSONResponse(count_tokens_json(count))
-
-
-async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`, cancelling it if the client goes away first (a long generation should not outlive its caller).
-
-    The work runs in this task. A disconnect can only be acted on while the work waits, so the watcher task starts
-    at the work's first wait: work that never waits (the emulator's answers) costs no second task."""
-    current = asyncio.current_task()
-    assert current is not None
-    baseline = current.cancelling()
-    gone = False
-    watcher: asyncio.Task[None] | None = None
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        current.cancel()
-
-    def start_watching() -> None:
-        nonlocal watcher
-        watcher = asyncio.create_task(watch())
-
-    try:
-        return await FirstWait(work, start_watching)
-    except asyncio.CancelledError:
-        if not gone or current.uncancel() > baseline:  # not ours, or someone else's cancel came as well
-            raise
-        log.info("generation cancelled: the client went away")
-        raise ClientGone from None
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-
-
-class ClientGone(Exception):
-    """The caller disconnected before its answer was ready; there is no one to answer."""
 
 
 async def stream_generate_content(request: Request, service: GenerateService, model_name: str,

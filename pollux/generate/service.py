@@ -34,6 +34,7 @@ from ..media import MediaError, inspect_bytes
 from ..media.probe import MediaInfo, modality_of
 from ..schemas import SchemaMismatch, openapi_to_json_schema, validate_instance
 from .accounting import with_media
+from .merged import Merged
 from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
 from .results import Candidate, Chunk, OutPart, Reply, Usage
 from .signatures import Signer
@@ -157,7 +158,7 @@ class GenerateService:
         prepared = await self.prepare(model, req, project_id, stream=True)
         candidates = [Candidate(i) for i in range(prepared.candidates)]
         # Bounded, so that an engine cannot run far ahead of a slow client.
-        merged: asyncio.Queue[tuple[Candidate, Any]] = asyncio.Queue(maxsize=64)
+        merged: Merged[tuple[Candidate, Any]] = Merged(64)
         end = object()
 
         async def run(cand: Candidate) -> None:
@@ -313,15 +314,6 @@ class GenerateService:
                        and any(isinstance(s, Text) and not s.thought for s in turn.segments)), "")
         return Picture(engine, prompt, size.width, size.height, size.tokens, cfg.seed)
 
-    async def _candidate_events(self, prepared: Prepared, index: int) -> AsyncIterator[Event]:
-        """One candidate's events, the engine's errors as Gemini's."""
-        try:
-            async with aclosing(self._engine_events(prepared, index)) as events:
-                async for event in events:
-                    yield event
-        except EngineError as exc:
-            raise from_engine(exc) from None
-
     async def _all_candidates(self, prepared: Prepared) -> AsyncIterator[tuple[int, Event]]:
         """Every candidate's events, tagged with its index, from an engine with native candidates."""
         try:
@@ -332,30 +324,34 @@ class GenerateService:
         except EngineError as exc:
             raise from_engine(exc) from None
 
-    async def _engine_events(self, prepared: Prepared, index: int) -> AsyncIterator[Event]:
-        """One candidate's events: the text engine's, and when the answer holds a picture, the picture after the
-        text and before the finish. The picture is painted while the text is written."""
+    async def _candidate_events(self, prepared: Prepared, index: int) -> AsyncIterator[Event]:
+        """One candidate's events, the engine's errors as Gemini's: the text engine's, and when the answer holds a
+        picture, the picture after the text and before the finish. The picture is painted while the text is
+        written."""
         request = self._for_candidate(prepared, index)
         picture = prepared.picture
-        if picture is None:
-            async with aclosing(prepared.engine.generate(request)) as events:
-                async for event in events:
-                    yield event
-            return
-        painting = asyncio.create_task(picture.paint(prepared.model.id))
         try:
-            finish = Finish("STOP")
-            if prepared.text:
+            if picture is None:
                 async with aclosing(prepared.engine.generate(request)) as events:
                     async for event in events:
-                        if isinstance(event, Finish):
-                            finish = event
-                        else:
-                            yield event
-            yield ImageDelta("image/png", await painting, picture.tokens)
-            yield finish
-        finally:
-            painting.cancel()  # the client went away, or the text failed: the picture is not wanted
+                        yield event
+                return
+            painting = asyncio.create_task(picture.paint(prepared.model.id))
+            try:
+                finish = Finish("STOP")
+                if prepared.text:
+                    async with aclosing(prepared.engine.generate(request)) as events:
+                        async for event in events:
+                            if isinstance(event, Finish):
+                                finish = event
+                            else:
+                                yield event
+                yield ImageDelta("image/png", await painting, picture.tokens)
+                yield finish
+            finally:
+                painting.cancel()  # the client went away, or the text failed: the picture is not wanted
+        except EngineError as exc:
+            raise from_engine(exc) from None
 
     async def _engine_request(self, model: ModelSpec, req: GenerateContentRequest, project_id: str,
                               stream: bool) -> GenerateRequest:

@@ -30,12 +30,19 @@ class Signer:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
         self._tenant_key = hmac.new(key, b"pollux tenant", hashlib.sha256).digest()
+        self._tenants: dict[str, str] = {}  # asked on every request: an HMAC each time was ~1.5 % of a proxied one
 
     def tenant(self, project_id: str) -> str:
         """A project's KV-cache salt: made here from the project and a server secret, never from the client, so
         that prefix caches are shared within a project and never across projects (and cannot be guessed)."""
-        digest = hmac.new(self._tenant_key, project_id.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest[:24]).decode()
+        salt = self._tenants.get(project_id)
+        if salt is None:
+            digest = hmac.new(self._tenant_key, project_id.encode(), hashlib.sha256).digest()
+            salt = base64.urlsafe_b64encode(digest[:24]).decode()
+            if len(self._tenants) >= 4096:  # projects are few; bounded all the same
+                self._tenants.clear()
+            self._tenants[project_id] = salt
+        return salt
 
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> Signer:

@@ -13,13 +13,13 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..config import ModelSpec
 from ..errors import ApiError
 from ..generate.protocol import GenerateContentRequest
 from ..generate.results import Chunk, Reply, Usage
-from ..generate.router import ClientGone, until_disconnected
+from ..disconnect import ClientGone, StreamingResponse, until_disconnected
 from ..generate.service import GenerateService
 from ..generate.validation import MAX_LOGPROBS, SAMPLING_NAMES, check_range, check_sampling
 from ..wire import JSONResponse, parse, payload_error, sse_event

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from typing import Any, TypeVar
 
 import numpy as np
@@ -68,13 +67,13 @@ class UpstreamEmbedder:
 
     async def _on_a_server(self, work: Callable[[Server], Awaitable[T]]) -> T:
         """`work` on the best server of the pool; on the next when one cannot be reached."""
-        async with aclosing(self.pool.attempts()) as attempts:
-            async for server in attempts:
-                try:
-                    return await work(server)
-                except Unreachable as exc:
-                    self.pool.take_out(server, f"cannot connect ({exc})")
-        raise AssertionError("attempts() ends by raising")
+        tried: set[Server] = set()
+        while True:
+            server = await self.pool.pick(tried)
+            try:
+                return await work(server)
+            except Unreachable as exc:
+                self.pool.take_out(server, f"cannot connect ({exc})")
 
     async def _post(self, server: Server, url: str, body: dict[str, Any]) -> Any:
         return await self.pool.post_json(server, url, orjson.dumps(body))

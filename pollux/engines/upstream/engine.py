@@ -50,8 +50,7 @@ class UpstreamEngine:
     async def generate_candidates(self, request: GenerateRequest, n: int) -> AsyncIterator[tuple[int, Event]]:
         """`n` candidates of one request, as (candidate index, event): one request with OpenAI's `n` where the
         server answers it (vLLM, SGLang: one prefill for all), else one request per candidate, side by side."""
-        async with aclosing(self.pool.attempts()) as attempts:
-            server = await anext(attempts)  # its flavor decides (known once it answered)
+        server = await self.pool.pick(set())  # its flavor decides (known once it answered)
         if server.flavor is not None and server.flavor.native_n:
             async with aclosing(self._run(request, n)) as events:
                 async for item in events:
@@ -63,36 +62,39 @@ class UpstreamEngine:
 
     async def _run(self, request: GenerateRequest, n: int) -> AsyncIterator[tuple[int, Event]]:
         skipped: EngineError | None = None  # an overloaded or failing server's answer, if no other server takes it
-        async with aclosing(self.pool.attempts()) as attempts:
+        tried: set[Server] = set()
+        while True:
             try:
-                async for server in attempts:
-                    content = await self._encode(translate.body, request, server, stream=request.stream, n=n)
-                    server.outstanding += 1
-                    try:
-                        async with self.pool.send(server, f"{server.url}/chat/completions", content) as response:
-                            if response.status != 200:
-                                error = http_error(response, await response.read(), server)
-                                if isinstance(error, Overloaded) or response.status >= 500:
-                                    skipped = error  # another server may take it
-                                    continue
-                                raise error
-                            enum = request.response_format.kind == "enum" and not (
-                                server.flavor and server.flavor.enum_choice)
-                            answers = [translate.Answer(enum=enum) for _ in range(n)]
-                            events = self._stream(response, answers) if request.stream else \
-                                self._whole(response, answers)
-                            async with aclosing(events) as events:
-                                async for item in events:
-                                    yield item
-                            return
-                    except Unreachable as exc:
-                        self.pool.take_out(server, f"cannot connect ({exc})")
-                    finally:
-                        server.outstanding -= 1
+                server = await self.pool.pick(tried)
             except Unavailable:
                 if skipped is not None:
                     raise skipped from None
                 raise
+            server.outstanding += 1
+            try:
+                # The body is not kept here: the request holds it only until it is sent.
+                async with self.pool.send(server, f"{server.url}/chat/completions", await self._encode(
+                        translate.body, request, server, stream=request.stream, n=n)) as response:
+                    if response.status != 200:
+                        error = http_error(response, await response.read(), server)
+                        if isinstance(error, Overloaded) or response.status >= 500:
+                            skipped = error  # another server may take it
+                            continue
+                        raise error
+                    enum = request.response_format.kind == "enum" and not (server.flavor and server.flavor.enum_choice)
+                    answers = [translate.Answer(enum=enum) for _ in range(n)]
+                    if request.stream:
+                        async with aclosing(self._stream(response, answers)) as events:
+                            async for item in events:
+                                yield item
+                    else:
+                        for item in _whole(await response.read(), answers):
+                            yield item
+                    return
+            except Unreachable as exc:
+                self.pool.take_out(server, f"cannot connect ({exc})")
+            finally:
+                server.outstanding -= 1
 
     async def _stream(self, response: Response, answers: list[translate.Answer]) -> AsyncIterator[tuple[int, Event]]:
         usage = None
@@ -124,34 +126,19 @@ class UpstreamEngine:
         for item in _ends(answers, usage):
             yield item
 
-    async def _whole(self, response: Response, answers: list[translate.Answer]) -> AsyncIterator[tuple[int, Event]]:
-        data = parse_json(await response.read())
-        choices = data.get("choices") or []
-        if not choices:
-            raise Failure("The model server answered without a choice.")
-        for choice in choices:
-            index = choice.get("index", 0)
-            if 0 <= index < len(answers):
-                for event in translate.whole(choice, answers[index]):
-                    yield index, event
-        for item in _ends(answers, data.get("usage")):
-            yield item
-
     # Counting ---------------------------------------------------------------------------------------------------
     async def count_tokens(self, request: GenerateRequest) -> TokenCount:
         """The prompt tokens the server reads for this request, from its own tokenizer over the rendered chat:
         vLLM's /tokenize takes the messages; llama.cpp renders them with /apply-template, then /tokenize. Other
         servers have no tokenizer route: a one-token generation reports the prompt's tokens (its prefill is what
         the answer will reuse from the server's prefix cache)."""
-        async with aclosing(self.pool.attempts()) as attempts:
-            async for server in attempts:
-                try:
-                    count = await self._count(request, server)
-                except Unreachable as exc:
-                    self.pool.take_out(server, f"cannot connect ({exc})")
-                    continue
-                return TokenCount({"TEXT": count})
-        raise AssertionError("attempts() ends by raising")
+        tried: set[Server] = set()
+        while True:
+            server = await self.pool.pick(tried)
+            try:
+                return TokenCount({"TEXT": await self._count(request, server)})
+            except Unreachable as exc:
+                self.pool.take_out(server, f"cannot connect ({exc})")
 
     async def _count(self, request: GenerateRequest, server: Server) -> int:
         assert server.flavor is not None and server.model is not None
@@ -192,6 +179,20 @@ class UpstreamEngine:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _whole(body: bytes, answers: list[translate.Answer]) -> list[tuple[int, Event]]:
+    """A whole (not streamed) answer's events."""
+    data = parse_json(body)
+    choices = data.get("choices") or []
+    if not choices:
+        raise Failure("The model server answered without a choice.")
+    out: list[tuple[int, Event]] = []
+    for choice in choices:
+        index = choice.get("index", 0)
+        if 0 <= index < len(answers):
+            out.extend((index, event) for event in translate.whole(choice, answers[index]))
+    return out + _ends(answers, data.get("usage"))
 
 
 def _ends(answers: list[translate.Answer], usage: Any) -> list[tuple[int, Event]]:

@@ -15,14 +15,13 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ..errors import EngineError, Failure, InvalidInput, Overloaded, Timeout, Unavailable
+from . import http
 from .flavors import FLAVORS, Flavor, flavor, vllm_flavor
 
 log = logging.getLogger("pollux.engines.upstream")
@@ -80,8 +79,6 @@ class Server:
         return self.url.removesuffix("/v1")
 
 
-# What connecting failures look like: the request never reached the server, so another one may take it.
-CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -100,60 +97,26 @@ class Pool:
         self._headers = {}
         if options.api_key_env:
             self._headers["Authorization"] = f"Bearer {os.environ[options.api_key_env]}"
-        # aiohttp rather than httpx: about a fifth of the CPU per request (BENCHMARKS.md, issue 12), which is most of
-        # what Pollux adds in front of a fast server. Made at first use: a session belongs to a running loop.
-        self._session: aiohttp.ClientSession | None = None
+        # Made at first use: connections belong to a running loop.
+        self._client: http.Client | None = None
         self._slots: asyncio.Semaphore | None = None  # max_connections, with a bounded wait (else 503 `busy`)
         self._flavor = flavor(options.flavor) if options.flavor else None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            # sock_read bounds the wait for each read, so a stream may run long while the server keeps sending.
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.options.connect_timeout,
-                                            sock_read=self.options.timeout)
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=timeout,
-                                                  connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30))
-        return self._session
+    def client(self) -> http.Client:
+        if self._client is None:
+            # The read timeout bounds the wait for each read, so a stream may run long while the server keeps sending.
+            self._client = http.Client(connect_timeout=self.options.connect_timeout, read_timeout=self.options.timeout,
+                                       headers={"User-Agent": "pollux", **self._headers})
+        return self._client
 
-    @asynccontextmanager
-    async def send(self, server: Server, url: str, content: bytes | None = None) -> AsyncIterator[Response]:
+    def send(self, server: Server, url: str, content: bytes | None = None) -> Sending:
         """POST `content` (GET without it) to `url` on `server`, holding one of the `max_connections` while the
-        response is read. Transport failures become the engine's: `Unreachable` (nothing was sent: the caller may
-        try another server), `Timeout`, `Unavailable` (the answer broke off). A response read to its end leaves its
-        connection for the next request; one left early (the client went away) closes it, so the server stops."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.options.max_connections)
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.options.connect_timeout)
-        except TimeoutError:
-            raise self.busy() from None
-        try:
-            try:
-                if content is None:
-                    raw = await self.session.get(url)
-                else:
-                    raw = await self.session.post(url, data=content, headers=_JSON)
-            except CONNECT_ERRORS as exc:
-                raise Unreachable(type(exc).__name__) from None
-            except (aiohttp.ServerTimeoutError, TimeoutError):
-                raise self.timeout() from None
-            except aiohttp.ClientError as exc:
-                raise Unavailable(f"The model server at {server.url} failed to answer ({type(exc).__name__}).",
-                                  retry_after=self.options.retry_after) from None
-            try:
-                yield Response(raw)
-            except (aiohttp.ServerTimeoutError, TimeoutError):
-                raise self.timeout() from None
-            except aiohttp.ClientError as exc:
-                raise Unavailable(f"The model server broke off the answer ({type(exc).__name__}).") from None
-            finally:
-                if raw.content.at_eof():
-                    raw.release()
-                else:
-                    raw.close()
-        finally:
-            self._slots.release()
+        response is read: `async with pool.send(...) as response`. Transport failures become the engine's:
+        `Unreachable` (nothing was sent: the caller may try another server), `Timeout`, `Unavailable` (the answer
+        broke off). A response read to its end leaves its connection for the next request; one left early (the
+        client went away) closes it, so the server stops."""
+        return Sending(self, server, url, content)
 
     async def post_json(self, server: Server, url: str, content: bytes) -> Any:
         """POST `content` and read a JSON object back; a server's error answer is the engine's error."""
@@ -195,11 +158,10 @@ class Pool:
         server.down_until = time.monotonic() + self.options.retry_after
         server.checked = False
 
-    async def attempts(self) -> AsyncIterator[Server]:
-        """Ready servers (checked, flavor and model known), best first, each at most once: the caller sends to the
-        first and asks for the next only when that one could not take the request. When none is left, 503 with
+    async def pick(self, tried: set[Server]) -> Server:
+        """The best ready server (checked, flavor and model known) not in `tried`, which it joins: the caller sends
+        to it and asks again only when that one could not take the request. When none is left, 503 with
         RetryInfo."""
-        tried: set[Server] = set()
         while True:
             server = self._pick(tried)
             if server is None:
@@ -215,7 +177,7 @@ class Pool:
             except (EngineError, ValueError) as exc:
                 self.take_out(server, f"its answer to Pollux's first questions was not understood: {exc}")
                 continue
-            yield server
+            return server
 
     async def _ready(self, server: Server) -> None:
         if server.checked and server.flavor is not None and server.model is not None:
@@ -279,18 +241,71 @@ class Pool:
         return models[0]["id"], models[0].get("max_model_len")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
+
+
+class Sending:
+    """`Pool.send`'s context: a class, not a generator, as it runs for every request."""
+
+    __slots__ = ("content", "pool", "raw", "server", "url")
+
+    def __init__(self, pool: Pool, server: Server, url: str, content: bytes | None) -> None:
+        self.pool, self.server, self.url, self.content = pool, server, url, content
+        self.raw: http.Response | None = None
+
+    async def __aenter__(self) -> Response:
+        pool = self.pool
+        if pool._slots is None:
+            pool._slots = asyncio.Semaphore(pool.options.max_connections)
+        if pool._slots.locked():  # wait a bounded time (wait_for costs a task: only when a wait is needed)
+            try:
+                await asyncio.wait_for(pool._slots.acquire(), pool.options.connect_timeout)
+            except TimeoutError:
+                raise pool.busy() from None
+        else:
+            await pool._slots.acquire()
+        try:
+            if self.content is None:
+                self.raw = await pool.client.request("GET", self.url)
+            else:
+                self.raw = await pool.client.request("POST", self.url, self._take_content(), _JSON)
+        except BaseException as exc:
+            pool._slots.release()
+            if isinstance(exc, http.ConnectFailed):
+                raise Unreachable(str(exc)) from None
+            if isinstance(exc, http.ReadTimeout):
+                raise pool.timeout() from None
+            if isinstance(exc, http.Disconnected):
+                raise Unavailable(f"The model server at {self.server.url} failed to answer ({exc}).",
+                                  retry_after=pool.options.retry_after) from None
+            raise
+        return Response(self.raw)
+
+    def _take_content(self) -> bytes | None:
+        """The body, no longer held here: the client holds it only until it is sent (orjson's small outputs hold
+        4 KiB each, which adds up over a thousand waiting requests)."""
+        content, self.content = self.content, None
+        return content
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        assert self.raw is not None and self.pool._slots is not None
+        self.raw.release()
+        self.pool._slots.release()
+        if isinstance(exc, http.ReadTimeout):
+            raise self.pool.timeout() from None
+        if isinstance(exc, http.Disconnected):
+            raise Unavailable(f"The model server broke off the answer ({exc}).") from None
 
 
 class Response:
     """An upstream answer being read: its status, headers and body, whole or line by line."""
 
-    def __init__(self, raw: aiohttp.ClientResponse) -> None:
+    def __init__(self, raw: http.Response) -> None:
         self._raw = raw
         self.status = raw.status
-        self.headers: Mapping[str, str] = raw.headers
-        self.reason_phrase = raw.reason or ""
+        self.headers: Mapping[str, str] = raw.headers  # names in lower case
+        self.reason_phrase = raw.reason
 
     async def read(self) -> bytes:
         return await self._raw.read()
@@ -298,17 +313,21 @@ class Response:
     async def lines(self) -> AsyncIterator[bytes]:
         """The body's lines (without their end), read to the end of the body: no line length limit, as an upstream
         may send a large image or tool call in one event."""
-        buffer = b""
-        async for chunk in self._raw.content.iter_any():
-            buffer += chunk
-            while True:
-                end = buffer.find(b"\n")
-                if end < 0:
-                    break
-                yield buffer[:end].rstrip(b"\r")
-                buffer = buffer[end + 1:]
-        if buffer:
-            yield buffer
+        pending: list[bytes] = []  # the line being read, in pieces: joined once, however many reads it takes
+        async for chunk in self._raw.chunks():
+            if b"\n" not in chunk:
+                pending.append(chunk)
+                continue
+            if pending:
+                pending.append(chunk)
+                chunk, pending = b"".join(pending), []
+            *lines, rest = chunk.split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r")
+            if rest:
+                pending.append(rest)
+        if pending:
+            yield b"".join(pending)
 
 
 def parse_json(data: str | bytes) -> Any:
