@@ -3,7 +3,7 @@ directly and against LiteLLM's proxy on its Gemini route, in one run.
 
     .venv/bin/python bench/upstream_bench.py                        # everything (~5 min); raw output in --out
     .venv/bin/python bench/upstream_bench.py --no-litellm --no-llama --duration 3
-    .venv/bin/python bench/upstream_bench.py --phases reference     # httpx alone; Pollux without an upstream (1 min)
+    .venv/bin/python bench/upstream_bench.py --phases reference     # the HTTP clients alone; Pollux without an upstream
 
 Phases, each started after no `pytest` process has run for a while (--quiet-wait; the machine is shared):
 
@@ -12,9 +12,10 @@ Phases, each started after no `pytest` process has run for a while (--quiet-wait
    upstream (both `POST /v1beta/models/gemini-2.5-flash:generateContent`, key in `x-goog-api-key`). The proxy under
    test is alone on CPU 0; the fake upstream and wrk share CPU 1 (the same for all three targets). CPU µs/req from
    /proc/<pid>/stat; upstream connections a proxy closed, from the TIME_WAIT sockets to the fake's port (`ss`).
-2. Time to the first SSE event with text, N sequential streaming requests per target, interleaved, on one keep-alive
-   connection each (a raw-socket client, pinned to CPU 1): the upstream (`"stream": true`), Pollux and LiteLLM
-   (`:streamGenerateContent?alt=sse`). Then 200 more per target alone, for its CPU time and closed upstream
+2. Time to the first SSE event with text, N sequential streaming requests per target on one keep-alive connection
+   each (a raw-socket client, pinned to CPU 1): the upstream (`"stream": true`) and Pollux interleaved, then LiteLLM
+   alone (it shares CPU 0 with Pollux, and its work after each answer would run into Pollux's next request); both
+   proxies on `:streamGenerateContent?alt=sse`. Then 200 more per target alone, for its CPU time and closed upstream
    connections per stream.
 3. Memory per stream: a fresh Pollux in front of a second fixed fake whose SSE events are --chunk-delay seconds
    apart; --streams concurrent streaming requests (asyncio + httpx) are held open; Pollux's VmRSS before, once all
@@ -24,9 +25,10 @@ Phases, each started after no `pytest` process has run for a while (--quiet-wait
    Pollux and the client on CPU 1. A streamed 256-token greedy generation, directly and through Pollux, alternating,
    --llama-runs each: TTFT, the second text event, tokens/s of the whole request and of the decode phase, medians.
 
-5. (--phases reference, not by default) The two halves of a proxied request apart: an httpx AsyncClient configured
-   as the engine's pool posting to the fake from CPU 0 (whole answers at c = 1, 8, 32; streams read to the end of
-   the body or stopped at `data: [DONE]`), and Pollux on its emulator (no upstream) under wrk at c = 1, 8.
+5. (--phases reference, not by default) The two halves of a proxied request apart: the HTTP client posting to the
+   fake from CPU 0, alone (httpx's AsyncClient, the engine's client before aiohttp and then its own `http.py`; whole
+   answers at c = 1, 8, 32; streams read to the end of the body, or for httpx also stopped at `data: [DONE]`), and
+   Pollux on its emulator (no upstream) under wrk at c = 1, 8.
 
 LiteLLM runs from its own venv (--litellm, default /tmp/litellm/bin/litellm; `python3 -m venv /tmp/litellm &&
 /tmp/litellm/bin/pip install 'litellm[proxy]'`), one worker, with a config that points model `gemini-2.5-flash` at
@@ -452,16 +454,21 @@ def phase_ttft(args: argparse.Namespace, specs: list[tuple[str, int, str, bytes,
     conns = {name: RawSSE(port) for name, port, *_ in specs}
     times: dict[str, list[float]] = {name: [] for name, *_ in specs}
     totals: dict[str, list[float]] = {name: [] for name, *_ in specs}
-    log(f"ttft: {args.ttft_n} sequential streams per target, interleaved (+{args.ttft_warmup} warm-up)")
-    for i in range(args.ttft_warmup + args.ttft_n):
-        for name, _, path, body, headers, text_of in specs:
-            t0, events, t_end = conns[name].post(path, body, headers)
-            first = next((t for t, ev in events if text_of(ev)), None)
-            if first is None:
-                raise RuntimeError(f"{name}: no text in the stream: {events[:3]}")
-            if i >= args.ttft_warmup:
-                times[name].append(1000 * (first - t0))
-                totals[name].append(1000 * (t_end - t0))
+    # The direct call and Pollux interleaved; LiteLLM after them, alone: it shares CPU 0 with Pollux, and its work
+    # after each answer (~25 ms of CPU a stream) would still run when Pollux's next request came.
+    groups = [[s for s in specs if not s[0].startswith("litellm")], [s for s in specs if s[0].startswith("litellm")]]
+    log(f"ttft: {args.ttft_n} sequential streams per target, the direct call and Pollux interleaved, then LiteLLM "
+        f"(+{args.ttft_warmup} warm-up)")
+    for group in filter(None, groups):
+        for i in range(args.ttft_warmup + args.ttft_n):
+            for name, _, path, body, headers, text_of in group:
+                t0, events, t_end = conns[name].post(path, body, headers)
+                first = next((t for t, ev in events if text_of(ev)), None)
+                if first is None:
+                    raise RuntimeError(f"{name}: no text in the stream: {events[:3]}")
+                if i >= args.ttft_warmup:
+                    times[name].append(1000 * (first - t0))
+                    totals[name].append(1000 * (t_end - t0))
     # Per target alone: its server's CPU time and the upstream connections it closed, over 200 more streams.
     hz = os.sysconf("SC_CLK_TCK")
     cpu: dict[str, float] = {}
@@ -701,24 +708,62 @@ async def _httpx_run(url: str, c: int, n: int, mode: str) -> tuple[float, float]
     return 1e6 * cpu / n, n / wall
 
 
+async def _client_run(url: str, c: int, n: int, mode: str) -> tuple[float, float]:
+    """The same with the engine's own client (pollux/engines/upstream/http.py), as the engine uses it."""
+    sys.path.insert(0, str(ROOT))
+    from pollux.engines.upstream.http import Client
+    stream = mode != "whole"
+    body = OPENAI_STREAM_BODY if stream else OPENAI_BODY
+    headers = {"Content-Type": "application/json"}
+    client = Client(connect_timeout=5, read_timeout=600)
+
+    async def one() -> None:
+        response = await client.request("POST", url, body, headers)
+        try:
+            if not stream:
+                orjson.loads(await response.read())
+                return
+            async for _ in response.chunks():
+                pass
+        finally:
+            response.release()
+
+    async def worker(k: int) -> None:
+        for _ in range(k):
+            await one()
+
+    await asyncio.gather(*(worker(20) for _ in range(c)))
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.gather(*(worker(n // c) for _ in range(c)))
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    await client.close()
+    return 1e6 * cpu / n, n / wall
+
+
 def httpx_floor(argv: list[str]) -> None:
-    """`_httpx_floor URL`: one JSON line per (mode, c), run under uvloop as Pollux is."""
+    """`_httpx_floor URL`: one JSON line per (client, mode, c), run under uvloop as Pollux is."""
     import uvloop
     for mode, cs in (("whole", (1, 8, 32)), ("stream-to-end", (1,)), ("stream-break", (1,))):
         for c in cs:
             us, rps = uvloop.run(_httpx_run(argv[0], c, 3000, mode))
             print(json.dumps({"mode": mode, "c": c, "rps": rps, "cpu_us": us}), flush=True)
+    for mode, cs in (("whole", (1, 8, 32)), ("stream-to-end", (1,))):
+        for c in cs:
+            us, rps = uvloop.run(_client_run(argv[0], c, 3000, mode))
+            print(json.dumps({"mode": f"client-{mode}", "c": c, "rps": rps, "cpu_us": us}), flush=True)
 
 
 def phase_reference(args: argparse.Namespace, out: Path) -> str:
     wait_quiet(args, "reference")
     fake, fport = start_fake("fake-reference", out, CLIENT_CPU)
     rows = ["| what | c | req/s | CPU µs/req |", "|---|---:|---:|---:|"]
-    names = {"whole": "httpx AsyncClient alone, POST + read the whole answer (as the engine does)",
+    names = {"whole": "httpx AsyncClient alone, POST + read the whole answer",
              "stream-to-end": "httpx alone, streamed, read to the end of the body",
-             "stream-break": "httpx alone, streamed, stop at `data: [DONE]` and close (as the engine does)"}
+             "stream-break": "httpx alone, streamed, stop at `data: [DONE]` and close",
+             "client-whole": "the engine's own client (`http.py`) alone, POST + read the whole answer",
+             "client-stream-to-end": "the engine's own client alone, streamed, read to the end of the body"}
     try:
-        log("reference: httpx alone on CPU 0 against the fake")
+        log("reference: httpx, then the engine's own client, alone on CPU 0 against the fake")
         res = subprocess.run(["taskset", "-c", SERVER_CPU, PY, str(Path(__file__).resolve()), "_httpx_floor",
                               f"http://127.0.0.1:{fport}/v1/chat/completions"], check=True, capture_output=True,
                              text=True)

@@ -118,6 +118,22 @@ class Pool:
         client went away) closes it, so the server stops."""
         return Sending(self, server, url, content)
 
+    async def take_slot(self) -> None:
+        """One of the `max_connections`, waited for at most `connect_timeout` (then 503 `busy`)."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.options.max_connections)
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        try:  # wait_for costs a task: only when there is a wait
+            await asyncio.wait_for(self._slots.acquire(), self.options.connect_timeout)
+        except TimeoutError:
+            raise self.busy() from None
+
+    def give_slot(self) -> None:
+        assert self._slots is not None
+        self._slots.release()
+
     async def post_json(self, server: Server, url: str, content: bytes) -> Any:
         """POST `content` and read a JSON object back; a server's error answer is the engine's error."""
         async with self.send(server, url, content) as response:
@@ -256,22 +272,14 @@ class Sending:
 
     async def __aenter__(self) -> Response:
         pool = self.pool
-        if pool._slots is None:
-            pool._slots = asyncio.Semaphore(pool.options.max_connections)
-        if pool._slots.locked():  # wait a bounded time (wait_for costs a task: only when a wait is needed)
-            try:
-                await asyncio.wait_for(pool._slots.acquire(), pool.options.connect_timeout)
-            except TimeoutError:
-                raise pool.busy() from None
-        else:
-            await pool._slots.acquire()
+        await pool.take_slot()
         try:
             if self.content is None:
                 self.raw = await pool.client.request("GET", self.url)
             else:
                 self.raw = await pool.client.request("POST", self.url, self._take_content(), _JSON)
         except BaseException as exc:
-            pool._slots.release()
+            pool.give_slot()
             if isinstance(exc, http.ConnectFailed):
                 raise Unreachable(str(exc)) from None
             if isinstance(exc, http.ReadTimeout):
@@ -289,9 +297,9 @@ class Sending:
         return content
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        assert self.raw is not None and self.pool._slots is not None
+        assert self.raw is not None
         self.raw.release()
-        self.pool._slots.release()
+        self.pool.give_slot()
         if isinstance(exc, http.ReadTimeout):
             raise self.pool.timeout() from None
         if isinstance(exc, http.Disconnected):
