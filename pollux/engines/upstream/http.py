@@ -1,8 +1,9 @@
 """The engine's HTTP/1.1 client: keep-alive connections to the model servers, on asyncio and httptools' parser.
 
-Why not aiohttp or httpx: in front of a fast server the client is most of what Pollux adds to a request. httpx cost
-~600 µs of CPU a request here, aiohttp ~100 µs inside Pollux (its session does redirects, cookies, proxies, tracing
-and per-request timeout objects, none of which an upstream needs); this client ~25 µs (BENCHMARKS.md, issue 12).
+Why not aiohttp or httpx: in front of a fast server the client is most of what Pollux adds to a request. Alone
+against a fast server, httpx costs ~700 µs of CPU a request here, aiohttp ~90 µs (its session does redirects,
+cookies, proxies, tracing and per-request timeout objects, none of which an upstream needs) and this client ~45 µs;
+inside Pollux the proxied request went from ~420 µs with aiohttp to ~300 (BENCHMARKS.md, issue 12).
 It does only what the engine needs: POST or GET with a known body length, a response read whole or as it arrives
 (of a stated length, chunked, or until the connection closes), keep-alive reuse, http and https.
 
