@@ -718,7 +718,14 @@ class _Fake:
                 return _json(fbody, status), None
             return Response(fbody, status, media_type="application/json"), None
         if self.delay and request.method == "POST":
-            await asyncio.sleep(self.delay)
+            # As vLLM, a client that leaves while its answer is being made aborts it (counted in "disconnects").
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.delay
+            while (left := deadline - loop.time()) > 0:
+                await asyncio.sleep(min(0.05, left))
+                if await request.is_disconnected():
+                    self._count("disconnects")
+                    return Response(status_code=499), None
         if request.method != "POST":
             return None, body
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()

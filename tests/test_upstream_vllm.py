@@ -345,6 +345,25 @@ def test_a_client_that_leaves_closes_the_upstream_stream(server, slow):
         slow.chunk_delay = 0.0
 
 
+def test_a_client_that_leaves_a_whole_answer_closes_the_upstream_request(server, slow):
+    """Not streamed: the client gives up while the server is still working; Pollux closes its upstream connection,
+    which is how vLLM learns to abort the generation."""
+    import time
+    before = slow.stats["disconnects"]
+    slow.delay = 5
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.base_url}/v1beta/models/gemini-2.0-flash:generateContent",
+                       headers={"x-goog-api-key": server.api_key},
+                       json={"contents": [{"parts": [{"text": "a long answer please"}]}]}, timeout=1)
+        deadline = time.monotonic() + 20
+        while slow.stats["disconnects"] == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert slow.stats["disconnects"] == before + 1
+    finally:
+        slow.delay = 0
+
+
 def test_an_overloaded_or_down_server_is_503_with_retry_info(server, slow):
     # Last of the tests on `slow`: Pollux takes a server that fails out of its pool for a while.
     slow.down = True
