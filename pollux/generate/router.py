@@ -9,8 +9,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import ApiError
 from ..disconnect import ClientGone, StreamingResponse, until_disconnected
+from ..errors import ApiError
 from ..wire import JSONResponse, dumps, parse, sse_event
 from .protocol import CountTokensRequest, GenerateContentRequest, count_tokens_json, reply_json
 from .results import Reply

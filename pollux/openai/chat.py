@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import ModelSpec
+from ..disconnect import ClientGone, StreamingResponse, until_disconnected
 from ..errors import ApiError
 from ..generate.protocol import GenerateContentRequest
 from ..generate.results import Chunk, Reply, Usage
-from ..disconnect import ClientGone, StreamingResponse, until_disconnected
 from ..generate.service import GenerateService
 from ..generate.validation import MAX_LOGPROBS, SAMPLING_NAMES, check_range, check_sampling
 from ..wire import JSONResponse, parse, payload_error, sse_event
