@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -673,10 +673,23 @@ def phase_llama(args: argparse.Namespace, out: Path) -> str:
 # Reference (--phases reference): the two halves of a proxied request's cost, apart
 
 
+async def _timed(one: Callable[[], Awaitable[None]], c: int, n: int) -> tuple[float, float]:
+    """CPU µs per call and calls/s of `one`, run n times by c workers side by side (after 20 each to warm up)."""
+    async def worker(k: int) -> None:
+        for _ in range(k):
+            await one()
+
+    await asyncio.gather(*(worker(20) for _ in range(c)))
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.gather(*(worker(n // c) for _ in range(c)))
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    return 1e6 * cpu / n, n / wall
+
+
 async def _httpx_run(url: str, c: int, n: int, mode: str) -> tuple[float, float]:
-    """CPU µs per request and requests/s of an httpx AsyncClient (configured as the engine's pool) posting to the
-    fake: `whole` reads the answer as the engine does without streaming; `stream-to-end` reads an SSE answer to the
-    end of its body; `stream-break` stops at `data: [DONE]` and closes the response, as the engine does."""
+    """CPU µs per request and requests/s of an httpx AsyncClient (configured as the engine's pool was when it used
+    httpx) posting to the fake: `whole` reads the whole answer; `stream-to-end` reads an SSE answer to the end of its
+    body; `stream-break` stops at `data: [DONE]` and closes the response, as the engine then did."""
     import httpx
     stream = mode != "whole"
     body = OPENAI_STREAM_BODY if stream else OPENAI_BODY
@@ -696,16 +709,10 @@ async def _httpx_run(url: str, c: int, n: int, mode: str) -> tuple[float, float]
         finally:
             await response.aclose()
 
-    async def worker(k: int) -> None:
-        for _ in range(k):
-            await one()
-
-    await asyncio.gather(*(worker(20) for _ in range(c)))
-    cpu0, wall0 = time.process_time(), time.monotonic()
-    await asyncio.gather(*(worker(n // c) for _ in range(c)))
-    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-    await client.aclose()
-    return 1e6 * cpu / n, n / wall
+    try:
+        return await _timed(one, c, n)
+    finally:
+        await client.aclose()
 
 
 async def _client_run(url: str, c: int, n: int, mode: str) -> tuple[float, float]:
@@ -728,16 +735,10 @@ async def _client_run(url: str, c: int, n: int, mode: str) -> tuple[float, float
         finally:
             response.release()
 
-    async def worker(k: int) -> None:
-        for _ in range(k):
-            await one()
-
-    await asyncio.gather(*(worker(20) for _ in range(c)))
-    cpu0, wall0 = time.process_time(), time.monotonic()
-    await asyncio.gather(*(worker(n // c) for _ in range(c)))
-    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-    await client.close()
-    return 1e6 * cpu / n, n / wall
+    try:
+        return await _timed(one, c, n)
+    finally:
+        await client.close()
 
 
 def httpx_floor(argv: list[str]) -> None:
