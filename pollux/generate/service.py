@@ -31,10 +31,10 @@ from ..files.service import FileService
 from ..images.engines import ImageEngine, build_image_engines, image_engine_key, paints_answers
 from ..images.sizes import output_image
 from ..media import MediaError, inspect_bytes
+from ..merged import END, Merged
 from ..media.probe import MediaInfo, modality_of
 from ..schemas import SchemaMismatch, openapi_to_json_schema, validate_instance
 from .accounting import with_media
-from .merged import Merged
 from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
 from .results import Candidate, Chunk, OutPart, Reply, Usage
 from .signatures import Signer
@@ -159,17 +159,6 @@ class GenerateService:
         candidates = [Candidate(i) for i in range(prepared.candidates)]
         # Bounded, so that an engine cannot run far ahead of a slow client.
         merged: Merged[tuple[Candidate, Any]] = Merged(64)
-        end = object()
-
-        async def run(cand: Candidate) -> None:
-            try:
-                async with aclosing(self._candidate_events(prepared, cand.index)) as events:
-                    async for event in events:
-                        await merged.put((cand, event))
-            except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-                await merged.put((cand, exc))
-            finally:
-                await merged.put((cand, end))
 
         async def run_all() -> None:
             """All candidates from one engine call (an engine that answers `candidateCount` itself)."""
@@ -181,20 +170,21 @@ class GenerateService:
                 await merged.put((candidates[0], exc))
             finally:
                 for cand in candidates:
-                    await merged.put((cand, end))
+                    await merged.put((cand, END))
 
         async def replies() -> AsyncIterator[Reply]:
             if _native(prepared) and len(candidates) > 1:
                 tasks = [asyncio.create_task(run_all())]
             else:
-                tasks = [asyncio.create_task(run(c)) for c in candidates]
+                tasks = [asyncio.create_task(merged.pump(c, self._candidate_events(prepared, c.index)))
+                         for c in candidates]
             running = len(candidates)  # each candidate's end comes once
             held: dict[int, Reply] = {}  # per candidate: its latest chunk, not sent yet
             started: set[int] = set()  # candidates that sent a chunk
             try:
                 while running:
                     cand, event = await merged.get()
-                    if event is end:
+                    if event is END:
                         running -= 1
                         if cand.index in held:  # an engine that ended without a finish: what it made still goes
                             yield held.pop(cand.index)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from ...merged import END, Merged
 from ..base import Capabilities, Event, GenerateRequest, TokenCount
 from ..errors import EngineError, Failure, Overloaded, Unavailable
 from . import translate
@@ -211,25 +212,13 @@ def _ends(answers: list[translate.Answer], usage: Any) -> list[tuple[int, Event]
 
 async def _merge(streams: list[AsyncIterator[Event]]) -> AsyncIterator[tuple[int, Event]]:
     """Several event streams side by side, each event tagged with its stream's index."""
-    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize=64)
-    end = object()
-
-    async def pump(index: int, stream: AsyncIterator[Event]) -> None:
-        try:
-            async with aclosing(stream) as events:  # type: ignore[type-var]
-                async for event in events:
-                    await queue.put((index, event))
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            await queue.put((index, exc))
-        finally:
-            await queue.put((index, end))
-
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    merged: Merged[tuple[int, Any]] = Merged(64)
+    tasks = [asyncio.create_task(merged.pump(i, s)) for i, s in enumerate(streams)]
     running = len(tasks)
     try:
         while running:
-            index, item = await queue.get()
-            if item is end:
+            index, item = await merged.get()
+            if item is END:
                 running -= 1
             elif isinstance(item, Exception):
                 raise item

@@ -1,4 +1,5 @@
-"""The channel from a stream's candidate tasks to the stream: bounded, one reader, and small.
+"""Several async streams merged into one: a bounded channel with one reader, fed by a task per stream (a stream's
+candidates in the generate service, an engine's per-candidate requests).
 
 asyncio.Queue keeps three deques (~2 KiB) per stream, which a thousand open streams feel; this keeps a list, and
 futures only while someone waits."""
@@ -6,9 +7,13 @@ futures only while someone waits."""
 from __future__ import annotations
 
 import asyncio
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+END = object()  # what `pump` puts last, for each stream
 
 
 class Merged(Generic[T]):
@@ -52,3 +57,14 @@ class Merged(Generic[T]):
                 waiter.set_result(None)
                 break
         return item
+
+    async def pump(self: Merged[tuple[Any, Any]], tag: Any, stream: AsyncIterator[Any]) -> None:
+        """Puts `(tag, item)` for each item of `stream`, then `(tag, exception)` if it failed, and `(tag, END)`."""
+        try:
+            async with aclosing(stream) as items:  # type: ignore[type-var]
+                async for item in items:
+                    await self.put((tag, item))
+        except Exception as exc:  # noqa: BLE001 - handed to the reader, which raises it
+            await self.put((tag, exc))
+        finally:
+            await self.put((tag, END))
