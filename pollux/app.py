@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,25 +25,28 @@ from .embeddings import openai as embed_openai
 from .embeddings import router as embed_router
 from .embeddings.engines import build_embedders, is_embedding
 from .embeddings.service import EmbedService
-from .engines.base import Engine
 from .engines import registry
-from .errors import ApiError, model_not_found
+from .engines.base import Engine
+from .errors import ApiError, model_not_found, retry_info
 from .files import router as files_router
 from .files.service import FileService
 from .files.uploads import UploadService
 from .generate import router as generate_router
 from .generate.service import GenerateService
-from .generate.signatures import Signer
+from .generate.signatures import Signer, legacy_key
 from .images import router as images_router
 from .images.engines import build_image_engines, is_image_model
 from .images.service import ImageService
+from .jobs import JobRunner
 from .models import router as models_router
 from .models.service import ModelService
 from .openai import chat as openai_chat_router
 from .openai import images as openai_images
 from .openai import models as openai_models
 from .openai.errors import error_response as openai_error_response
-from .store import Store
+from .store import Store, StoreUnavailable
+from .store.blobs import BlobStore, BlobUnavailable, open_blobs
+from .store.records import Job
 from .wire import JSONResponse, error_response, read_body
 
 log = logging.getLogger("pollux")
@@ -53,9 +55,20 @@ VERSIONS = "{version:apiversion}"
 
 
 @dataclass
+class Engines:
+    """What serves tokens, loaded before the server takes requests (minutes for large models)."""
+
+    text: dict[str, Engine]
+    embeddings: EmbedService
+    images: dict[str, Any]
+
+
+@dataclass
 class Services:
     settings: Settings
     store: Store
+    blobs: BlobStore
+    jobs: JobRunner
     models: ModelService
     generate: GenerateService
     engines: dict[str, Engine]
@@ -65,7 +78,7 @@ class Services:
     images: ImageService
 
 
-def build_services(settings: Settings, store: Store | None = None) -> Services:
+def build_engines(settings: Settings) -> Engines:
     # Generation engines, one per distinct (engine, options), from the registry; the emulator always runs (it
     # writes the text beside pictures painted by image engines, and serves every model not configured otherwise).
     engines: dict[str, Engine] = {"emulator": registry.create("emulator", "text", None, settings)}
@@ -80,14 +93,40 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
         if context is not None:  # the served limits are the loaded model's, not the catalogue's
             settings.models[model.id] = replace(model, input_token_limit=context,
                                                 output_token_limit=min(model.output_token_limit, context))
-    store = store or Store(settings.data_dir)
-    files = FileService(store, settings.data_dir, settings.limits)
-    uploads = UploadService(files, settings.data_dir, settings.limits.upload_ttl_seconds)
     # One set of image engines: Imagen's (predict) and the image-output models' share loaded pipelines.
-    image_engines = build_image_engines(settings, predict=True, generate=True)
-    generate = GenerateService(settings, engines, Signer.from_data_dir(settings.data_dir), files, image_engines)
-    images = ImageService(settings, image_engines)
-    return Services(settings, store, ModelService(settings), generate, engines, files, uploads, embeddings, images)
+    return Engines(engines, embeddings, build_image_engines(settings, predict=True, generate=True))
+
+
+async def open_store(settings: Settings) -> Store:
+    """The shared database, its schema brought up to date."""
+    return await Store.open(settings.database_url, settings.data_dir)
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    # The data dir itself by default: files keep the places they had before the blob seam.
+    return open_blobs(settings.blob_url or str(settings.data_dir), settings.data_dir)
+
+
+async def open_services(settings: Settings, engines: Engines) -> Services:
+    """The services on the shared state: each process of a deployment opens its own."""
+    store = await open_store(settings)
+    blobs = open_blob_store(settings)
+    limits = settings.limits
+    jobs = JobRunner(store, lease=limits.job_lease_seconds)
+    files = FileService(store, blobs, limits, jobs, scratch=settings.data_dir / "local-copies")
+    uploads = UploadService(files, limits.upload_ttl_seconds)
+
+    async def housekeeping(_job: Job) -> None:
+        gone_files, gone_uploads = await files.sweep(), await uploads.sweep()
+        if gone_files or gone_uploads:
+            log.info("expired: %d files, %d uploads", gone_files, gone_uploads)
+
+    jobs.handle("housekeeping", housekeeping, every=limits.housekeeping_seconds)
+    signer = Signer(await store.secrets.get_or_create("thought-signatures", lambda: legacy_key(settings.data_dir)))
+    generate = GenerateService(settings, engines.text, signer, files, engines.images)
+    images = ImageService(settings, engines.images)
+    return Services(settings, store, blobs, jobs, ModelService(settings), generate, engines.text, files, uploads,
+                    engines.embeddings, images)
 
 
 def _services(request: Request) -> Services:
@@ -134,7 +173,7 @@ def authorized(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapper(request: Request) -> Response:
-        request.state.project_id = auth.authenticate(_services(request).store, request)
+        request.state.project_id = await auth.authenticate(_services(request).store, request)
         return await handler(request)
 
     return wrapper
@@ -178,7 +217,7 @@ async def upload(request: Request) -> Response:
     sends one), must be the upload's project's."""
     services = _services(request)
     try:
-        project_id = auth.authenticate(services.store, request) if auth.request_key(request) else None
+        project_id = await auth.authenticate(services.store, request) if auth.request_key(request) else None
         return await files_router.upload(request, services.uploads, project_id)
     except ApiError as err:
         # Every upload response carries a status, or the SDKs retry the chunk before they report the error.
@@ -278,6 +317,13 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=499, headers={"connection": "close"})  # the rest of the body may never come
 
 
+async def _state_unavailable(request: Request, exc: Exception) -> Response:
+    # The database or the blob store cannot be reached: nothing was acknowledged, the client retries.
+    log.warning("%s %s: shared state unavailable: %s", request.method, request.url.path, exc)
+    return _render(request, ApiError("UNAVAILABLE", "The service is currently unavailable.",
+                                     details=[retry_info(2)]))
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _render(request, ApiError("INTERNAL", "An internal error has occurred. Please retry or report in "
@@ -308,42 +354,35 @@ def _routes() -> list[Route]:
     return routes
 
 
-async def _sweep_forever(services: Services, every: float = 60.0) -> None:
-    """Expired files and abandoned uploads are deleted with their bytes, at start-up and then every minute."""
-    while True:
-        try:
-            files, uploads = services.files.sweep(), services.uploads.sweep()
-            if files or uploads:
-                log.info("expired: %d files, %d uploads", files, uploads)
-        except Exception:
-            log.exception("sweeping expired files failed")
-        await asyncio.sleep(every)
-
-
-def build_app(settings: Settings, services: Services | None = None) -> Starlette:
-    services = services or build_services(settings)
+def build_app(settings: Settings, engines: Engines) -> Starlette:
+    """The app of one process. Its lifespan opens the shared state (a database that cannot be reached fails the
+    start-up) and runs this process's share of the leased jobs."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await services.files.recover()
-        sweeper = asyncio.create_task(_sweep_forever(services))
-        yield
-        sweeper.cancel()
-        for engine in services.engines.values():
-            await engine.close()
-        await services.embeddings.close()
-        await services.images.close()
-        services.store.close()
+        services = await open_services(settings, engines)
+        app.state.services = services
+        await services.jobs.start()
+        try:
+            yield
+        finally:
+            await services.jobs.stop()
+            for engine in services.engines.values():
+                await engine.close()
+            await services.embeddings.close()
+            await services.images.close()
+            await services.blobs.close()
+            await services.store.close()
 
     limits = settings.limits
     budget = admission.configure(limits.memory_budget_mb * admission.MB, limits.admission_wait_seconds)
     app = Starlette(routes=_routes(), lifespan=lifespan, exception_handlers={
-        ApiError: _api_error, OverBudget: _over_budget, HTTPException: _http_error, ClientDisconnect: _client_gone,
+        ApiError: _api_error, OverBudget: _over_budget, StoreUnavailable: _state_unavailable,
+        BlobUnavailable: _state_unavailable, HTTPException: _http_error, ClientDisconnect: _client_gone,
         Exception: _internal_error},
         middleware=[Middleware(GzipJson),  # JSON bodies of 1 KiB or more, when the client accepts gzip
                     Middleware(BodyIdleTimeout, idle=limits.body_idle_seconds, total=limits.body_timeout_seconds),
                     Middleware(AdmitLargeBodies, budget=budget)])
-    app.state.services = services
     return app
 
 

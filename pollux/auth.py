@@ -6,10 +6,12 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
 from .errors import api_key_invalid, api_key_missing
 from .store import Store
+from .store.records import Project
 
 DEFAULT_PROJECT = "Default Gemini Project"
 
@@ -36,25 +38,29 @@ class IssuedKey:
     name: str
 
 
-def issue_key(store: Store, project_id: str, name: str) -> IssuedKey:
+async def issue_key(store: Store, project_id: str, name: str) -> IssuedKey:
     key = new_key()
     key_id = secrets.token_hex(4)
-    store.create_key(key_id, project_id, name, hash_key(key), key[-4:])
+    await store.keys.create(key_id, project_id, name, hash_key(key), key[-4:])
     return IssuedKey(key_id, key, project_id, name)
 
 
-def create_project(store: Store, name: str) -> dict:
-    if store.find_project(name):
+async def create_project(store: Store, name: str) -> Project:
+    if await store.projects.find(name):
         raise ValueError(f"a project named {name!r} already exists")
-    return store.create_project(new_project_id(), name)
+    return await store.projects.create(new_project_id(), name)
 
 
-def bootstrap(store: Store) -> IssuedKey | None:
-    """On an empty data dir: the default project and its first key (returned once, for printing)."""
-    if store.count_projects():
+async def bootstrap(store: Store) -> IssuedKey | None:
+    """On an empty database: the default project and its first key (returned once, for printing). Of several
+    processes or replicas starting at once on one database, one creates them (the project's unique name decides)."""
+    if await store.projects.count():
         return None
-    project = create_project(store, DEFAULT_PROJECT)
-    return issue_key(store, project["id"], "Default key")
+    try:
+        project = await create_project(store, DEFAULT_PROJECT)
+    except (ValueError, IntegrityError):
+        return None
+    return await issue_key(store, project.id, "Default key")
 
 
 def request_key(request: Request) -> str | None:
@@ -67,15 +73,15 @@ def request_key(request: Request) -> str | None:
     return key.strip() if key else None
 
 
-def authenticate(store: Store, request: Request) -> str:
+async def authenticate(store: Store, request: Request) -> str:
     """The project id the request acts for, or the real API's error for a missing or bad key. The key's id is noted
     in `request.state.key_id`: an upload records which key opened it, and closes when that key is revoked."""
     key = request_key(request)
     if not key:
         raise api_key_missing()
-    live = store.live_key(hash_key(key))
+    live = await store.keys.live(hash_key(key))
     if live is None:
         raise api_key_invalid()
-    request.state.key_id, project_id = live
-    return project_id
+    request.state.key_id = live.id
+    return live.project_id
 

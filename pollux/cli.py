@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
+import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import auth
 from .config import Settings, default_data_dir, load_config, serve_model
-from .store import Store
+from .store import Store, StoreError, StoreUnavailable
+from .store.records import Project
 
 if TYPE_CHECKING:
     from .files.uploads import UploadService
@@ -26,6 +30,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "fixtures", None):
         settings.fixtures = Path(args.fixtures)
     settings = load_config(Path(args.config) if getattr(args, "config", None) else None, settings)
+    # The shared state's places: the flag, else the environment, else the config file.
+    for name in ("database_url", "blob_url"):
+        value = getattr(args, name, None) or os.environ.get(f"POLLUX_{name.upper()}")
+        if value:
+            setattr(settings, name, value)
     for spec in getattr(args, "model", None) or []:
         serve_model(settings, spec)
     return settings
@@ -52,9 +61,20 @@ def _check_sources(settings: Settings) -> None:
             model_name(source)
 
 
+async def _prepare_state(settings: Settings) -> auth.IssuedKey | None:
+    """Migrations (once, whichever process gets there first) and, on an empty database, the first project and key."""
+    from .app import open_store
+
+    store = await open_store(settings)
+    try:
+        return await auth.bootstrap(store)
+    finally:
+        await store.close()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import server
-    from .app import build_app, build_services
+    from .app import build_app, build_engines
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -68,9 +88,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1 if isinstance(exc, server.ListenError) else 2
     try:
         _check_sources(settings)
-        store = Store(settings.data_dir)
-        services = build_services(settings, store)
-    except (OSError, ValueError) as exc:
+        issued = asyncio.run(_prepare_state(settings))
+        engines = build_engines(settings)
+    except (OSError, ValueError, StoreError) as exc:
         for sock in sockets:
             sock.close()
         print(f"pollux: {exc}", file=sys.stderr)
@@ -82,7 +102,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"pollux: cannot start: {type(exc).__name__}: {exc}"
               + ("" if args.log_level == "debug" else " (--log-level debug shows the traceback)"), file=sys.stderr)
         return 2
-    issued = auth.bootstrap(store)
     # A wildcard listen address is not one a client can connect to; loopback is.
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
     port = sockets[0].getsockname()[1]  # the one bound, when --port 0 asked for any
@@ -93,14 +112,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  {issued.key}")
     _print_key_exports(base_url, issued.key if issued else None)
     print(f"Pollux serves the Gemini API at {base_url} (data in {settings.data_dir})", flush=True)
-    app = build_app(settings, services)
+    app = build_app(settings, engines)
     gc.freeze()  # start-up objects live forever: keep them out of every collection under load
     server.serve(app, settings, sockets)
     return 0
 
 
-def _project(store: Store, name: str | None) -> dict:
-    project = store.find_project(name or auth.DEFAULT_PROJECT)
+async def _project(store: Store, name: str | None) -> Project:
+    project = await store.projects.find(name or auth.DEFAULT_PROJECT)
     if project is None:
         raise SystemExit(f"pollux: no project {name or auth.DEFAULT_PROJECT!r} (see `pollux projects list`)")
     return project
@@ -108,84 +127,110 @@ def _project(store: Store, name: str | None) -> dict:
 
 def _uploads(settings: Settings, store: Store) -> UploadService:
     """The upload and file services, for the commands that delete bytes (imported here: the media probes are heavy)."""
+    from .app import open_blob_store
     from .files.service import FileService
     from .files.uploads import UploadService
 
-    files = FileService(store, settings.data_dir, settings.limits)
-    return UploadService(files, settings.data_dir, settings.limits.upload_ttl_seconds)
+    files = FileService(store, open_blob_store(settings), settings.limits)
+    return UploadService(files, settings.limits.upload_ttl_seconds)
 
 
-def cmd_keys(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = Store(settings.data_dir)
+def _with_store(command: Callable[[argparse.Namespace, Settings, Store], Awaitable[int]]
+                ) -> Callable[[argparse.Namespace], int]:
+    """A command that works on the shared state: the database opened (and migrated), then closed."""
+    async def run(args: argparse.Namespace) -> int:
+        from .app import open_store
+
+        settings = _settings(args)
+        store = await open_store(settings)
+        try:
+            return await command(args, settings, store)
+        finally:
+            await store.close()
+
+    def main(args: argparse.Namespace) -> int:
+        try:
+            return asyncio.run(run(args))
+        except (StoreError, StoreUnavailable) as exc:
+            print(f"pollux: {exc}", file=sys.stderr)
+            return 2
+
+    return main
+
+
+async def _keys(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     if args.action == "create":
-        project = _project(store, args.project)
-        issued = auth.issue_key(store, project["id"], args.name or "API key")
-        print(f'Created key {issued.id} "{issued.name}" for project "{project["name"]}" ({project["id"]}).')
+        project = await _project(store, args.project)
+        issued = await auth.issue_key(store, project.id, args.name or "API key")
+        print(f'Created key {issued.id} "{issued.name}" for project "{project.name}" ({project.id}).')
         print("The key is shown only this once:")
         print(issued.key)
     elif args.action == "list":
-        rows = store.list_keys()
         print(f"{'ID':<10} {'NAME':<20} {'KEY':<12} {'PROJECT':<28} {'CREATED':<20} STATUS")
-        for r in rows:
-            status = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active"
-            print(f"{r['id']:<10} {r['name'][:20]:<20} {'...' + r['hint']:<12} {r['project_name'][:28]:<28} "
-                  f"{r['created_at']:%Y-%m-%d %H:%M:%S}  {status}")
+        for k in await store.keys.list():
+            status = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+            print(f"{k.id:<10} {k.name[:20]:<20} {'...' + k.hint:<12} {k.project_name[:28]:<28} "
+                  f"{k.created_at:%Y-%m-%d %H:%M:%S}  {status}")
     elif args.action == "revoke":
-        if not store.revoke_key(args.id):
+        if not await store.keys.revoke(args.id):
             print(f"pollux: no active key with id {args.id!r}", file=sys.stderr)
             return 1
-        # The server refuses the key's uploads from now on; their rows and bytes go now rather than at its sweep.
-        closed = store.delete_key_uploads(args.id)
-        _uploads(settings, store).discard_parts(closed)
+        # Servers refuse the key within a second; its uploads' rows and bytes go now rather than at a sweep.
+        uploads = _uploads(settings, store)
+        closed = await store.uploads.delete_of_key(args.id)
+        await uploads.discard_parts(closed)
+        await uploads.blobs.close()
         print(f"Revoked key {args.id}" + (f" and closed the {len(closed)} upload(s) it had open." if closed else "."))
     return 0
 
 
-def cmd_projects(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = Store(settings.data_dir)
+async def _projects(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     if args.action == "create":
         try:
-            project = auth.create_project(store, args.name)
+            project = await auth.create_project(store, args.name)
         except ValueError as exc:
             print(f"pollux: {exc}", file=sys.stderr)
             return 1
-        print(f'Created project "{project["name"]}" ({project["id"]}).')
+        print(f'Created project "{project.name}" ({project.id}).')
     elif args.action == "list":
         print(f"{'ID':<28} {'NAME':<32} CREATED")
-        for p in store.list_projects():
-            print(f"{p['id']:<28} {p['name'][:32]:<32} {p['created_at']:%Y-%m-%d %H:%M:%S}")
+        for p in await store.projects.list():
+            print(f"{p.id:<28} {p.name[:32]:<32} {p.created_at:%Y-%m-%d %H:%M:%S}")
     elif args.action == "rename":
-        project = _project(store, args.project)
-        if store.find_project(args.new_name):
+        project = await _project(store, args.project)
+        if await store.projects.find(args.new_name):
             print(f"pollux: a project named {args.new_name!r} already exists", file=sys.stderr)
             return 1
-        store.rename_project(project["id"], args.new_name)
-        print(f'Renamed project {project["id"]} to "{args.new_name}".')
+        await store.projects.rename(project.id, args.new_name)
+        print(f'Renamed project {project.id} to "{args.new_name}".')
     elif args.action == "delete":
-        return _delete_project(settings, store, args.project)
+        return await _delete_project(settings, store, args.project)
     return 0
 
 
-def _delete_project(settings: Settings, store: Store, id_or_name: str) -> int:
-    """Delete a project with its keys (they stop working at once), its files and its open uploads. The default
-    project is a project like any other: once it is gone, `keys create` needs --project; once no project is left,
-    the next `serve` creates a new default project and key, as on a first start."""
-    project = _project(store, id_or_name)
-    gone = store.delete_project(project["id"])
+cmd_keys = _with_store(_keys)
+cmd_projects = _with_store(_projects)
+
+
+async def _delete_project(settings: Settings, store: Store, id_or_name: str) -> int:
+    """Delete a project with its keys (they stop working within a second), its files and its open uploads. The
+    default project is a project like any other: once it is gone, `keys create` needs --project; once no project is
+    left, the next `serve` creates a new default project and key, as on a first start."""
+    project = await _project(store, id_or_name)
+    gone = await store.projects.delete(project.id)
     if gone is None:
         print(f"pollux: no project {id_or_name!r}", file=sys.stderr)
         return 1
     # The rows went in one transaction; the bytes follow (a crash in between leaves orphans the server's sweep deletes).
     uploads = _uploads(settings, store)
-    uploads.discard_parts(gone["uploads"])
-    uploads.files.discard_project(project["id"])
-    print(f'Deleted project "{project["name"]}" ({project["id"]}): {len(gone["keys"])} key(s), '
-          f'{len(gone["files"])} file(s) and {len(gone["uploads"])} open upload(s).')
-    if not store.count_projects():
+    await uploads.discard_parts(gone.uploads)
+    await uploads.files.discard_project(project.id)
+    await uploads.blobs.close()
+    print(f'Deleted project "{project.name}" ({project.id}): {len(gone.keys)} key(s), '
+          f'{len(gone.files)} file(s) and {len(gone.uploads)} open upload(s).')
+    if not await store.projects.count():
         print("No project is left: the next `pollux serve` creates a new default project and prints its key.")
-    elif project["name"] == auth.DEFAULT_PROJECT:
+    elif project.name == auth.DEFAULT_PROJECT:
         print("The default project is gone: `pollux keys create` now needs --project.")
     return 0
 
@@ -212,8 +257,13 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help="state directory: database, files, keys (default: $POLLUX_DATA_DIR or "
                         "~/.pollux)")
-    common.add_argument("--config", help="TOML config file: models, limits (default: none, the built-in catalogue "
-                        "and limits)")
+    common.add_argument("--config", help="TOML config file: models, limits, store (default: none, the built-in "
+                        "catalogue and limits)")
+    common.add_argument("--database-url", help="the shared database: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
+                        "(default: $POLLUX_DATABASE_URL, else the config's [store] database_url, else SQLite in the "
+                        "data dir)")
+    common.add_argument("--blob-url", help="where file bytes live: a directory or s3://BUCKET/PREFIX (default: "
+                        "$POLLUX_BLOB_URL, else the config's [store] blob_url, else the data dir)")
 
     p = argparse.ArgumentParser(prog="pollux", description="A self-hosted Gemini API.", **fmt)
     p.add_argument("--version", action="version", version=_version(), help="print the version and exit")

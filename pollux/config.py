@@ -45,8 +45,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import model_not_found
-from .models.catalogue import (DEFAULT_CATALOGUE, EMBED_METHODS, GENERATE_METHODS, IMAGE_METHODS, ModelSpec,
-                               model_kind, parse_gemini_id)
+from .models.catalogue import (
+    DEFAULT_CATALOGUE,
+    EMBED_METHODS,
+    GENERATE_METHODS,
+    IMAGE_METHODS,
+    ModelSpec,
+    model_kind,
+    parse_gemini_id,
+)
 
 __all__ = ["DEFAULT_CATALOGUE", "EMBED_METHODS", "GENERATE_METHODS", "IMAGE_METHODS", "ModelSpec", "Limits",
            "Settings", "find_model", "load_config", "lookup_model", "model_kind", "serve_model"]
@@ -81,6 +88,12 @@ class Limits:
     # JSON values (objects, arrays, strings, numbers) in one request body: parsing holds the interpreter's lock, so
     # a body of millions of tiny values would stall every other request while it is parsed.
     max_request_values: int = 200_000
+    # Leased jobs (store/jobs.py): a process that stops renewing a job's lease (it died) loses the job after this
+    # long, and another process takes it over; housekeeping (expiry, orphan sweeps) runs this often, once per fleet.
+    job_lease_seconds: int = 30
+    # With files in object storage: local copies of recently used ones, for decoders that read a path.
+    local_copies_mb: int = 10 * 1024
+    housekeeping_seconds: int = 60
 
 
 @dataclass
@@ -89,6 +102,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     fixtures: Path | None = None
+    # Shared state: the database (None: SQLite in the data dir) and the blob store for file bytes (None: the data
+    # dir; or s3://bucket/prefix). Several processes or replicas share both.
+    database_url: str | None = None
+    blob_url: str | None = None
     limits: Limits = field(default_factory=Limits)
     models: dict[str, ModelSpec] = field(default_factory=lambda: {m.id: m for m in DEFAULT_CATALOGUE})
     # Emulator pacing for streams (seconds between chunks); 0 streams as fast as it can.
@@ -266,9 +283,15 @@ def load_config(path: Path | None, settings: Settings) -> Settings:
         return settings
     with open(path, "rb") as fh:
         doc = tomllib.load(fh)
-    unknown = set(doc) - {"limits", "models", "emulator"}
+    unknown = set(doc) - {"limits", "models", "emulator", "store"}
     if unknown:
         raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}")
+    for key, value in doc.get("store", {}).items():
+        if key not in ("database_url", "blob_url"):
+            raise ValueError(f"{path}: unknown store setting {key!r} (database_url, blob_url)")
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{path}: store setting {key!r} must be a non-empty string")
+        setattr(settings, key, value)
     for key, value in doc.get("limits", {}).items():
         if not hasattr(settings.limits, key):
             raise ValueError(f"{path}: unknown limit {key!r}")

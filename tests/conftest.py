@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# POLLUX_TEST_DATABASE=postgres runs every server of the suite on a real Postgres (one database per data dir),
+# started here from Debian's binaries; otherwise each data dir holds its SQLite file, as by default.
+ON_POSTGRES = os.environ.get("POLLUX_TEST_DATABASE", "sqlite") == "postgres"
+_postgres = None
+_databases: dict[Path, str] = {}
+
+
+def postgres():
+    """The suite's Postgres server, started on first use."""
+    global _postgres
+    if _postgres is None:
+        from postgres import PostgresServer
+
+        _postgres = PostgresServer(free_port())
+    return _postgres
+
+
+def database_url(data_dir: Path) -> str | None:
+    """The database a data dir's server uses: None (its SQLite file) unless the suite runs on Postgres."""
+    if not ON_POSTGRES:
+        return None
+    key = data_dir.resolve()
+    if key not in _databases:
+        _databases[key] = postgres().database()
+    return _databases[key]
+
+
+def pollux_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment for a `pollux` command on `data_dir`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+    url = database_url(data_dir)
+    if url:
+        env["POLLUX_DATABASE_URL"] = url
+    return env
+
+
+def run_pollux(data_dir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`pollux ARGS --data-dir DATA_DIR` (on the data dir's database), output captured as text."""
+    return subprocess.run([sys.executable, "-m", "pollux.cli", *args, "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, env=pollux_env(data_dir), **kwargs)
 
 
 @dataclass
@@ -46,8 +89,7 @@ class Server:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """Run the `pollux` CLI against this server's data dir."""
-        return subprocess.run([sys.executable, "-m", "pollux.cli", *args, "--data-dir", str(self.data_dir)],
-                              capture_output=True, text=True, check=True)
+        return run_pollux(self.data_dir, *args, check=True)
 
     def new_key(self, project: str | None = None) -> str:
         args = ["keys", "create"] + (["--project", project] if project else [])
@@ -70,16 +112,57 @@ class Server:
 
 
 def sql(server: Server, statement: str, *params: object) -> list[tuple]:
-    """Read or change the server's state directly, as another process (the CLI) would."""
-    from pollux.store import Store
+    """Read or change the server's state directly, as another process would (`?` marks the parameters)."""
+    from sqlalchemy import create_engine
 
-    store = Store(server.data_dir)
+    url = database_url(server.data_dir)
+    if url:
+        statement = statement.replace("?", "%s")
+    engine = create_engine(url or f"sqlite:///{server.data_dir / 'pollux.db'}")
     try:
-        with store.engine.begin() as conn:
-            result = conn.exec_driver_sql(statement, params)
+        with engine.begin() as conn:
+            result = conn.exec_driver_sql(statement, tuple(params))
             return [tuple(r) for r in result] if result.returns_rows else []
     finally:
-        store.close()
+        engine.dispose()
+
+
+def refused(server: Server, key: str) -> bool:
+    """Whether the server refuses `key` (API_KEY_INVALID), waiting a bounded while: a key revoked by another process
+    is refused within the key cache's lifetime (half a second), an outcome and not a measure of speed."""
+    deadline = time.monotonic() + 10
+    while True:
+        r = httpx.get(f"{server.base_url}/v1beta/models", headers={"x-goog-api-key": key}, timeout=10)
+        if r.status_code == 400 and "API_KEY_INVALID" in r.text:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def stored_time(value) -> datetime:
+    """A timestamp column as read back by `sql`: SQLite gives text without a zone, Postgres an aware datetime."""
+    value = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def in_store(server: Server, work):
+    """Run `await work(store, blobs)` on the server's database and blob store, as another process would."""
+    import asyncio
+
+    from pollux.store import Store
+    from pollux.store.blobs import open_blobs
+
+    async def run():
+        store = await Store.open(database_url(server.data_dir), server.data_dir)
+        blobs = open_blobs(str(server.data_dir), server.data_dir)
+        try:
+            return await work(store, blobs)
+        finally:
+            await blobs.close()
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def start_server(data_dir: Path, *extra: str, config: str | None = None) -> Server:
@@ -95,7 +178,7 @@ def start_server(data_dir: Path, *extra: str, config: str | None = None) -> Serv
     with open(log_path, "w") as log:  # the server writes to its own copy of the handle
         proc = subprocess.Popen([sys.executable, "-m", "pollux.cli", "serve", "--port", str(port),
                                  "--data-dir", str(data_dir), *extra], stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env=pollux_env(data_dir))
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

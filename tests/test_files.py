@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import media
 import pytest
-from conftest import Server, sql, start_server
+from conftest import Server, in_store, sql, start_server
 from google import genai
 from google.genai import errors, types
 
@@ -334,23 +334,20 @@ def test_generated_files_download_at_both_paths(server):
     from pollux.auth import hash_key
     from pollux.config import Limits
     from pollux.files.service import FileService
-    from pollux.store import Store
 
-    store = Store(server.data_dir)
-    try:
-        live = store.live_key(hash_key(server.api_key))
+    file_id = "batch-" + os.urandom(4).hex()
+    data = b'{"key": "1", "response": {}}\n'
+
+    async def plant(store, blobs):
+        live = await store.keys.live(hash_key(server.api_key))
         assert live is not None
-        project = live[1]
-        files = FileService(store, server.data_dir, Limits())
-        file_id = "batch-" + os.urandom(4).hex()
-        data = b'{"key": "1", "response": {}}\n'
-        files.path(project, file_id).parent.mkdir(parents=True, exist_ok=True)
-        files.path(project, file_id).write_bytes(data)
-        row = files.new_row(project, file_id, "out", "application/jsonl", len(data), hashlib.sha256(data).hexdigest(),
-                            source="GENERATED")
-        store.insert_file({**row, "state": "ACTIVE"})
-    finally:
-        store.close()
+        files = FileService(store, blobs, Limits())
+        row = files.new_row(live.project_id, file_id, "out", "application/jsonl", len(data),
+                            hashlib.sha256(data).hexdigest(), source="GENERATED")
+        await blobs.write(f"files/{live.project_id}/{file_id}", data)
+        await store.files.insert({**row, "state": "ACTIVE"})
+
+    in_store(server, plant)
     client = client_for(server)
     got = client.files.get(name=f"files/{file_id}")
     assert got.download_uri and got.source == types.FileSource.GENERATED
@@ -436,43 +433,61 @@ def test_quotas_expiry_and_cleanup(tmp_path):
             r = httpx.post(f"{srv.base_url}/upload/v1beta/files?uploadType=media", content=MP4.read_bytes()[:pdf_bytes],
                            headers={"x-goog-api-key": srv.api_key, "Content-Type": "video/mp4"}, timeout=TIMEOUT)
             assert r.status_code == 400 and "storage" in r.json()["error"]["message"], r.text
-        assert not list((data / "uploads").glob("*.part"))
+        assert not list((data / "uploads").glob("*/*"))
         abandoned = _start(srv, 10, "text/plain")
         assert _send(abandoned, b"01234", 0, "upload").status_code == 200
         stored = list((data / "files").glob("*/*"))
-        assert len(stored) == 1 and len(list((data / "uploads").glob("*.part"))) == 1
+        assert len(stored) == 1 and len(list((data / "uploads").glob("*/*"))) == 1
         _expire_everything(srv)  # the clock moved on, without a test that waits for it
         with pytest.raises(errors.ClientError) as err:  # expired: gone at once, before any sweep
             client.files.get(name=kept.name)
         assert err.value.code == 403
         assert _send(abandoned, b"56789", 5, "upload, finalize").status_code == 404
-    with start_server(data, config=config):  # the sweep at start-up deletes the bytes too
-        assert not list((data / "files").glob("*/*")) and not list((data / "uploads").glob("*.part"))
+    # Housekeeping (a leased job, once across processes) deletes the bytes too: at start-up, then every second here.
+    with start_server(data, config=config + "housekeeping_seconds = 1\n") as srv:
+        assert srv.logged("expired: 1 files, 2 uploads")  # the abandoned one, and the record of the kept file
+        assert not list((data / "files").glob("*/*")) and not list((data / "uploads").glob("*/*"))
 
 
 def test_a_decoder_crash_fails_the_file_not_the_server(tmp_path, monkeypatch):
-    """A decoder that raises something unexpected marks the file FAILED, at upload and at the next start-up."""
+    """A decoder that raises something unexpected marks the file FAILED, at upload and when another process takes
+    over the processing job of one that died."""
     import asyncio
 
     from pollux import auth
     from pollux.config import Limits
     from pollux.files import service as files_service
-    from pollux.store import Store
+    from pollux.jobs import JobRunner
+    from pollux.store import Store, job_row
+    from pollux.store.blobs import open_blobs
 
     def crash(path, mime):
         raise RuntimeError("decoder bug")
 
     monkeypatch.setattr(files_service, "inspect", crash)
-    store = Store(tmp_path)
-    try:
-        project = auth.create_project(store, "p")["id"]
-        files = files_service.FileService(store, tmp_path, Limits())
-        for file_id in ("a", "b"):
-            files.path(project, file_id).parent.mkdir(parents=True, exist_ok=True)
-            files.path(project, file_id).write_bytes(b"RIFF")
-            store.insert_file(files.new_row(project, file_id, "", "audio/wav", 4, "0" * 64))
-        assert asyncio.run(files.process(project, "a"))["state"] == "FAILED"
-        asyncio.run(files.recover())  # "b" was left PROCESSING, as by a crash
-        assert store.get_file(project, "b")["state"] == "FAILED"
-    finally:
-        store.close()
+
+    async def run() -> None:
+        store = await Store.open(None, tmp_path)
+        blobs = open_blobs(str(tmp_path), tmp_path)
+        try:
+            project = (await auth.create_project(store, "p")).id
+            runner = JobRunner(store, lease=30)
+            files = files_service.FileService(store, blobs, Limits(), runner)
+            for file_id in ("a", "b"):
+                await blobs.write(f"files/{project}/{file_id}", b"RIFF")
+                await store.files.insert(files.new_row(project, file_id, "", "audio/wav", 4, "0" * 64))
+            record = await store.files.get(project, "a")
+            assert (await files.process(record)).state == "FAILED"
+            # "b" was left PROCESSING by a process that died holding its job: the lease ran out, another takes it.
+            await store.jobs.add(job_row(files_service.PROCESS_JOB, {"project_id": project, "file_id": "b"},
+                                         owner="a-dead-process", lease=-1))
+            job = await store.jobs.claim(runner.owner, 30, [files_service.PROCESS_JOB])
+            assert job is not None and job.attempts == 2
+            await runner.run(job)
+            assert (await store.files.get(project, "b")).state == "FAILED"
+            assert (await store.jobs.get(job.id))["state"] == "done"
+        finally:
+            await blobs.close()
+            await store.close()
+
+    asyncio.run(run())

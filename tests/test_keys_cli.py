@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from conftest import Server, start_server
+from conftest import Server, refused, run_pollux, start_server
 
 KEY_RE = re.compile(r"^AIza[A-Za-z0-9_-]{35}$")
 ANY_KEY_RE = re.compile(r"AIza[A-Za-z0-9_-]{35}")
@@ -52,8 +52,7 @@ def works(server: Server, key: str) -> bool:
 
 def run_cli(server: Server, *args: str) -> subprocess.CompletedProcess:
     """Like `server.cli`, without raising on a non-zero exit."""
-    return subprocess.run([sys.executable, "-m", "pollux.cli", *args, "--data-dir", str(server.data_dir)],
-                          capture_output=True, text=True, timeout=60)
+    return run_pollux(server.data_dir, *args, timeout=60)
 
 
 def assert_json_error(r: httpx.Response, code: int, status: str, message: str) -> dict:
@@ -198,13 +197,15 @@ def test_keys_list_never_shows_a_key(server):
     assert not ANY_KEY_RE.search(out), out
 
 
-def test_keys_revoke_takes_effect_at_once(server):
+def test_keys_revoke_takes_effect_everywhere(server):
+    """Revoked by another process (the CLI): refused within the key cache's half second, on every route."""
     name = f"to-revoke-{secrets.token_hex(3)}"
     key, _ = create_key(server, "--name", name)
     key_id, _ = key_row(server.cli("keys", "list").stdout, name)
     assert works(server, key)
     result = run_cli(server, "keys", "revoke", key_id)
     assert result.returncode == 0, result.stderr
+    assert refused(server, key)
     for method, path, body in ROUTES[:3]:
         assert_key_invalid(call(server, method, path.format(v="v1beta"), body, headers={"x-goog-api-key": key}))
     assert_key_invalid(call(server, "GET", "/v1beta/models", params={"key": key}))
@@ -252,7 +253,8 @@ def test_deleting_the_default_project(tmp_path):
         srv.cli("projects", "create", "Other")
         gone = run_cli(srv, "projects", "delete", "Default Gemini Project")
         assert gone.returncode == 0 and "now needs --project" in gone.stdout, (gone.stdout, gone.stderr)
-        assert_key_invalid(call(srv, "GET", "/v1beta/models", headers={"x-goog-api-key": first_key}))  # at once
+        assert refused(srv, first_key)  # within the key cache's half second
+        assert_key_invalid(call(srv, "GET", "/v1beta/models", headers={"x-goog-api-key": first_key}))
         no_default = run_cli(srv, "keys", "create")
         assert no_default.returncode != 0 and "Default Gemini Project" in no_default.stderr, no_default.stderr
         last = run_cli(srv, "projects", "delete", "Other")

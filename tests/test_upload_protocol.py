@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server, sql, start_server
+from conftest import Server, in_store, refused, run_pollux, sql, start_server, stored_time
 from google import genai
 from google.genai import errors, types
 
@@ -54,10 +54,12 @@ def query(url: str, key: str | None = None) -> httpx.Response:
     return httpx.post(url, headers=headers, timeout=TIMEOUT)
 
 
-def part_file(server: Server, url: str) -> Path:
-    """Where the server keeps an open upload's bytes: named by the SHA-256 of the capability in its URL."""
+def stored_pieces(server: Server, url: str) -> list[Path]:
+    """The stored pieces of an open upload's bytes (in the data dir's blob store), under the SHA-256 of the
+    capability in its URL."""
     token = httpx.URL(url).params["upload_id"]
-    return server.data_dir / "uploads" / f"{hashlib.sha256(token.encode()).hexdigest()}.part"
+    return [p for p in (server.data_dir / "uploads" / hashlib.sha256(token.encode()).hexdigest()).glob("*")
+            if p.is_file()]
 
 
 def assert_error(r: httpx.Response, code: int, status: str, upload_status: str, message: str = "") -> None:
@@ -79,18 +81,15 @@ def sweep(server: Server) -> int:
     from pollux.config import Limits
     from pollux.files.service import FileService
     from pollux.files.uploads import UploadService
-    from pollux.store import Store
 
-    store = Store(server.data_dir)
-    try:
-        return UploadService(FileService(store, server.data_dir, Limits()), server.data_dir, 3600).sweep()
-    finally:
-        store.close()
+    async def run(store, blobs):
+        return await UploadService(FileService(store, blobs, Limits()), 3600).sweep()
+
+    return in_store(server, run)
 
 
 def run_cli(server: Server, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pollux.cli", *args, "--data-dir", str(server.data_dir)],
-                          capture_output=True, text=True, timeout=60)
+    return run_pollux(server.data_dir, *args, timeout=60)
 
 
 def key_id(server: Server, key: str) -> str:
@@ -169,7 +168,7 @@ def test_the_finalized_record_expires_with_the_upload_ttl_or_the_file(tmp_path):
         file = send(url, b"0123456789", 0, "upload, finalize").json()["file"]
         # Kept no longer than the file it names (here the file's 10 minutes, not the upload TTL's hour).
         (expires,) = upload_row(srv, url, "expire_time")
-        kept = datetime.fromisoformat(expires).replace(tzinfo=timezone.utc)
+        kept = stored_time(expires)
         assert kept == datetime.fromisoformat(file["expirationTime"].replace("Z", "+00:00"))
         # Once expired it answers as a missing upload, and the sweep deletes it.
         past = (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -184,7 +183,7 @@ def test_the_finalized_record_expires_with_the_upload_ttl_or_the_file(tmp_path):
         assert send(url, b"0123456789", 0, "upload, finalize").status_code == 200
         after = datetime.now(timezone.utc)
         (expires,) = upload_row(srv, url, "expire_time")
-        kept = datetime.fromisoformat(expires).replace(tzinfo=timezone.utc)
+        kept = stored_time(expires)
         # The upload TTL (shorter than the file's), counted from the finalize, however long that took.
         assert before + timedelta(seconds=600) <= kept <= after + timedelta(seconds=600)
 
@@ -207,15 +206,16 @@ def test_revoking_a_key_closes_its_uploads(server):
     made_name = send(finished, b"0123456789", 0, "upload, finalize").json()["file"]["name"]
     kept = open_upload(server, 10, key=other_key)  # the same project, another key
     assert send(kept, b"01234", 0, "upload").status_code == 200
-    assert part_file(server, closing).exists()
+    assert stored_pieces(server, closing)
 
     revoked = run_cli(server, "keys", "revoke", key_id(server, key))
     assert revoked.returncode == 0 and "closed the 1 upload" in revoked.stdout, (revoked.stdout, revoked.stderr)
-    assert not part_file(server, closing).exists()  # the partial bytes go at once
+    assert not stored_pieces(server, closing)  # the partial bytes go at once
     for r in (send(closing, b"56789", 5, "upload"), send(closing, b"56789", 5, "upload, finalize"), query(closing),
               query(finished)):  # a finalized upload's URL was the key's to give too
         assert_error(r, 404, "NOT_FOUND", "final", GONE)
     # The JS SDK sends the (revoked) key with every chunk: the key's own error, still with an upload status.
+    assert refused(server, key)
     r = send(closing, b"56789", 5, "upload, finalize", key=key)
     assert r.status_code == 400 and r.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID", r.text
     assert "x-goog-upload-status" in r.headers
@@ -236,9 +236,9 @@ def test_each_chunk_checks_the_key_that_opened_the_upload(server):
         key_id(server, key))
     assert upload_row(server, by_request) is not None
     assert_error(send(by_request, b"56789", 5, "upload, finalize"), 404, "NOT_FOUND", "final", GONE)
-    assert upload_row(server, by_request) is None and not part_file(server, by_request).exists()
+    assert upload_row(server, by_request) is None and not stored_pieces(server, by_request)
     assert sweep(server) >= 1
-    assert upload_row(server, by_sweep) is None and not part_file(server, by_sweep).exists()
+    assert upload_row(server, by_sweep) is None and not stored_pieces(server, by_sweep)
 
 
 def test_projects_delete_removes_keys_files_and_uploads(server):
@@ -251,13 +251,14 @@ def test_projects_delete_removes_keys_files_and_uploads(server):
     pending = open_upload(server, 10, key=key)
     assert send(pending, b"01234", 0, "upload").status_code == 200
     assert (server.data_dir / "files" / project_id / stored.name.removeprefix("files/")).exists()
-    assert part_file(server, pending).exists()
+    assert stored_pieces(server, pending)
 
     deleted = run_cli(server, "projects", "delete", name)
     assert deleted.returncode == 0, deleted.stderr
     assert "1 key(s), 2 file(s) and 1 open upload(s)" in deleted.stdout, deleted.stdout
-    assert not (server.data_dir / "files" / project_id).exists() and not part_file(server, pending).exists()
+    assert not (server.data_dir / "files" / project_id).exists() and not stored_pieces(server, pending)
     assert name not in server.cli("projects", "list").stdout and project_id not in server.cli("keys", "list").stdout
+    assert refused(server, key)
     r = httpx.get(f"{server.base_url}/v1beta/files", headers={"x-goog-api-key": key}, timeout=TIMEOUT)
     assert r.status_code == 400 and r.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID", r.text
     assert_error(send(pending, b"56789", 5, "upload, finalize"), 404, "NOT_FOUND", "final", GONE)

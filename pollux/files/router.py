@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 
 from ..errors import ApiError
+from ..store.records import FileRecord
 from ..wire import JSONResponse, error_response, page_params, parse, read_body
 from .protocol import CreateFileRequest, FileMetadata, file_json
 from .service import FileService
@@ -75,7 +76,7 @@ async def upload(request: Request, uploads: UploadService, project_id: str | Non
                 raise ApiError.invalid("Invalid X-Goog-Upload-Header-Content-Length.")
             size = int(declared)
         mime = request.headers.get("x-goog-upload-header-content-type") or meta.mime_type
-        new = uploads.start(project_id, _key_id(request), meta.name, meta.display_name, mime, size)
+        new = await uploads.start(project_id, _key_id(request), meta.name, meta.display_name, mime, size)
         url = f"{base_url(request)}{request.url.path}?upload_id={new}&upload_protocol=resumable"
         return Response(b"", headers={"X-Goog-Upload-Status": "active", "X-Goog-Upload-URL": url,
                                       "X-Goog-Upload-Control-URL": url,
@@ -92,8 +93,8 @@ async def upload(request: Request, uploads: UploadService, project_id: str | Non
 
 
 async def _resumable_step(request: Request, uploads: UploadService, token: str, project_id: str | None) -> Response:
-    session = uploads.lookup(token)
-    if project_id is not None and project_id != session["project_id"]:
+    session = await uploads.lookup(token)
+    if project_id is not None and project_id != session.project_id:
         raise upload_gone()
     commands = _commands(request)
     if "cancel" in commands:
@@ -101,9 +102,9 @@ async def _resumable_step(request: Request, uploads: UploadService, token: str, 
         return Response(b"", headers={"X-Goog-Upload-Status": "cancelled"})
     if "query" in commands:
         try:
-            return _progress_response(uploads.query(token), request)
+            return _progress_response(await uploads.query(token), request)
         except ApiError as err:
-            if session["state"] == "active":
+            if session.state == "active":
                 raise
             # A finalized upload whose file is gone: answered as a missing file, and still `final` (not resumable).
             response = error_response(err)
@@ -119,7 +120,7 @@ async def _resumable_step(request: Request, uploads: UploadService, token: str, 
     return _progress_response(progress, request)
 
 
-async def _multipart(request: Request, uploads: UploadService, project_id: str) -> dict:
+async def _multipart(request: Request, uploads: UploadService, project_id: str) -> FileRecord:
     """multipart/related (Google's form) or multipart/form-data: the JSON metadata, then the media, streamed."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -225,7 +226,7 @@ class _TwoParts:
 
 # Resources ------------------------------------------------------------------------------------------------------------
 async def list_files(request: Request, files: FileService, project_id: str) -> Response:
-    rows, token = files.list(project_id, *page_params(request))
+    rows, token = await files.list(project_id, *page_params(request))
     out: dict = {}
     if rows:
         out["files"] = [file_json(r, base_url(request)) for r in rows]
@@ -237,17 +238,18 @@ async def list_files(request: Request, files: FileService, project_id: str) -> R
 async def get_file(request: Request, files: FileService, project_id: str, name: str) -> Response:
     if name.endswith(":download"):
         return await download(request, files, project_id, name.removesuffix(":download"))
-    return JSONResponse(file_json(files.get(project_id, name).row, base_url(request)))
+    return JSONResponse(file_json(await files.get(project_id, name), base_url(request)))
 
 
 async def delete_file(request: Request, files: FileService, project_id: str, name: str) -> Response:
-    files.delete(project_id, name)
+    await files.delete(project_id, name)
     return JSONResponse({})
 
 
 async def download(request: Request, files: FileService, project_id: str, name: str) -> Response:
     """Generated files only (batch outputs): as on the real API, what a user uploaded cannot be downloaded."""
-    stored = files.get(project_id, name)
-    if stored.row["source"] != "GENERATED":
+    record = await files.get(project_id, name)
+    if record.source != "GENERATED":
         raise ApiError.invalid("Only generated files can be downloaded. Files uploaded by users cannot be downloaded.")
-    return FileResponse(stored.path, media_type=stored.row["mime_type"])
+    return StreamingResponse(files.blobs.read(record.blob), media_type=record.mime_type,
+                             headers={"Content-Length": str(record.size_bytes)})

@@ -1,4 +1,4 @@
-"""Files: the resources, their bytes on disk, processing (PROCESSING → ACTIVE | FAILED), expiry and quotas.
+"""Files: the resources, their bytes in the blob store, processing (PROCESSING → ACTIVE | FAILED), expiry.
 
 Every lookup is by (project, id): another project's file is answered exactly as a missing one.
 """
@@ -8,21 +8,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import hashlib
 import logging
-import os
 import re
 import secrets
-import shutil
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from ..config import Limits
 from ..errors import ApiError
+from ..jobs import JobRunner
 from ..media import MediaError, inspect
-from ..store import Store
+from ..store import Store, StoreUnavailable
+from ..store.blobs import BlobMissing, BlobStore, BlobUnavailable, LocalBlobs
+from ..store.records import FileRecord, Job, file_blob
+from .local_copies import LocalCopies
 
 log = logging.getLogger("pollux.files")
 
@@ -41,61 +41,49 @@ def file_id_of(name_or_uri: str) -> str:
     return match.group(1) if match else name_or_uri.strip().rstrip("/").rsplit("/", 1)[-1]
 
 
-@dataclass(frozen=True)
-class StoredFile:
-    """A file's row and where its bytes are."""
-
-    row: dict[str, Any]
-    path: Path
-
-    @property
-    def id(self) -> str:
-        return self.row["id"]
-
-
 class FileService:
-    def __init__(self, store: Store, data_dir: Path, limits: Limits) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, limits: Limits, jobs: JobRunner | None = None,
+                 scratch: Path | None = None) -> None:
         self.store = store
+        self.blobs = blobs
         self.limits = limits
-        self.files_dir = data_dir / "files"
-        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs = jobs
+        self._copies = LocalCopies(blobs, scratch or Path("."), limits.local_copies_mb * 1024 * 1024)
+        if jobs is not None:
+            jobs.handle(PROCESS_JOB, self._process_job)
 
-    # Names and places ---------------------------------------------------------------------------------------------
-    def path(self, project_id: str, file_id: str) -> Path:
-        return self.files_dir / project_id / file_id
-
-    def new_id(self, project_id: str, requested: str | None) -> str:
-        """A fresh id (12 lowercase alphanumerics, like Gemini's), or the caller's `files/{name}` if free and valid."""
+    # Names --------------------------------------------------------------------------------------------------------
+    async def new_id(self, project_id: str, requested: str | None) -> str:
+        """A fresh id (12 lowercase alphanumerics, like Gemini's), or the caller's `files/{name}` if free and valid.
+        The name is reserved only when its upload is opened (the database's unique index decides a race)."""
         if requested:
             file_id = requested.removeprefix("files/")
             if not _ID.fullmatch(file_id):
                 raise ApiError.invalid(f"Invalid file name: files/{file_id}. A file id is at most 40 lowercase letters, "
                                        "digits or dashes, and does not start or end with a dash.")
-            if self.store.file_exists(project_id, file_id):
-                raise ApiError("ALREADY_EXISTS", f"File files/{file_id} already exists.")
+            if await self.store.files.taken(project_id, file_id):
+                raise already_exists(file_id)
             return file_id
         alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
         while True:
             file_id = "".join(secrets.choice(alphabet) for _ in range(12))
-            if not self.store.file_exists(project_id, file_id):
+            if not await self.store.files.taken(project_id, file_id):
                 return file_id
 
-    def check_quota(self, project_id: str, size: int) -> None:
+    def check_size(self, size: int) -> None:
         if size > self.limits.max_file_bytes:
             raise ApiError.invalid(f"File size {size} bytes exceeds the limit of {self.limits.max_file_bytes} bytes.")
-        if self.store.project_bytes(project_id) + size > self.limits.max_project_bytes:
-            raise ApiError("RESOURCE_EXHAUSTED", f"The project's file storage would exceed its limit of "
-                           f"{self.limits.max_project_bytes} bytes. Delete files, or wait for them to expire.")
 
     # Resources ----------------------------------------------------------------------------------------------------
-    def get(self, project_id: str, name: str) -> StoredFile:
+    async def get(self, project_id: str, name: str) -> FileRecord:
         file_id = file_id_of(name)
-        row = self.store.get_file(project_id, file_id)
-        if row is None:
+        record = await self.store.files.get(project_id, file_id)
+        if record is None:
             raise not_found(file_id)
-        return StoredFile(row, self.path(project_id, file_id))
+        return record
 
-    def list(self, project_id: str, page_size: int | None, page_token: str | None) -> tuple[list[dict], str | None]:
+    async def list(self, project_id: str, page_size: int | None, page_token: str | None
+                   ) -> tuple[list[FileRecord], str | None]:
         if page_size is not None and page_size < 0:
             raise ApiError.invalid("* ListFilesRequest.page_size: page_size must not be negative\n")
         size = min(page_size or self.limits.files_page_default, self.limits.files_page_max)
@@ -103,31 +91,41 @@ class FileService:
         if page_token:
             try:
                 created, _, file_id = base64.urlsafe_b64decode(page_token.encode()).decode().partition("|")
-                datetime.fromisoformat(created)
+                after = (datetime.fromisoformat(created), file_id)
             except ValueError:
                 raise ApiError.invalid("Invalid page token.") from None
-            after = (created, file_id)
-        rows = self.store.list_files(project_id, size + 1, after)
-        if len(rows) <= size:
-            return rows, None  # never an empty page that carries a token
-        last = rows[size - 1]
-        token = base64.urlsafe_b64encode(f"{last['create_time'].isoformat()}|{last['id']}".encode()).decode()
-        return rows[:size], token
+        records = await self.store.files.list(project_id, size + 1, after)
+        if len(records) <= size:
+            return records, None  # never an empty page that carries a token
+        last = records[size - 1]
+        token = base64.urlsafe_b64encode(f"{last.create_time.isoformat()}|{last.id}".encode()).decode()
+        return records[:size], token
 
-    def delete(self, project_id: str, name: str) -> None:
+    async def delete(self, project_id: str, name: str) -> None:
         file_id = file_id_of(name)
-        if self.store.get_file(project_id, file_id) is None or not self.store.delete_file(project_id, file_id):
+        if await self.store.files.get(project_id, file_id) is None or \
+                not await self.store.files.delete(project_id, file_id):
             raise not_found(file_id)
-        self.path(project_id, file_id).unlink(missing_ok=True)
+        await self.blobs.delete(file_blob(project_id, file_id))
 
-    def usable(self, project_id: str, uri: str) -> StoredFile:
+    async def usable(self, project_id: str, uri: str) -> FileRecord:
         """A file named in `fileData.fileUri`, which must be ACTIVE to be read by a model."""
-        stored = self.get(project_id, uri)
-        if stored.row["state"] != "ACTIVE":
-            why = f" It failed processing: {stored.row['error']}" if stored.row["state"] == "FAILED" else ""
-            raise ApiError("FAILED_PRECONDITION", f"The File {stored.id} is not in an ACTIVE state and usage is not "
+        record = await self.get(project_id, uri)
+        if record.state != "ACTIVE":
+            why = f" It failed processing: {record.error}" if record.state == "FAILED" else ""
+            raise ApiError("FAILED_PRECONDITION", f"The File {record.id} is not in an ACTIVE state and usage is not "
                            f"allowed.{why}")
-        return stored
+        return record
+
+    async def local_path(self, record: FileRecord) -> Path:
+        """The file's bytes as a local file, for decoders and engines that read a path: the blob itself in a local
+        blob store, else a local copy (kept while recently used)."""
+        if isinstance(self.blobs, LocalBlobs):
+            path = self.blobs.path(record.blob)
+            if not path.exists():
+                raise BlobMissing(record.blob)
+            return path
+        return await self._copies.path(record.blob, record.sha256, record.size_bytes)
 
     # Arrival and processing ---------------------------------------------------------------------------------------
     def new_row(self, project_id: str, file_id: str, display_name: str, mime_type: str, size: int, sha256: str,
@@ -138,77 +136,60 @@ class FileService:
                 "info": None, "create_time": now, "update_time": now,
                 "expire_time": now + timedelta(seconds=self.limits.file_ttl_seconds)}
 
-    async def process(self, project_id: str, file_id: str) -> dict[str, Any]:
+    async def _process_job(self, job: Job) -> None:
+        """A leased job: the process that made the file runs it at once; if it dies first, another process does."""
+        record = await self.store.files.get(job.payload["project_id"], job.payload["file_id"])
+        if record is not None and record.state == "PROCESSING":
+            await self.process(record)
+
+    async def process(self, record: FileRecord) -> FileRecord:
         """Probe the bytes: ACTIVE with what was measured (pages, duration, size), or FAILED with the reason."""
-        row = self.store.get_file(project_id, file_id)
-        if row is None:  # deleted meanwhile (`pollux projects delete`)
-            raise not_found(file_id)
+        project_id, file_id = record.project_id, record.id
         try:
-            info = await asyncio.to_thread(inspect, self.path(project_id, file_id), row["mime_type"])
+            path = await self.local_path(record)
+            info = await asyncio.to_thread(inspect, path, record.mime_type)
+        except BlobMissing:
+            updated = await self.store.files.update(project_id, file_id, state="FAILED",
+                                                    error="The file's bytes are lost.")
         except MediaError as exc:
-            self.store.update_file(project_id, file_id, state="FAILED", error=str(exc))
+            updated = await self.store.files.update(project_id, file_id, state="FAILED", error=str(exc))
             log.info("file %s failed processing: %s", file_id, exc)
+        except (BlobUnavailable, StoreUnavailable):
+            raise  # not the file's fault: the job is retried, the file stays PROCESSING
         except Exception:  # a decoder bug must fail this file, not the upload or the next start-up
             log.exception("processing file %s failed", file_id)
-            self.store.update_file(project_id, file_id, state="FAILED", error="The file could not be processed.")
+            updated = await self.store.files.update(project_id, file_id, state="FAILED",
+                                                    error="The file could not be processed.")
         else:
-            self.store.update_file(project_id, file_id, state="ACTIVE", info=dataclasses.asdict(info))
-        updated = self.store.get_file(project_id, file_id)
-        if updated is None:
+            updated = await self.store.files.update(project_id, file_id, state="ACTIVE", info=dataclasses.asdict(info))
+        if updated is None:  # deleted meanwhile (`pollux projects delete`)
             raise not_found(file_id)
         return updated
 
-    async def recover(self) -> None:
-        """After a restart: files whose processing was cut short are processed again."""
-        for row in self.store.files_in_state("PROCESSING"):
-            if self.path(row["project_id"], row["id"]).exists():
-                await self.process(row["project_id"], row["id"])
-            else:
-                self.store.update_file(row["project_id"], row["id"], state="FAILED", error="The file's bytes are lost.")
-
-    def discard_project(self, project_id: str) -> None:
+    async def discard_project(self, project_id: str) -> None:
         """The bytes of a deleted project's files (its rows are already gone; the sweep would get them later)."""
-        shutil.rmtree(self.files_dir / project_id, ignore_errors=True)
+        await self.blobs.delete_prefix(f"files/{project_id}")
 
-    def sweep(self) -> int:
-        """Delete expired files with their bytes, and bytes no file owns (a crash between the two). Returns how many
-        files went."""
+    async def sweep(self) -> int:
+        """Delete expired files with their bytes (each by exactly one process: the row's delete decides), and bytes
+        no file owns (a crash between the two). Returns how many files went."""
         gone = 0
-        for row in self.store.expired_files():
-            if self.store.delete_file(row["project_id"], row["id"]):
-                self.path(row["project_id"], row["id"]).unlink(missing_ok=True)
+        for record in await self.store.files.expired():
+            if await self.store.files.delete(record.project_id, record.id):
+                await self.blobs.delete(record.blob)
                 gone += 1
-        owned = self.store.file_names()
-        for path in self.files_dir.glob("*/*"):
-            if (path.parent.name, path.name) not in owned:
-                path.unlink(missing_ok=True)
+        # Listed before the owners are read: a blob written after the listing is not judged by an older list.
+        stored = await self.blobs.keys("files")
+        owned = await self.store.files.names()
+        for key in stored:
+            _, project_id, file_id = (key.split("/", 2) + ["", ""])[:3]
+            if (project_id, file_id) not in owned:
+                await self.blobs.delete(key)
         return gone
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+PROCESS_JOB = "process-file"
 
 
-def fsync_dir(path: Path) -> None:
-    """A rename is durable only once its directory is synced."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def link_into_place(src: Path, dst: Path) -> None:
-    """Give the upload's bytes their file's name, keeping the upload's own until the file's row exists: a crash in
-    between leaves the upload whole (finalize again) and an orphan the sweep removes."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)  # an orphan of an earlier, interrupted finalize of this upload
-    try:
-        os.link(src, dst)
-    except OSError:  # a file system without hard links
-        shutil.copyfile(src, dst)
-    fsync_dir(dst.parent)
+def already_exists(file_id: str) -> ApiError:
+    return ApiError("ALREADY_EXISTS", f"File files/{file_id} already exists.")

@@ -1,6 +1,7 @@
 """Uploads, exactly as the SDKs speak them: Google's resumable protocol (start, chunks, query, finalize), and the
-multipart and plain-media forms. Bytes stream to disk and are fsynced before they are acknowledged; the committed
-offset lives in SQLite, so a server killed mid-upload resumes from it after a restart.
+multipart and plain-media forms. Each chunk streams into the blob store as a piece of its own and is durable before
+it is acknowledged; the committed offset and the list of pieces live in the database, so an upload resumes after a
+restart, and its chunks may arrive at different processes or replicas (a compare-and-set on the offset orders them).
 
 The upload URL carries a random capability (the Python SDK sends no key with chunks); only its SHA-256 is stored.
 An upload records the key that opened it: once that key is revoked or its project deleted, the upload is closed.
@@ -9,19 +10,19 @@ A finalized upload stays a while as the record of its file, which `query` answer
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from ..errors import ApiError
 from ..media import is_supported, normalize_mime
-from .service import FileService, fsync_dir, link_into_place, not_found, sha256_of
+from ..store import Commit, NameTaken, QuotaExceeded
+from ..store.blobs import BlobMissing, TooLarge
+from ..store.records import FileRecord, Job, Piece, Upload, file_blob
+from .service import PROCESS_JOB, FileService, already_exists, not_found
 
 # The granularity clients may use for chunks (the SDKs send 8 MiB); any size is accepted.
 CHUNK_GRANULARITY = 8 * 1024 * 1024
@@ -46,202 +47,239 @@ class Progress:
 
     status: str
     committed: int
-    file: dict[str, Any] | None = None
+    file: FileRecord | None = None
 
 
 class UploadService:
-    def __init__(self, files: FileService, data_dir: Path, upload_ttl_seconds: int) -> None:
+    def __init__(self, files: FileService, upload_ttl_seconds: int) -> None:
         self.files = files
         self.store = files.store
+        self.blobs = files.blobs
         self.ttl = upload_ttl_seconds
-        self.dir = data_dir / "uploads"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    def _part(self, key: str) -> Path:
-        return self.dir / f"{key}.part"
-
-    def _lock(self, key: str) -> asyncio.Lock:
-        return self._locks.setdefault(key, asyncio.Lock())
 
     # Start --------------------------------------------------------------------------------------------------------
-    def start(self, project_id: str, key_id: str | None, name: str | None, display_name: str | None,
-              mime_type: str | None, size: int | None) -> str:
+    async def start(self, project_id: str, key_id: str | None, name: str | None, display_name: str | None,
+                    mime_type: str | None, size: int | None) -> str:
         """Open a resumable upload for the project of key `key_id`; returns the capability for the upload URL."""
         mime = check_mime(mime_type)
         if size is not None:
             if size < 0:
                 raise ApiError.invalid("Invalid upload size.")
-            self.files.check_quota(project_id, size)
+            self.files.check_size(size)
         if display_name and len(display_name) > 512:
             raise ApiError.invalid("display_name is longer than 512 characters.")
-        file_id = self.files.new_id(project_id, name)
-        token = secrets.token_urlsafe(32)
-        key = upload_key(token)
-        now = datetime.now(timezone.utc)
-        self._part(key).touch()
-        fsync_dir(self.dir)
-        self.store.insert_upload({"id": key, "project_id": project_id, "file_id": file_id,
-                                  "display_name": display_name or "", "mime_type": mime, "declared_size": size,
-                                  "committed": 0, "create_time": now, "expire_time": now + timedelta(seconds=self.ttl),
-                                  "key_id": key_id, "state": "active"})
-        return token
+        limits = self.files.limits
+        for _ in range(3):  # a generated name that another process took meanwhile: draw again
+            file_id = await self.files.new_id(project_id, name)
+            token = secrets.token_urlsafe(32)
+            now = datetime.now(timezone.utc)
+            row = {"id": upload_key(token), "project_id": project_id, "file_id": file_id,
+                   "display_name": display_name or "", "mime_type": mime, "declared_size": size, "committed": 0,
+                   "create_time": now, "expire_time": now + timedelta(seconds=self.ttl), "key_id": key_id,
+                   "state": "active"}
+            try:
+                await self.store.uploads.start(row, limits.max_project_bytes)
+            except QuotaExceeded:
+                raise quota_exceeded(limits.max_project_bytes) from None
+            except NameTaken:
+                if name:
+                    raise already_exists(file_id) from None
+                continue
+            return token
+        raise ApiError("ABORTED", "Could not reserve a file name; retry.")
 
-    def lookup(self, token: str) -> dict[str, Any]:
+    async def lookup(self, token: str) -> Upload:
         """The upload in any state (`active`, `final`, `deleted`). One whose key was revoked or project deleted is
         closed, finalized or not (its URL was the key's to give): deleted with its bytes, now."""
         key = upload_key(token)
-        row = self.store.get_upload(key)
-        if row is not None and not row["owner_live"]:
-            self._discard(key)
-            row = None
-        if row is None:
+        upload = await self.store.uploads.get(key)
+        if upload is not None and not upload.owner_live:
+            await self._discard(key)
+            upload = None
+        if upload is None:
             raise upload_gone()
-        return row
+        return upload
 
-    def session(self, token: str) -> dict[str, Any]:
+    async def session(self, token: str) -> Upload:
         """The upload, which must still take bytes."""
-        row = self.lookup(token)
-        if row["state"] != "active":
+        upload = await self.lookup(token)
+        if upload.state != "active":
             raise upload_finalized()
-        return row
+        return upload
 
     # Chunks -------------------------------------------------------------------------------------------------------
     async def chunk(self, token: str, offset: int | None, body: AsyncIterator[bytes], finalize: bool) -> Progress:
+        """Store a chunk as its own piece, then move the committed offset past it by compare-and-set: whichever
+        process serves each chunk, two chunks racing at one offset cannot both count."""
         key = upload_key(token)
-        async with self._lock(key):
-            row = self.session(token)
-            committed = row["committed"]
-            if offset is not None and offset != committed:
-                raise ApiError.invalid(f"Invalid X-Goog-Upload-Offset {offset}: the upload has {committed} bytes. "
-                                       "Query the upload for its offset and resume from there.")
-            written = await self._append(self._part(key), committed, body, self._room(row))
-            committed += written
-            # Acknowledged only once the bytes are on disk; each chunk keeps a live upload from expiring.
-            if not self.store.commit_upload(key, committed, datetime.now(timezone.utc) + timedelta(seconds=self.ttl)):
-                raise upload_gone()
-            if not finalize:
-                return Progress("active", committed)
-            if row["declared_size"] is not None and committed != row["declared_size"]:
-                raise ApiError.invalid(f"The upload has {committed} bytes, but {row['declared_size']} were declared "
-                                       "(X-Goog-Upload-Header-Content-Length).")
-            stored = await self._finish(key, row, committed)
-            return Progress("final", committed, stored)
-
-    def _room(self, row: dict[str, Any]) -> int:
-        """How large the upload may grow: its declared size (checked against the quota at the start), else what the
-        file limit and the project's remaining storage allow."""
-        if row["declared_size"] is not None:
-            return row["declared_size"]
+        upload = await self.session(token)
+        committed = upload.committed
+        if offset is not None and offset != committed:
+            raise bad_offset(offset, committed)
         limits = self.files.limits
-        others = self.store.project_bytes(row["project_id"]) - row["committed"]
+        room = await self._room(upload)
+        blob = f"uploads/{key}/{committed:020d}-{secrets.token_hex(4)}"
+        try:
+            written = await self.blobs.write(blob, body, limit=max(0, room - committed))
+        except TooLarge:
+            raise ApiError.invalid(f"The upload exceeds its size, or the project's storage: at most {room} "
+                                   "bytes.") from None
+        # Acknowledged only once the bytes are stored; each chunk keeps a live upload from expiring.
+        outcome = await self.store.uploads.commit(upload, Piece(committed, written.size, blob),
+                                                  datetime.now(timezone.utc) + timedelta(seconds=self.ttl),
+                                                  limits.max_project_bytes)
+        if outcome is not Commit.DONE or not written.size:
+            await self.blobs.delete(blob)  # lost the race, or empty: nothing refers to it
+        if outcome is Commit.MOVED:
+            current = await self.store.uploads.get(key)
+            raise bad_offset(committed, current.committed if current else committed)
+        if outcome is Commit.QUOTA:
+            raise ApiError.invalid(f"The upload exceeds its size, or the project's storage: at most {room} bytes.")
+        if outcome is Commit.GONE:
+            raise upload_gone()
+        committed += written.size
+        if not finalize:
+            return Progress("active", committed)
+        if upload.declared_size is not None and committed != upload.declared_size:
+            raise ApiError.invalid(f"The upload has {committed} bytes, but {upload.declared_size} were declared "
+                                   "(X-Goog-Upload-Header-Content-Length).")
+        return await self._finish(upload, committed)
+
+    async def _room(self, upload: Upload) -> int:
+        """How large the upload may grow: its declared size (reserved against the quota at the start), else what the
+        file limit and the project's remaining storage allow now (the commit checks it again, atomically)."""
+        if upload.declared_size is not None:
+            return upload.declared_size
+        limits = self.files.limits
+        others = await self.store.files.project_bytes(upload.project_id) - upload.committed
         return max(0, min(limits.max_file_bytes, limits.max_project_bytes - others))
 
-    async def _append(self, part: Path, at: int, body: AsyncIterator[bytes], limit: int) -> int:
-        """Write the body after the committed bytes (dropping any torn tail of an interrupted write), then fsync."""
-        written = 0
-        if not part.exists() or part.stat().st_size < at:
+    async def _finish(self, upload: Upload, size: int) -> Progress:
+        key = upload.id
+        pieces = await self.store.uploads.pieces(key)
+        if sum(p.size for p in pieces) != size or any(p.start != sum(q.size for q in pieces[:i])
+                                                      for i, p in enumerate(pieces)):
             raise ApiError("FAILED_PRECONDITION", "The upload's stored bytes are incomplete. Start the upload again.")
-        with part.open("r+b") as f:
-            f.truncate(at)
-            f.seek(at)
-            async for piece in body:
-                written += len(piece)
-                if at + written > limit:
-                    f.truncate(at)
-                    raise ApiError.invalid(f"The upload exceeds its size, or the project's storage: at most {limit} "
-                                           "bytes.")
-                f.write(piece)
-            f.flush()
-            await asyncio.to_thread(os.fsync, f.fileno())
-        return written
-
-    async def _finish(self, key: str, row: dict[str, Any], size: int) -> dict[str, Any]:
-        part = self._part(key)
-        project_id, file_id = row["project_id"], row["file_id"]
-        dest = self.files.path(project_id, file_id)
-        self.files.check_quota(project_id, 0)  # the upload's own bytes are already counted
+        dest = file_blob(upload.project_id, upload.file_id)
         try:
-            digest = await asyncio.to_thread(sha256_of, part)
-            link_into_place(part, dest)  # the bytes under the file's name, then its row: no await between
-        except FileNotFoundError:
-            # The CLI closed the upload meanwhile (key revoked, project deleted) and took its bytes.
-            if self._open(key):
-                raise
-            raise upload_gone() from None
-        file_row = self.files.new_row(project_id, file_id, row["display_name"], row["mime_type"], size, digest)
+            written = await self.blobs.write(dest, self._concat(pieces))
+        except BlobMissing:
+            raise ApiError("FAILED_PRECONDITION", "The upload's stored bytes are incomplete. Start the upload "
+                           "again.") from None
+        file_row = self.files.new_row(upload.project_id, upload.file_id, upload.display_name, upload.mime_type,
+                                      size, written.sha256)
         # The record answers `query` for as long as an unfinished upload would live, never past its file.
         keep_until = min(datetime.now(timezone.utc) + timedelta(seconds=self.ttl), file_row["expire_time"])
-        if not self.store.finish_upload(key, file_row, keep_until):
-            dest.unlink(missing_ok=True)  # closed between the last chunk and now
+        jobs = self.files.jobs
+        job = jobs.new(PROCESS_JOB, {"project_id": upload.project_id, "file_id": upload.file_id},
+                       upload.project_id) if jobs else None
+        if not await self.store.uploads.finish(key, file_row, keep_until, job):
+            again = await self.store.uploads.get(key)
+            if again is not None and again.state == "final" and again.owner_live:
+                return await self.query_key(key)  # another process finalized it first: the same bytes, one file
+            await self.blobs.delete(dest)  # closed between the last chunk and now
             raise upload_gone()
-        part.unlink(missing_ok=True)
-        self._locks.pop(key, None)
-        return await self.files.process(project_id, file_id)
+        await self._drop_pieces(key)
+        record = await self.store.files.get(upload.project_id, upload.file_id)
+        if record is None:
+            raise not_found(upload.file_id)
+        if jobs is not None and job is not None:
+            await jobs.run(job_record(job))
+            record = await self.store.files.get(upload.project_id, upload.file_id) or record
+        else:
+            record = await self.files.process(record)
+        return Progress("final", size, record)
 
-    def query(self, token: str) -> Progress:
+    async def _concat(self, pieces: list[Piece]) -> AsyncIterator[bytes]:
+        for piece in pieces:
+            got = 0
+            async for block in self.blobs.read(piece.blob):
+                got += len(block)
+                yield block
+            if got != piece.size:
+                raise BlobMissing(piece.blob)
+
+    async def query(self, token: str) -> Progress:
         """`active` with the committed size; or, once finalized, `final` with the file as it is now (missing if it
         was deleted since)."""
-        row = self.lookup(token)
-        if row["state"] == "active":
-            return Progress("active", row["committed"])
-        stored = self.store.get_file(row["project_id"], row["file_id"]) if row["state"] == "final" else None
+        upload = await self.lookup(token)
+        if upload.state == "active":
+            return Progress("active", upload.committed)
+        return await self.query_key(upload.id)
+
+    async def query_key(self, key: str) -> Progress:
+        upload = await self.store.uploads.get(key)
+        if upload is None:
+            raise upload_gone()
+        stored = await self.store.files.get(upload.project_id, upload.file_id) if upload.state == "final" else None
         if stored is None:
-            raise not_found(row["file_id"])
-        return Progress("final", stored["size_bytes"], stored)
+            raise not_found(upload.file_id)
+        return Progress("final", stored.size_bytes, stored)
 
     async def cancel(self, token: str) -> None:
-        key = upload_key(token)
-        async with self._lock(key):  # not while a chunk is being written
-            self.session(token)
-            self._discard(key)
+        await self.session(token)
+        await self._discard(upload_key(token))
 
-    def _open(self, key: str) -> bool:
-        row = self.store.get_upload(key)
-        return row is not None and row["state"] == "active" and bool(row["owner_live"])
+    async def _discard(self, key: str) -> None:
+        """Delete an upload and its bytes (the row first: a crash in between leaves orphans the sweep removes)."""
+        await self.store.uploads.delete(key)
+        await self._drop_pieces(key)
 
-    def _discard(self, key: str) -> None:
-        """Delete an upload and its bytes (the row first: a crash in between leaves an orphan the sweep removes)."""
-        self.store.delete_upload(key)
-        self._part(key).unlink(missing_ok=True)
-        self._locks.pop(key, None)
+    async def _drop_pieces(self, key: str) -> None:
+        await self.blobs.delete_prefix(f"uploads/{key}")
+        await self.blobs.delete(f"uploads/{key}.part")  # an upload from before pieces: its one part file
 
-    def discard_parts(self, keys: list[str]) -> None:
+    async def discard_parts(self, keys: list[str]) -> None:
         """The bytes of uploads whose rows were already deleted (by `pollux keys revoke` or `projects delete`)."""
         for key in keys:
-            self._part(key).unlink(missing_ok=True)
+            await self._drop_pieces(key)
 
     # One-shot forms -----------------------------------------------------------------------------------------------
     async def whole(self, project_id: str, key_id: str | None, name: str | None, display_name: str | None,
-                    mime_type: str | None, body: AsyncIterator[bytes]) -> dict[str, Any]:
+                    mime_type: str | None, body: AsyncIterator[bytes]) -> FileRecord:
         """A multipart or plain-media upload: the same path as a resumable one that finalizes at once."""
-        token = self.start(project_id, key_id, name, display_name, mime_type, None)
+        token = await self.start(project_id, key_id, name, display_name, mime_type, None)
         key = upload_key(token)
         try:
             progress = await self.chunk(token, 0, body, finalize=True)
         except BaseException:
-            row = self.store.get_upload(key)
-            if row is not None and row["state"] == "active":
-                async with self._lock(key):
-                    self._discard(key)  # a one-shot upload that failed holds no name and no storage
+            upload = await self.store.uploads.get(key)
+            if upload is not None and upload.state == "active":
+                await self._discard(key)  # a one-shot upload that failed holds no name and no storage
             raise
-        self.store.delete_upload(key)  # no one holds its capability, so no one can query it
+        await self.store.uploads.delete(key)  # no one holds its capability, so no one can query it
         assert progress.file is not None
         return progress.file
 
     # Housekeeping -------------------------------------------------------------------------------------------------
-    def sweep(self) -> int:
-        """Expired and closed uploads go with their bytes, and so do part files no session owns (a crash mid-start, an
-        upload the CLI closed)."""
+    async def sweep(self) -> int:
+        """Expired and closed uploads go with their bytes, and so do pieces no open upload owns (a crash mid-start,
+        an upload the CLI closed, a finalize cut short)."""
         gone = 0
-        for row in self.store.dead_uploads():
-            self._discard(row["id"])
+        for upload in await self.store.uploads.dead():
+            await self._discard(upload.id)
             gone += 1
-        live = self.store.upload_ids()
-        for part in self.dir.glob("*.part"):
-            if part.stem not in live:
-                part.unlink(missing_ok=True)
+        stored = await self.blobs.keys("uploads")  # listed before the owners are read, as for files
+        live = await self.store.uploads.active_ids()
+        for key in stored:
+            owner = key.split("/")[1].removesuffix(".part") if key.count("/") >= 1 else ""
+            if owner not in live:
+                await self.blobs.delete(key)
         return gone
+
+
+def bad_offset(offset: int, committed: int) -> ApiError:
+    return ApiError.invalid(f"Invalid X-Goog-Upload-Offset {offset}: the upload has {committed} bytes. "
+                            "Query the upload for its offset and resume from there.")
+
+
+def quota_exceeded(limit: int) -> ApiError:
+    return ApiError("RESOURCE_EXHAUSTED", f"The project's file storage would exceed its limit of {limit} bytes. "
+                    "Delete files, or wait for them to expire.")
+
+
+def job_record(row: dict[str, Any]) -> Job:
+    return Job(row["id"], row["kind"], row["project_id"], row["payload"], row["attempts"], row["lease_owner"])
 
 
 def check_mime(mime_type: str | None) -> str:

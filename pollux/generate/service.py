@@ -28,6 +28,8 @@ from ..engines.base import (CallEvent, Engine, Event, Finish, FunctionSpec, Gene
 from ..engines.errors import EngineError
 from ..errors import ApiError, from_engine
 from ..files.service import FileService
+from ..store.blobs import BlobMissing
+from ..store.records import FileRecord
 from ..images.engines import ImageEngine, build_image_engines, image_engine_key, paints_answers
 from ..images.sizes import output_image
 from ..media import MediaError, inspect_bytes
@@ -350,6 +352,7 @@ class GenerateService:
         inputs = _Inputs(project_id, cfg.media_resolution)
         contents = req.contents or []
         if any(p.inline_data is not None or p.file_data is not None for c in contents for p in c.parts or []):
+            await self._find_files(contents, inputs)
             turns = await asyncio.to_thread(self._turns, contents, inputs)  # decoding media is no work for the loop
         else:
             turns = self._turns(contents, inputs)
@@ -376,6 +379,20 @@ class GenerateService:
     @staticmethod
     def _for_candidate(prepared: Prepared, index: int) -> GenerateRequest:
         return replace(prepared.request, candidate_index=index) if index else prepared.request
+
+    async def _find_files(self, contents: list[Content], inputs: _Inputs) -> None:
+        """The uploaded files the parts name, looked up (they must be ACTIVE and the project's) and made readable
+        locally, before the parts are read off the event loop."""
+        for content in contents:
+            for part in content.parts or []:
+                uri = part.file_data.file_uri or "" if part.file_data is not None else None
+                if uri is not None and uri not in inputs.files:
+                    record = await self.files.usable(inputs.project_id, uri)
+                    try:
+                        inputs.files[uri] = (record, await self.files.local_path(record))
+                    except BlobMissing:
+                        raise ApiError("FAILED_PRECONDITION", f"The File {record.id} cannot be read: its bytes are "
+                                       "lost.") from None
 
     def _turns(self, contents: list[Content], inputs: _Inputs) -> list[Turn]:
         turns = []
@@ -409,9 +426,9 @@ class GenerateService:
             data = _b64(blob.data or "", f"{path}.inline_data.data")
             out.append(self._media(part, mime, inputs, data=data))
         elif part.file_data is not None:
-            stored = self.files.usable(inputs.project_id, part.file_data.file_uri or "")
-            out.append(self._media(part, stored.row["mime_type"], inputs, path=stored.path,
-                                   info=MediaInfo(**stored.row["info"]), uri=part.file_data.file_uri))
+            record, local = inputs.files[part.file_data.file_uri or ""]
+            out.append(self._media(part, record.mime_type, inputs, path=local, info=MediaInfo(**(record.info or {})),
+                                   uri=part.file_data.file_uri))
         elif part.function_call is not None:
             fc = part.function_call
             out.append(ToolCall(fc.name or "", dict(fc.args or {}), fc.id))
@@ -590,10 +607,12 @@ def _stop(tasks: list[asyncio.Task[Any]]) -> None:
 
 @dataclass(frozen=True)
 class _Inputs:
-    """What reading a request's parts needs besides the parts: whose files they may name, the default resolution."""
+    """What reading a request's parts needs besides the parts: whose files they may name, the default resolution,
+    and the files they name (by URI: the record and a local readable copy)."""
 
     project_id: str
     resolution: str | None
+    files: dict[str, tuple[FileRecord, Path]] = field(default_factory=dict)
 
 
 def _fits(answer: list[str], schema: dict[str, Any] | None) -> bool:

@@ -1,8 +1,8 @@
 """Thought signatures: the model's reasoning, sealed for the client to send back with the history.
 
 A signature is `v1 | nonce | AES-GCM(thought text)`, base64: the client cannot read the hidden reasoning, and the
-server restores it from the signature alone and rejects one that was altered. The key lives in the data dir, so
-signatures survive restarts.
+server restores it from the signature alone and rejects one that was altered. The key lives in the shared database,
+so signatures survive restarts and one replica's signature is accepted by every other.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
@@ -24,6 +23,13 @@ _VERSION = b"\x01"
 _NONCE = 12
 # Values the Gemini docs give for history that was never signed (migrated or injected turns).
 BYPASS = frozenset({"context_engineering_is_the_way_to_go", "skip_thought_signature_validator"})
+
+
+def legacy_key(data_dir: Path) -> bytes:
+    """The key a first start makes: the one a data dir from before the shared state kept in `signing.key` (so its
+    signatures stay valid), else a new one."""
+    path = data_dir / "signing.key"
+    return path.read_bytes() if path.exists() else secrets.token_bytes(32)
 
 
 class Signer:
@@ -43,17 +49,6 @@ class Signer:
                 self._tenants.clear()
             self._tenants[project_id] = salt
         return salt
-
-    @classmethod
-    def from_data_dir(cls, data_dir: Path) -> Signer:
-        path = data_dir / "signing.key"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_bytes(32))
-                fh.flush()
-                os.fsync(fh.fileno())
-        return cls(path.read_bytes())
 
     def sign(self, thought: str) -> str:
         nonce = secrets.token_bytes(_NONCE)

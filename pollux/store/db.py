@@ -1,17 +1,42 @@
-"""Tables and the queries the services need. Every resource row carries `project_id`."""
+"""The database: tables, the async engine, migrations. SQLite by default; Postgres for several hosts.
+
+Every resource row carries `project_id`. The repositories beside this module hold the queries; nothing else sees a
+row. The same SQLAlchemy tables and Alembic migrations serve both databases.
+"""
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import (JSON, BigInteger, Column, DateTime, ForeignKey, Index, MetaData, String, Table, and_,
-                        create_engine, delete, event, func, not_, or_, select, update)
-from sqlalchemy.engine import Engine
-from sqlalchemy.sql.elements import ColumnElement
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 metadata = MetaData()
 
@@ -54,10 +79,10 @@ files = Table(
 Index("ix_files_expire_time", files.c.expire_time)
 
 # A resumable upload. `id` is the SHA-256 of the capability in the upload URL, so the database alone does not let
-# anyone write to an upload; `committed` is how many bytes are durably on disk. `state` is `active` while bytes may
-# arrive, then `final` (kept until the upload TTL or the file's expiry, so a client that lost the finalize response can
-# query for its file), or `deleted` once that file is deleted. `key_id` is the key that opened it (no foreign key: the
-# upload is closed, not kept, when its key is revoked); NULL for uploads opened before 0003.
+# anyone write to an upload; `committed` is how many bytes are durably stored (its pieces, below). `state` is
+# `active` while bytes may arrive, then `final` (kept until the upload TTL or the file's expiry, so a client that lost
+# the finalize response can query for its file), or `deleted` once that file is deleted. `key_id` is the key that
+# opened it (no foreign key: the upload is closed, not kept, when its key is revoked); NULL for uploads before 0003.
 uploads = Table(
     "uploads", metadata,
     Column("id", String, primary_key=True),
@@ -74,246 +99,202 @@ uploads = Table(
 )
 Index("ix_uploads_project", uploads.c.project_id)
 Index("ix_uploads_key", uploads.c.key_id)
+# One open upload per file name in a project: two processes reserving the same name cannot both succeed.
+Index("ux_uploads_open_file", uploads.c.project_id, uploads.c.file_id, unique=True,
+      sqlite_where=uploads.c.state == "active", postgresql_where=uploads.c.state == "active")
 
+# The stored pieces of an upload, in offset order: each chunk is its own blob (written before its row), so a chunk
+# that lost the compare-and-set on `uploads.committed` leaves only an orphan blob, never torn bytes.
+upload_pieces = Table(
+    "upload_pieces", metadata,
+    Column("upload_id", String, ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True),
+    Column("start", BigInteger, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("blob", String, nullable=False),
+)
 
-def _upload_owner_live() -> ColumnElement[bool]:
-    """The upload's project still exists and the key that opened it is still live: checked at every step, since the
-    CLI revokes keys and deletes projects from another process."""
-    project = select(projects.c.id).where(projects.c.id == uploads.c.project_id).exists()
-    key = select(api_keys.c.id).where(api_keys.c.id == uploads.c.key_id, api_keys.c.revoked_at.is_(None)).exists()
-    return and_(project, or_(uploads.c.key_id.is_(None), key))
+# Leased background work, shared by every process: housekeeping (expiry, sweeps), file processing, later cache
+# expiry and batches. A job is `queued` until a worker finishes it; a worker holds it while `lease_until` is ahead
+# and renews it by heartbeats; a worker that dies loses it when the lease runs out, and another takes it.
+jobs = Table(
+    "jobs", metadata,
+    Column("id", String, primary_key=True),
+    Column("kind", String, nullable=False),
+    Column("project_id", String),
+    Column("payload", JSON, nullable=False),
+    Column("state", String, nullable=False),  # queued | done | failed
+    Column("run_at", DateTime(timezone=True), nullable=False),
+    Column("lease_owner", String),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error", String),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_jobs_due", jobs.c.state, jobs.c.run_at)
 
-
-def _upload_open() -> ColumnElement[bool]:
-    """An upload that may still take bytes."""
-    return and_(uploads.c.state == "active", uploads.c.expire_time > utcnow(), _upload_owner_live())
+# Server-wide secrets every replica must share (the thought-signature key).
+secrets = Table(
+    "secrets", metadata,
+    Column("name", String, primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def aware(value: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; every stored one is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+class StoreError(Exception):
+    """The database refuses to start: unknown URL, a schema newer than this Pollux."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached (or timed out): the request gets a 503 with RetryInfo, nothing is lost."""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a database error means the server is unreachable or overloaded, not that the query was wrong."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (TimeoutError, ConnectionError, OSError))
+
+
+def database_url(url: str | None, data_dir: Path) -> str:
+    """The async SQLAlchemy URL for a configured one (None: the data dir's SQLite file)."""
+    if not url:
+        return f"sqlite+aiosqlite:///{data_dir / 'pollux.db'}"
+    parsed = make_url(url)
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite":
+        return str(parsed.set(drivername="sqlite+aiosqlite"))
+    if backend in ("postgresql", "postgres"):
+        if driver not in ("psycopg", "asyncpg"):
+            raise StoreError(f"database_url {parsed.render_as_string(hide_password=True)!r}: use postgresql+psycopg:// "
+                             "or postgresql+asyncpg://")
+        return parsed.render_as_string(hide_password=False)
+    raise StoreError(f"database_url {parsed.render_as_string(hide_password=True)!r}: Pollux speaks SQLite "
+                     "(sqlite:///path) and Postgres (postgresql+psycopg:// or postgresql+asyncpg://)")
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")   # readers (the server) never block the CLI's writes
+    cur.execute("PRAGMA journal_mode=WAL")   # readers never block the other processes' writes
     cur.execute("PRAGMA synchronous=FULL")   # acknowledged means on disk
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA busy_timeout=10000")  # several processes write one file: wait for the lock, do not fail
     cur.close()
 
 
-def _migrate(engine: Engine) -> None:
+MIGRATIONS = Path(__file__).with_name("migrations")
+_LOCK_ID = int.from_bytes(hashlib.sha256(b"pollux migrations").digest()[:8], "big", signed=True)
+
+
+def _upgrade(conn: Connection) -> None:
+    """Bring the schema to this Pollux's head, refusing a database that some newer Pollux has migrated past it."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    scripts = ScriptDirectory.from_config(cfg)
+    current = MigrationContext.configure(conn).get_current_revision()
+    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+        raise StoreError(f"the database is at migration {current}, newer than this Pollux knows (its newest is "
+                         f"{scripts.get_current_head()}): run the newer Pollux, or upgrade this one")
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
 
 
-class Store:
-    """The database of one data dir. Opening it brings its schema up to date."""
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path = data_dir / "pollux.db"
-        self.engine = create_engine(f"sqlite:///{path}")
-        event.listen(self.engine, "connect", _sqlite_pragmas)
-        _migrate(self.engine)
-        # The per-request key lookup skips SQLAlchemy: a plain indexed SELECT on one connection costs
-        # microseconds and always sees the CLI's latest commit (keys revoked while the server runs).
-        self._lookup = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        _sqlite_pragmas(self._lookup, None)
 
-    def close(self) -> None:
-        self._lookup.close()
-        self.engine.dispose()
+class Database:
+    """One async engine. `begin()` for a transaction, `connect()` to read; errors that mean "unreachable" become
+    `StoreUnavailable`."""
 
-    # Projects ---------------------------------------------------------------------------------------------------
-    def create_project(self, project_id: str, name: str) -> dict:
-        row = {"id": project_id, "name": name, "created_at": utcnow()}
-        with self.engine.begin() as conn:
-            conn.execute(projects.insert().values(**row))
-        return row
+    def __init__(self, url: str | None, data_dir: Path) -> None:
+        self.url = database_url(url, data_dir)
+        self.sqlite = self.url.startswith("sqlite")
+        if self.sqlite:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.engine: AsyncEngine = create_async_engine(self.url)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self._lock_path: Path | None = data_dir / "pollux.db.lock"
+        else:
+            # A bounded pool: connections are a server-side resource shared by every replica.
+            connect_args = {"timeout": 5} if "+asyncpg" in self.url else {"connect_timeout": 5}
+            self.engine = create_async_engine(self.url, pool_size=10, max_overflow=10, pool_timeout=10,
+                                              pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args)
+            self._lock_path = None
 
-    def list_projects(self) -> list[dict]:
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(projects).order_by(projects.c.created_at))]
+    async def migrate(self) -> None:
+        """Run the migrations once, whichever of several processes starting at the same moment gets there first."""
+        try:
+            if self._lock_path is not None:
+                await asyncio.to_thread(self._sqlite_upgrade, self._lock_path)
+            else:
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _LOCK_ID})
+                    try:
+                        await conn.run_sync(_upgrade)
+                        await conn.commit()
+                    finally:
+                        await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
+                        await conn.commit()
+        except StoreError:
+            raise
+        except Exception as exc:
+            if unavailable(exc):
+                raise StoreError(f"cannot reach the database: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+            raise
 
-    def find_project(self, id_or_name: str) -> dict | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(projects).where(
-                (projects.c.id == id_or_name) | (projects.c.name == id_or_name))).first()
-        return dict(row._mapping) if row else None
+    def _sqlite_upgrade(self, lock: Path) -> None:
+        # SQLite has no advisory lock: a file lock beside the database (its processes share a host), and a plain
+        # synchronous engine for Alembic, in a thread.
+        engine = create_engine(self.url.replace("+aiosqlite", ""))
+        event.listen(engine, "connect", _sqlite_pragmas)
+        try:
+            with _file_lock(lock), engine.begin() as conn:
+                _upgrade(conn)
+        finally:
+            engine.dispose()
 
-    def rename_project(self, project_id: str, name: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(projects).where(projects.c.id == project_id).values(name=name))
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except Exception as exc:
+            if unavailable(exc):
+                raise StoreUnavailable(_first_line(exc)) from exc
+            raise
 
-    def count_projects(self) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(projects)).scalar_one()
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except Exception as exc:
+            if unavailable(exc):
+                raise StoreUnavailable(_first_line(exc)) from exc
+            raise
 
-    # API keys ---------------------------------------------------------------------------------------------------
-    def create_key(self, key_id: str, project_id: str, name: str, key_hash: str, hint: str) -> dict:
-        row = {"id": key_id, "project_id": project_id, "name": name, "key_hash": key_hash, "hint": hint,
-               "created_at": utcnow(), "revoked_at": None}
-        with self.engine.begin() as conn:
-            conn.execute(api_keys.insert().values(**row))
-        return row
+    async def close(self) -> None:
+        await self.engine.dispose()
 
-    def list_keys(self) -> list[dict]:
-        query = (select(api_keys.c.id, api_keys.c.name, api_keys.c.hint, api_keys.c.created_at, api_keys.c.revoked_at,
-                        projects.c.id.label("project_id"), projects.c.name.label("project_name"))
-                 .join(projects, projects.c.id == api_keys.c.project_id).order_by(api_keys.c.created_at))
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
 
-    def revoke_key(self, key_id: str) -> bool:
-        with self.engine.begin() as conn:
-            result = conn.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                                  .values(revoked_at=utcnow()))
-        return result.rowcount == 1
-
-    def live_key(self, key_hash: str) -> tuple[str, str] | None:
-        """(key id, project id) of a live key, or None for an unknown or revoked one. Called on every request."""
-        row = self._lookup.execute(
-            "SELECT id, project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)).fetchone()
-        return (row[0], row[1]) if row else None
-
-    def delete_key_uploads(self, key_id: str) -> list[str]:
-        """Delete the uploads a (revoked) key opened, finalized ones too (their URLs were the key's to give); returns
-        the ids of those still open, whose part files the caller deletes."""
-        with self.engine.begin() as conn:
-            rows = conn.execute(delete(uploads).where(uploads.c.key_id == key_id)
-                                .returning(uploads.c.id, uploads.c.state)).all()
-        return [r[0] for r in rows if r[1] == "active"]
-
-    def delete_project(self, project_id: str) -> dict[str, list[str]] | None:
-        """Delete a project with its keys, files and uploads, in one transaction; returns the ids of what went (of the
-        uploads, those still open: the caller deletes the bytes), or None if there was no such project."""
-        with self.engine.begin() as conn:
-            gone = {
-                "uploads": [r[0] for r in conn.execute(delete(uploads).where(uploads.c.project_id == project_id)
-                                                       .returning(uploads.c.id, uploads.c.state)) if r[1] == "active"],
-                "files": [r[0] for r in conn.execute(delete(files).where(files.c.project_id == project_id)
-                                                     .returning(files.c.id))],
-                "keys": [r[0] for r in conn.execute(delete(api_keys).where(api_keys.c.project_id == project_id)
-                                                    .returning(api_keys.c.id))],
-            }
-            if conn.execute(delete(projects).where(projects.c.id == project_id)).rowcount != 1:
-                conn.rollback()
-                return None
-        return gone
-
-    # Files --------------------------------------------------------------------------------------------------------
-    def insert_file(self, row: dict) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(files.insert().values(**row))
-
-    def get_file(self, project_id: str, file_id: str) -> dict | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(files).where(files.c.project_id == project_id, files.c.id == file_id,
-                                                   files.c.expire_time > utcnow())).first()
-        return dict(row._mapping) if row else None
-
-    def file_exists(self, project_id: str, file_id: str) -> bool:
-        """Whether the id is taken in the project, expired or not (its bytes may still be on disk)."""
-        with self.engine.connect() as conn:
-            taken = conn.execute(select(files.c.id).where(files.c.project_id == project_id, files.c.id == file_id)
-                                 .union_all(select(uploads.c.file_id).where(uploads.c.project_id == project_id,
-                                                                            uploads.c.file_id == file_id,
-                                                                            uploads.c.state == "active"))).first()
-        return taken is not None
-
-    def list_files(self, project_id: str, limit: int, after: tuple[str, str] | None) -> list[dict]:
-        """Newest first; `after` is the (create_time ISO, id) of the last file of the previous page."""
-        query = select(files).where(files.c.project_id == project_id, files.c.expire_time > utcnow())
-        if after is not None:
-            at = datetime.fromisoformat(after[0])
-            query = query.where((files.c.create_time < at) | and_(files.c.create_time == at, files.c.id < after[1]))
-        query = query.order_by(files.c.create_time.desc(), files.c.id.desc()).limit(limit)
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
-
-    def update_file(self, project_id: str, file_id: str, **values) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(files).where(files.c.project_id == project_id, files.c.id == file_id)
-                         .values(update_time=utcnow(), **values))
-
-    def delete_file(self, project_id: str, file_id: str) -> bool:
-        with self.engine.begin() as conn:
-            result = conn.execute(delete(files).where(files.c.project_id == project_id, files.c.id == file_id))
-            # The upload that made it no longer answers with it (not even with a later file of the same name).
-            conn.execute(update(uploads).where(uploads.c.project_id == project_id, uploads.c.file_id == file_id,
-                                               uploads.c.state == "final").values(state="deleted"))
-        return result.rowcount == 1
-
-    def file_names(self) -> set[tuple[str, str]]:
-        """(project, id) of every file and of every upload's reserved file."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(files.c.project_id, files.c.id).union_all(
-                select(uploads.c.project_id, uploads.c.file_id).where(uploads.c.state == "active")))
-            return {(r[0], r[1]) for r in rows}
-
-    def expired_files(self) -> list[dict]:
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(files).where(files.c.expire_time <= utcnow()))]
-
-    def files_in_state(self, state: str) -> list[dict]:
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(files).where(files.c.state == state))]
-
-    def project_bytes(self, project_id: str) -> int:
-        """Bytes a project holds: its live files and what its open uploads have declared or written."""
-        with self.engine.connect() as conn:
-            stored = conn.execute(select(func.coalesce(func.sum(files.c.size_bytes), 0)).where(
-                files.c.project_id == project_id, files.c.expire_time > utcnow())).scalar_one()
-            pending = conn.execute(select(func.coalesce(func.sum(
-                func.max(func.coalesce(uploads.c.declared_size, 0), uploads.c.committed)), 0)).where(
-                uploads.c.project_id == project_id, uploads.c.state == "active")).scalar_one()
-        return int(stored) + int(pending)
-
-    # Uploads ------------------------------------------------------------------------------------------------------
-    def insert_upload(self, row: dict) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(uploads.insert().values(**row))
-
-    def get_upload(self, upload_id: str) -> dict | None:
-        """An unexpired upload in any state; `owner_live` says whether its key and project are still live."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(uploads, _upload_owner_live().label("owner_live"))
-                               .where(uploads.c.id == upload_id, uploads.c.expire_time > utcnow())).first()
-        return dict(row._mapping) if row else None
-
-    def commit_upload(self, upload_id: str, committed: int, expire_time: datetime) -> bool:
-        """Record the durable offset (and keep a live upload from expiring); False if the upload is gone or closed."""
-        with self.engine.begin() as conn:
-            result = conn.execute(update(uploads).where(uploads.c.id == upload_id, _upload_open())
-                                  .values(committed=committed, expire_time=expire_time))
-        return result.rowcount == 1
-
-    def finish_upload(self, upload_id: str, file_row: dict, keep_until: datetime) -> bool:
-        """The upload becomes a file in one transaction (a crash leaves either the session or the file), and stays
-        until `keep_until` as the record of that file. False, with nothing done, if the upload is gone or closed."""
-        with self.engine.begin() as conn:
-            # The write comes first, so the check and the insert are one atomic step against the CLI's writes.
-            result = conn.execute(update(uploads).where(uploads.c.id == upload_id, _upload_open())
-                                  .values(state="final", expire_time=keep_until))
-            if result.rowcount != 1:
-                return False
-            conn.execute(files.insert().values(**file_row))
-        return True
-
-    def delete_upload(self, upload_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(uploads).where(uploads.c.id == upload_id))
-
-    def dead_uploads(self) -> list[dict]:
-        """Uploads to delete with their bytes: expired ones, and those whose key was revoked or project deleted."""
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(uploads).where(or_(
-                uploads.c.expire_time <= utcnow(), not_(_upload_owner_live()))))]
-
-    def upload_ids(self) -> set[str]:
-        with self.engine.connect() as conn:
-            return {r[0] for r in conn.execute(select(uploads.c.id))}
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]

@@ -1,0 +1,101 @@
+"""What the repositories return: typed, immutable records (no row leaves the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Project:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LiveKey:
+    """A key that authenticates: its id and its project."""
+
+    id: str
+    project_id: str
+
+
+@dataclass(frozen=True)
+class KeyListing:
+    id: str
+    name: str
+    hint: str
+    created_at: datetime
+    revoked_at: datetime | None
+    project_id: str
+    project_name: str
+
+
+@dataclass(frozen=True)
+class ProjectDeletion:
+    """What went with a project: the ids of its keys and files, and the upload ids whose bytes the caller deletes."""
+
+    keys: list[str]
+    files: list[str]
+    uploads: list[str]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    project_id: str
+    id: str
+    display_name: str
+    mime_type: str
+    size_bytes: int
+    sha256: str  # hex digest
+    state: str   # PROCESSING | ACTIVE | FAILED
+    source: str  # UPLOADED | GENERATED
+    error: str | None
+    info: dict[str, Any] | None
+    create_time: datetime
+    update_time: datetime
+    expire_time: datetime
+
+    @property
+    def blob(self) -> str:
+        """Where its bytes are in the blob store."""
+        return file_blob(self.project_id, self.id)
+
+
+def file_blob(project_id: str, file_id: str) -> str:
+    return f"files/{project_id}/{file_id}"
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    project_id: str
+    file_id: str
+    display_name: str
+    mime_type: str
+    declared_size: int | None
+    committed: int
+    create_time: datetime
+    expire_time: datetime
+    key_id: str | None
+    state: str        # active | final | deleted
+    owner_live: bool  # its key and project are still live
+
+
+@dataclass(frozen=True)
+class Piece:
+    start: int
+    size: int
+    blob: str
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str
+    project_id: str | None
+    payload: dict[str, Any]
+    attempts: int
+    lease_owner: str
