@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import auth
 from .config import Settings, default_data_dir, load_config, serve_model
@@ -72,14 +73,40 @@ async def _prepare_state(settings: Settings) -> auth.IssuedKey | None:
         await store.close()
 
 
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # huggingface_hub gives its logger a handler of its own: propagated to ours as well, each line came twice.
+    logging.getLogger("huggingface_hub").propagate = False
+
+
+_WORKER_ARGV = "POLLUX_WORKER_ARGV"
+
+
+def worker_app() -> Any:
+    """The app factory of each `--workers` process: the parent's command line, parsed again here (uvicorn starts
+    workers afresh), then this process's engines and app."""
+    from . import server
+    from .access_log import AccessLog
+    from .app import build_app, build_engines
+
+    args = parser().parse_args(json.loads(os.environ[_WORKER_ARGV]))
+    _logging(args.log_level)
+    settings = _settings(args)
+    server.configure(settings)
+    app = build_app(settings, build_engines(settings))
+    gc.freeze()
+    return AccessLog(app)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import server
     from .app import build_app, build_engines
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    # huggingface_hub gives its logger a handler of its own: propagated to ours as well, each line came twice.
-    logging.getLogger("huggingface_hub").propagate = False
+    _logging(args.log_level)
+    if args.workers < 1:
+        print("pollux: --workers must be at least 1", file=sys.stderr)
+        return 2
     try:
         settings = _settings(args)
         sockets = server.listen(settings.host, settings.port)  # a port in use stops here, before any output
@@ -89,7 +116,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         _check_sources(settings)
         issued = asyncio.run(_prepare_state(settings))
-        engines = build_engines(settings)
+        # With workers, each loads its own engines (the parent only supervises them).
+        engines = build_engines(settings) if args.workers == 1 else None
     except (OSError, ValueError, StoreError) as exc:
         for sock in sockets:
             sock.close()
@@ -111,7 +139,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("The key is shown only this once; Pollux stores only its hash:")
         print(f"  {issued.key}")
     _print_key_exports(base_url, issued.key if issued else None)
-    print(f"Pollux serves the Gemini API at {base_url} (data in {settings.data_dir})", flush=True)
+    workers = f" with {args.workers} worker processes" if args.workers > 1 else ""
+    print(f"Pollux serves the Gemini API at {base_url}{workers} (data in {settings.data_dir})", flush=True)
+    if engines is None:
+        os.environ[_WORKER_ARGV] = json.dumps(args.argv)
+        server.serve_workers("pollux.cli:worker_app", args.workers, sockets)
+        return 0
     app = build_app(settings, engines)
     gc.freeze()  # start-up objects live forever: keep them out of every collection under load
     server.serve(app, settings, sockets)
@@ -273,6 +306,8 @@ def parser() -> argparse.ArgumentParser:
                            "The first start creates the default project and prints its API key.", **fmt)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on; 0 for any free port")
+    serve.add_argument("--workers", type=int, default=1, help="processes serving the port, each with its own engines "
+                       "and limits; they share the database and blob store, as replicas on other hosts do")
     serve.add_argument("--fixtures", help="YAML/JSON rules with scripted answers for the emulator (default: none)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="least severe messages logged; info logs one line per request")
@@ -313,7 +348,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import sys
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -209,6 +210,26 @@ def listen(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
+class PolluxHttp(GuardedHttp):
+    """The protocol uvicorn makes for each connection, importable by name: worker processes load it themselves, each
+    with a gate of its own (`configure`)."""
+
+
+def configure(settings: Settings) -> None:
+    """This process's connection gate: the cap and the header timeout of `[limits]`."""
+    limits = settings.limits
+    PolluxHttp.gate = Gate(fit_descriptors(limits.max_connections), limits.header_timeout_seconds)
+
+
+def _config(app: Any, **kwargs: Any) -> Any:
+    import uvicorn
+
+    # No WebSocket routes: an upgrade would hand the connection to a protocol outside the gate. uvicorn's access
+    # log is off: AccessLog writes the one line per request (its own would print the query string, keys included).
+    return uvicorn.Config(app, http=PolluxHttp, ws="none", log_level="warning", access_log=False,
+                          timeout_graceful_shutdown=5, **kwargs)
+
+
 def serve(app: Starlette, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """Serves `app` on `sockets` (from `listen`; bound here when not given), with an access log line per request."""
     import uvicorn
@@ -217,14 +238,16 @@ def serve(app: Starlette, settings: Settings, sockets: list[socket.socket] | Non
 
     if sockets is None:
         sockets = listen(settings.host, settings.port)
-    limits = settings.limits
-    gate = Gate(fit_descriptors(limits.max_connections), limits.header_timeout_seconds)
-    protocol = type("PolluxHttp", (GuardedHttp,), {"gate": gate})
-    # No WebSocket routes: an upgrade would hand the connection to a protocol outside the gate. uvicorn's access
-    # log is off: AccessLog writes the one line per request (its own would print the query string, keys included).
-    config = uvicorn.Config(AccessLog(app), http=protocol, ws="none", log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    configure(settings)
+    server = uvicorn.Server(_config(AccessLog(app)))
     server.run(sockets=sockets)
     if not server.started:  # the app's start-up failed (uvicorn logged why), as uvicorn.run would exit
         sys.exit(3)
+
+
+def serve_workers(factory: str, workers: int, sockets: list[socket.socket]) -> None:
+    """`workers` processes sharing `sockets`, each building its app with `factory` (an import path): uvicorn's
+    supervisor starts them, replaces one that dies, and stops when one fails its start-up."""
+    from uvicorn.supervisors import Multiprocess
+
+    Multiprocess(_config(factory, factory=True, workers=workers), sockets=sockets).run()

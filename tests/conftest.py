@@ -113,18 +113,32 @@ class Server:
 
 def sql(server: Server, statement: str, *params: object) -> list[tuple]:
     """Read or change the server's state directly, as another process would (`?` marks the parameters)."""
+    return sql_at(database_url(server.data_dir) or f"sqlite:///{server.data_dir / 'pollux.db'}", statement, *params)
+
+
+def sql_at(url: str, statement: str, *params: object) -> list[tuple]:
+    """`sql` on the database at `url`."""
     from sqlalchemy import create_engine
 
-    url = database_url(server.data_dir)
-    if url:
+    if not url.startswith("sqlite"):
         statement = statement.replace("?", "%s")
-    engine = create_engine(url or f"sqlite:///{server.data_dir / 'pollux.db'}")
+    engine = create_engine(url)
     try:
         with engine.begin() as conn:
             result = conn.exec_driver_sql(statement, tuple(params))
             return [tuple(r) for r in result] if result.returns_rows else []
     finally:
         engine.dispose()
+
+
+def eventually(predicate, seconds: float = 30) -> bool:
+    """Whether `predicate()` becomes true within a bounded while (an outcome, not a measure of speed)."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def refused(server: Server, key: str) -> bool:
@@ -165,9 +179,9 @@ def in_store(server: Server, work):
     return asyncio.run(run())
 
 
-def start_server(data_dir: Path, *extra: str, config: str | None = None) -> Server:
-    """`pollux serve` on `data_dir` with the extra CLI arguments, and `config` as its pollux.toml when given; a
-    context manager that stops it."""
+def start_server(data_dir: Path, *extra: str, config: str | None = None, env: dict[str, str] | None = None) -> Server:
+    """`pollux serve` on `data_dir` with the extra CLI arguments, `config` as its pollux.toml and `env` added to its
+    environment when given; a context manager that stops it."""
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     if config is not None:
@@ -178,7 +192,7 @@ def start_server(data_dir: Path, *extra: str, config: str | None = None) -> Serv
     with open(log_path, "w") as log:  # the server writes to its own copy of the handle
         proc = subprocess.Popen([sys.executable, "-m", "pollux.cli", "serve", "--port", str(port),
                                  "--data-dir", str(data_dir), *extra], stdout=log, stderr=subprocess.STDOUT,
-                                env=pollux_env(data_dir))
+                                env=pollux_env(data_dir, **(env or {})))
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -22,9 +22,11 @@ ODD = (1_000_003, 65_537, 3_000_001, 7)  # chunk sizes that line up with no part
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = start_s3_server(tmp_path_factory.mktemp("moto") / "moto.log")
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop()
+    try:
+        server.create_bucket(BUCKET)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -151,7 +153,6 @@ async def test_multipart(store: blobs.BlobStore) -> None:
 async def test_keys_and_delete_prefix(store: blobs.BlobStore) -> None:
     for key in ["files/p1/a", "files/p1/b", "files/p2/c", "other/x"]:
         await store.write(key, key.encode())
-    await store.put_piece("u1", 0, chunked(b"piece"), limit=100)  # not a key
     assert await store.keys("files/p1") == ["files/p1/a", "files/p1/b"]
     assert await store.keys("files/p") == []  # under "prefix/" only
     assert await store.keys("files") == ["files/p1/a", "files/p1/b", "files/p2/c"]
@@ -161,77 +162,68 @@ async def test_keys_and_delete_prefix(store: blobs.BlobStore) -> None:
     assert await store.keys("files") == ["files/p2/c"]
     assert await store.size("files/p1/a") is None
     assert await read_all(store, "other/x") == b"other/x"
-    assert await store.uploads() == ["u1"]
 
 
-async def test_pieces_assemble(store: blobs.BlobStore) -> None:
-    pieces = [os.urandom(3 * MiB + 7), os.urandom(9 * MiB + 3), os.urandom(1234)]  # some under S3's 5 MiB
+async def chained(store: blobs.BlobStore, keys: list[str]) -> AsyncIterator[bytes]:
+    """The pieces' bytes one after another, the way the application assembles an upload's file."""
+    for key in keys:
+        async for chunk in store.read(key):
+            yield chunk
+
+
+def piece_key(upload: str, start: int) -> str:
+    return f"uploads/{upload}/{start:020d}-{secrets.token_hex(4)}"
+
+
+async def test_chained_write(store: blobs.BlobStore) -> None:
+    """An upload's chunks are blobs of their own, and its file is written from their chained reads."""
+    pieces = [os.urandom(3 * MiB + 7), os.urandom(9 * MiB + 3), os.urandom(1234)]  # under 5 MiB, multipart, tiny
     whole = b"".join(pieces)
-    offset, stored = 0, []
+    start, keys = 0, []
     for piece in pieces:
-        assert await store.put_piece("up1", offset, chunked(piece), limit=len(whole)) == len(piece)
-        stored.append((offset, len(piece)))
-        offset += len(piece)
-    assert await store.uploads() == ["up1"]
-    assert await store.assemble("up1", stored, "files/p/f") == written(whole)
+        keys.append(piece_key("up1", start))
+        assert await store.write(keys[-1], chunked(piece)) == written(piece)
+        start += len(piece)
+    # A chunk that lost the compare-and-set on its offset is a blob of its own: deleting it tears nothing committed.
+    loser = piece_key("up1", len(pieces[0]))
+    await store.write(loser, os.urandom(100))
+    await store.delete(loser)
+    assert await store.keys("uploads/up1") == sorted(keys)
+    assert await store.write("files/p/f", chained(store, keys)) == written(whole)
+    assert await store.size("files/p/f") == len(whole)
     assert await read_all(store, "files/p/f") == whole
-    assert await store.uploads() == ["up1"]  # kept until the caller drops them
-    assert await store.assemble("up1", stored, "files/p/f") == written(whole)  # a finalize retried
-    # A chunk after the assembly (its commit lost) changes the upload, never the file made of it.
-    await store.put_piece("up1", len(whole), chunked(b"more"), limit=len(whole) + 10)
-    assert await store.assemble("up1", [*stored, (len(whole), 4)], "files/p/f2") == written(whole + b"more")
-    assert await read_all(store, "files/p/f") == whole
-    await store.drop_upload("up1")
-    await store.drop_upload("up1")
-    assert await store.uploads() == []
-    assert await read_all(store, "files/p/f") == whole
-
-
-async def test_empty_upload(store: blobs.BlobStore) -> None:
-    assert await store.assemble("none", [], "files/p/empty") == written(b"")
-    assert await store.put_piece("up0", 0, chunked(b""), limit=10) == 0
-    assert await store.assemble("up0", [(0, 0)], "files/p/empty2") == written(b"")
-    assert await store.size("files/p/empty2") == 0
-
-
-async def test_retried_piece_replaces_later_ones(store: blobs.BlobStore) -> None:
-    p0, p1, p2, retry = os.urandom(100), os.urandom(200), os.urandom(50), os.urandom(80)
-    for offset, piece in [(0, p0), (100, p1), (300, p2), (100, retry)]:
-        await store.put_piece("up2", offset, chunked(piece, (33,)), limit=1000)
-    with pytest.raises(blobs.BlobMissing):  # the bytes from 180 on went with the retry
-        await store.put_piece("up2", 300, chunked(p2), limit=1000)
-    with pytest.raises(blobs.BlobMissing):  # the piece at 100 is now 80 bytes
-        await store.assemble("up2", [(0, 100), (100, 200)], "files/p/g")
-    assert await store.assemble("up2", [(0, 100), (100, 80)], "files/p/g") == written(p0 + retry)
-    assert await read_all(store, "files/p/g") == p0 + retry
-
-
-async def test_missing_pieces(store: blobs.BlobStore) -> None:
+    seam = len(pieces[0])
+    assert await read_all(store, "files/p/f", seam - 3, seam + 3) == whole[seam - 3:seam + 3]
+    assert await store.write("files/p/f", chained(store, keys)) == written(whole)  # a finalize retried
+    # A missing piece fails the write, past its first 8 MiB part on S3, and leaves nothing of it.
     with pytest.raises(blobs.BlobMissing):
-        await store.put_piece("up3", 10, chunked(b"late"), limit=100)
-    assert await store.uploads() == []
-    with pytest.raises(blobs.BlobMissing):
-        await store.assemble("up3", [(0, 10)], "files/p/h")
-    await store.put_piece("up3", 0, chunked(b"0123456789"), limit=100)
-    with pytest.raises(blobs.BlobMissing):
-        await store.assemble("up3", [(0, 10), (10, 5)], "files/p/h")
-    with pytest.raises(ValueError):  # not contiguous
-        await store.assemble("up3", [(0, 5), (6, 4)], "files/p/h")
-    assert await store.size("files/p/h") is None
+        await store.write("files/p/g", chained(store, [keys[0], keys[1], "uploads/up1/gone"]))
+    assert await store.size("files/p/g") is None
+    assert await store.delete_prefix("uploads/up1") == 3
+    assert await store.keys("") == ["files/p/f"]
+    assert await read_all(store, "files/p/f") == whole  # the file outlives its pieces
+    if isinstance(store, blobs.S3Blobs):  # the multipart upload of the failed write was aborted
+        s3 = await store._client()
+        assert not (await s3.list_multipart_uploads(Bucket=BUCKET, Prefix=store.prefix)).get("Uploads")
 
 
-async def test_piece_limit(store: blobs.BlobStore) -> None:
-    first = os.urandom(100)
-    await store.put_piece("up4", 0, chunked(first), limit=150)
-    with pytest.raises(blobs.TooLarge):
-        await store.put_piece("up4", 100, chunked(os.urandom(60), (7,)), limit=150)
-    with pytest.raises(blobs.BlobMissing):  # nothing of the refused piece stayed
-        await store.put_piece("up4", 150, chunked(b""), limit=150)
-    with pytest.raises(blobs.TooLarge):
-        await store.put_piece("up4", 151, chunked(b""), limit=150)
-    second = os.urandom(50)
-    assert await store.put_piece("up4", 100, chunked(second), limit=150) == 50
-    assert await store.assemble("up4", [(0, 100), (100, 50)], "files/p/i") == written(first + second)
+async def test_chained_write_memory_is_bounded(store: blobs.BlobStore) -> None:
+    """48 MiB of pieces become a file while Python's allocations stay under half of that."""
+    block = os.urandom(MiB)
+    digest, keys = hashlib.sha256(), []
+    for i in range(6):
+        piece = (bytes([i]) + block[1:]) * 8
+        keys.append(piece_key("up5", i * len(piece)))
+        await store.write(keys[-1], chunked(piece, (MiB,)))
+        digest.update(piece)
+    tracemalloc.start()
+    try:
+        done = await store.write("files/p/k", chained(store, keys))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert done == blobs.Written(48 * MiB, digest.hexdigest())
+    assert peak < 24 * MiB, peak
 
 
 async def test_local_copy(store: blobs.BlobStore, tmp_path: Path) -> None:
@@ -253,28 +245,6 @@ async def test_bad_keys(store: blobs.BlobStore) -> None:
             await store.size(key)
         with pytest.raises(ValueError):
             await read_all(store, key)
-    for upload in ["a/b", "..", ""]:
-        with pytest.raises(ValueError):
-            await store.put_piece(upload, 0, chunked(b"x"), limit=10)
-
-
-async def test_assembly_memory_is_bounded(store: blobs.BlobStore) -> None:
-    """48 MiB of pieces become a file while Python's allocations stay under half of that."""
-    block = os.urandom(MiB)
-    digest, pieces = hashlib.sha256(), []
-    for i in range(6):
-        piece = bytes([i]) + block[1:]
-        await store.put_piece("up5", i * 8 * MiB, chunked(piece * 8, (MiB,)), limit=48 * MiB)
-        digest.update(piece * 8)
-        pieces.append((i * 8 * MiB, 8 * MiB))
-    tracemalloc.start()
-    try:
-        done = await store.assemble("up5", pieces, "files/p/k")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert done == blobs.Written(48 * MiB, digest.hexdigest())
-    assert peak < 24 * MiB, peak
 
 
 async def test_unreachable_store(aws_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,13 +1,18 @@
 """Where file bytes live: the blob seam.
 
-Files and the pieces of resumable uploads are stored through a `BlobStore`, so that every process, on one host or
-many, sees the same bytes. Two backends: a local directory (the default, `data_dir/blobs`, which processes on one host
-may share, or hosts over NFS) and S3-compatible object storage (`s3://bucket/prefix`, through aiobotocore).
+Bytes are stored through a `BlobStore`, so that every process, on one host or many, sees the same bytes. Two
+backends: a local directory (the default, `data_dir/blobs`, which processes on one host may share, or hosts over NFS)
+and S3-compatible object storage (`s3://bucket/prefix`, through aiobotocore).
 
-The database stays the authority on what exists: it records a blob's size and digest, and a resumable upload's
-committed offset. The store only keeps bytes, and has them durably stored before a call returns, so a row never names
-bytes that a crash could lose. What the store holds that no row names (an interrupted finalize, a finished upload's
-pieces) is an orphan that `keys` and `uploads` let a sweep find.
+The seam is small: whole blobs, written durably (a blob appears whole or not at all, and is stored before `write`
+returns), ranged reads, listing and deleting by prefix, and a local file for decoders that need a path. A resumable
+upload's chunks are separate blobs, each written whole, whose list the database keeps; the file is then written from
+their chained reads. So a chunk that loses the database's compare-and-set on the committed offset is a blob of its
+own, deleted or swept, and never tears bytes already committed.
+
+The database stays the authority on what exists: it records a blob's size and digest, and an upload's pieces. The
+store only keeps bytes, so a row never names bytes that a crash could lose. What the store holds that no row names (an
+interrupted finalize, a lost chunk) is an orphan that `keys` lets a sweep find.
 
 Bytes stream through in bounded memory, at most about two 8 MiB parts per call: a file is never held whole.
 """
@@ -36,10 +41,9 @@ PART = 8 << 20       # an S3 multipart part: S3 wants at least 5 MiB for all but
 STALE_SECONDS = 86400  # temp files older than this were left by a crash
 
 # Keys are '/'-separated segments of [A-Za-z0-9._-] that do not start with '.': that rules out '..', and keeps names
-# starting with '.' for the store's own use (`.uploads`, `.tmp`).
+# starting with '.' for the store's own use (`.tmp`).
 _SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
 _KEY = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
-_UPLOAD = re.compile(_SEGMENT)
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 
 
@@ -52,7 +56,7 @@ class BlobUnavailable(BlobError):
 
 
 class BlobMissing(BlobError):
-    """No such blob, or an upload's stored bytes are incomplete."""
+    """No such blob."""
 
 
 class TooLarge(BlobError):
@@ -98,25 +102,6 @@ class BlobStore(Protocol):
         file, else a temp copy removed at exit. Treat it as read-only."""
         ...
 
-    # Resumable uploads, whose chunks may arrive at different processes or hosts. The caller keeps the committed
-    # offset and serialises the chunks of one upload; the store keeps only bytes.
-    async def put_piece(self, upload: str, offset: int, body: AsyncIterable[bytes], *, limit: int) -> int:
-        """Store the body as the upload's bytes from `offset` on, replacing whatever was stored at `offset` or later
-        (a retried chunk); returns how many bytes. TooLarge, with nothing of the piece left, past `limit`;
-        BlobMissing if the bytes before `offset` are not all stored. Durable once this returns."""
-        ...
-
-    async def assemble(self, upload: str, pieces: list[tuple[int, int]], key: str) -> Written:
-        """The pieces (offset, size), contiguous from 0, become blob `key`. BlobMissing if a piece is missing or
-        short. The pieces stay until `drop_upload`."""
-        ...
-
-    async def drop_upload(self, upload: str) -> None: ...
-
-    async def uploads(self) -> list[str]:
-        """The ids of uploads with pieces stored, sorted."""
-        ...
-
     async def close(self) -> None: ...
 
 
@@ -153,25 +138,9 @@ def check_key(key: str) -> str:
     return key
 
 
-def check_upload(upload: str) -> str:
-    if len(upload) > 200 or not _UPLOAD.fullmatch(upload):
-        raise ValueError(f"Invalid upload id {upload!r}: one segment of [A-Za-z0-9._-], not starting with '.'.")
-    return upload
-
-
 def _check_range(start: int, end: int | None) -> None:
     if start < 0 or (end is not None and end < start):
         raise ValueError(f"Invalid range [{start}, {end}).")
-
-
-def _total(pieces: list[tuple[int, int]]) -> int:
-    """The size of contiguous pieces from 0; a gap or overlap is the caller's bug."""
-    total = 0
-    for offset, size in pieces:
-        if offset != total or size < 0:
-            raise ValueError(f"The pieces are not contiguous from 0: ({offset}, {size}) after {total} bytes.")
-        total += size
-    return total
 
 
 async def _chunks(body: AsyncIterable[bytes] | bytes) -> AsyncGenerator[bytes, None]:
@@ -237,47 +206,19 @@ def _clear_stale(directory: Path) -> None:
                     os.unlink(entry.path)
 
 
-def _sha256_of(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while size and (block := f.read(min(CHUNK, size))):
-            digest.update(block)
-            size -= len(block)
-    return digest.hexdigest()
-
-
-def _copy(src: Path, dst: Path, size: int) -> str:
-    """Copy the first `size` bytes of src to a new dst, durably; returns their sha256."""
-    digest = hashlib.sha256()
-    with src.open("rb") as f, dst.open("xb") as out:
-        while size and (block := f.read(min(CHUNK, size))):
-            digest.update(block)
-            out.write(block)
-            size -= len(block)
-        out.flush()
-        os.fsync(out.fileno())
-    return digest.hexdigest()
-
-
 # A local directory ------------------------------------------------------------------------------------------------
 class LocalBlobs:
-    """Blobs as files under `root`; an upload's pieces as one part file, `.uploads/{upload}.part`, which becomes its
-    file by a hard link (no copy). Files are written under `.tmp` and renamed into place, so a reader never sees half
-    a blob."""
+    """Blobs as files under `root`. Files are written under `.tmp` and renamed into place, so a reader never sees
+    half a blob."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._tmp = root / ".tmp"
-        self._uploads = root / ".uploads"
-        for directory in (self._tmp, self._uploads):
-            directory.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
         _clear_stale(self._tmp)
 
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
-
-    def _part(self, upload: str) -> Path:
-        return self._uploads / f"{check_upload(upload)}.part"
 
     def _temp(self) -> Path:
         return self._tmp / secrets.token_hex(12)
@@ -353,7 +294,7 @@ class LocalBlobs:
     def _list_tree(self, top: Path) -> list[str]:
         found = []
         for directory, dirs, files in os.walk(top):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]  # the store's own: .tmp, .uploads
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # the store's own: .tmp
             base = Path(directory).relative_to(self.root).as_posix()
             found += [f"{base}/{name}" if base != "." else name for name in files if _valid(name)]
         return sorted(found)
@@ -365,99 +306,13 @@ class LocalBlobs:
             raise BlobMissing(key)
         yield path
 
-    async def put_piece(self, upload: str, offset: int, body: AsyncIterable[bytes], *, limit: int) -> int:
-        part = self._part(upload)
-        if offset < 0:
-            raise ValueError(f"Invalid offset {offset}.")
-        if offset > limit:
-            raise TooLarge(limit)
-        try:
-            st = part.stat()
-        except FileNotFoundError:
-            if offset:
-                raise BlobMissing(f"Upload {upload} has no bytes stored, not {offset}.") from None
-            st = None
-        if st is not None and st.st_size < offset:
-            raise BlobMissing(f"Upload {upload} has {st.st_size} bytes stored, not {offset}.")
-        if st is not None and st.st_nlink > 1:
-            # Already linked into place as a file (a finalize whose commit did not happen): writing here would write
-            # into that file too, so the upload gets its own copy first.
-            await asyncio.to_thread(self._unshare, part, offset)
-        written = 0
-        # Unbuffered, so that after a failure nothing is left in a buffer to land past the truncation.
-        with os.fdopen(os.open(part, os.O_RDWR | os.O_CREAT, 0o644), "r+b", buffering=0) as f:
-            f.truncate(offset)  # drops a torn or superseded tail
-            f.seek(offset)
-            try:
-                async for chunk in _chunks(body):
-                    written += len(chunk)
-                    if offset + written > limit:
-                        raise TooLarge(limit)
-                    await _write(f, chunk)
-            except BaseException:
-                f.truncate(offset)
-                raise
-            await asyncio.to_thread(os.fsync, f.fileno())
-        if st is None:
-            await asyncio.to_thread(_fsync_dir, self._uploads)
-        return written
-
-    def _unshare(self, part: Path, size: int) -> None:
-        tmp = self._temp()
-        try:
-            _copy(part, tmp, size)
-            os.replace(tmp, part)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self._uploads)
-
-    async def assemble(self, upload: str, pieces: list[tuple[int, int]], key: str) -> Written:
-        return await asyncio.to_thread(self._assemble, self._part(upload), _total(pieces), self.path(key))
-
-    def _assemble(self, part: Path, size: int, dest: Path) -> Written:
-        try:
-            stored = part.stat().st_size
-        except FileNotFoundError:
-            stored = None  # fine for an empty upload, whose pieces hold nothing
-        if (stored or 0) < size:
-            raise BlobMissing(f"Upload {part.stem} has {stored or 0} bytes stored, not {size}.")
-        tmp = self._temp()
-        try:
-            if stored is None:
-                tmp.touch(exist_ok=False)
-                digest = hashlib.sha256().hexdigest()
-            elif stored > size:  # a piece stored after the last the caller committed: not part of the upload
-                digest = _copy(part, tmp, size)
-            else:
-                try:
-                    os.link(part, tmp)
-                except OSError:  # a file system without hard links
-                    digest = _copy(part, tmp, size)
-                else:
-                    digest = _sha256_of(part, size)
-            _make_dirs(dest.parent)
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(dest.parent)
-        return Written(size, digest)
-
-    async def drop_upload(self, upload: str) -> None:
-        self._part(upload).unlink(missing_ok=True)
-
-    async def uploads(self) -> list[str]:
-        names = await asyncio.to_thread(os.listdir, self._uploads)
-        return sorted(name[:-5] for name in names if name.endswith(".part") and _UPLOAD.fullmatch(name[:-5]))
-
     async def close(self) -> None:
         pass
 
 
 # S3-compatible object storage -------------------------------------------------------------------------------------
-_UNAVAILABLE_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "ServiceUnavailable", "InternalError",
-                      "Throttling", "ThrottlingException"}
+_UNAVAILABLE_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling",
+                      "ThrottlingException"}
 _MISSING_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
 
 
@@ -490,9 +345,7 @@ def _s3_errors(what: str) -> Iterator[None]:
 
 
 class S3Blobs:
-    """Blobs as objects `{prefix}/{key}`; an upload's pieces as objects `{prefix}/.uploads/{upload}/{offset:020d}`,
-    which `assemble` streams into the file's object (S3 has no append, and no server-side copy takes parts under
-    5 MiB, which chunks may be).
+    """Blobs as objects `{prefix}/{key}`, written by one PutObject, or by a multipart upload past 8 MiB.
 
     Configured the way the AWS SDKs are: credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
     AWS_PROFILE, the shared config files, instance roles), the endpoint of an S3-compatible store (AWS_ENDPOINT_URL_S3,
@@ -547,6 +400,9 @@ class S3Blobs:
         from aiobotocore.config import AioConfig
         from aiobotocore.session import get_session
 
+        # botocore resolves the endpoint itself, AWS_ENDPOINT_URL_S3 before AWS_ENDPOINT_URL (its
+        # EndpointConfigProvider; test_endpoint_from_the_environment holds it to that): they are read here only to
+        # choose the addressing style.
         endpoint = (self._endpoint_url or self._client_args.get("endpoint_url")
                     or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
         config = AioConfig(
@@ -569,14 +425,10 @@ class S3Blobs:
     def _name(self, key: str) -> str:
         return self.prefix + check_key(key)
 
-    def _pieces_prefix(self, upload: str) -> str:
-        return f"{self.prefix}.uploads/{check_upload(upload)}/"
-
     async def write(self, key: str, body: AsyncIterable[bytes] | bytes, *, limit: int | None = None) -> Written:
         return await self._upload(self._name(key), _chunks(body), limit)
 
-    async def _upload(self, name: str, chunks: AsyncGenerator[bytes, None], limit: int | None,
-                      hashed: bool = True) -> Written:
+    async def _upload(self, name: str, chunks: AsyncGenerator[bytes, None], limit: int | None) -> Written:
         """Stream chunks into object `name`: one PutObject when they fit a part, else a multipart upload of parts of
         at least 8 MiB. The object appears whole, or not at all."""
         s3 = await self._client()
@@ -593,8 +445,7 @@ class S3Blobs:
             data = b"".join(buffer)
             buffer.clear()
             buffered = 0
-            if hashed:
-                await _hash(digest, data)
+            await _hash(digest, data)
             return io.BytesIO(data)  # shares `data`, no copy
 
         try:
@@ -679,13 +530,13 @@ class S3Blobs:
         with _s3_errors(f"deleting {name}"):
             await s3.delete_object(Bucket=self.bucket, Key=name)
 
-    async def _list(self, prefix: str) -> list[tuple[str, int]]:
-        """(name, size) of the objects under `prefix`."""
+    async def _list(self, prefix: str) -> list[str]:
+        """The names of the objects under `prefix`."""
         s3 = await self._client()
         found = []
         with _s3_errors(f"listing {prefix}"):
             async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                found += [(item["Key"], int(item["Size"])) for item in page.get("Contents", [])]
+                found += [item["Key"] for item in page.get("Contents", [])]
         return found
 
     async def _delete_names(self, names: list[str]) -> None:
@@ -699,14 +550,14 @@ class S3Blobs:
                 raise BlobError(f"Object storage did not delete {errors[0].get('Key')}: {errors[0].get('Message')}")
 
     async def delete_prefix(self, prefix: str) -> int:
-        names = [name for name, _ in await self._list(f"{self._name(prefix)}/")]
+        names = await self._list(f"{self._name(prefix)}/")
         await self._delete_names(names)
         return len(names)
 
     async def keys(self, prefix: str) -> list[str]:
         within = f"{self._name(prefix)}/" if prefix else self.prefix
-        names = [name[len(self.prefix):] for name, _ in await self._list(within)]
-        return sorted(name for name in names if _valid(name))  # leaves out .uploads and foreign objects
+        names = [name[len(self.prefix):] for name in await self._list(within)]
+        return sorted(name for name in names if _valid(name))  # leaves out foreign objects
 
     @asynccontextmanager
     async def local_copy(self, key: str) -> AsyncIterator[Path]:
@@ -721,69 +572,6 @@ class S3Blobs:
             yield path
         finally:
             path.unlink(missing_ok=True)
-
-    async def _stored_pieces(self, upload: str) -> list[tuple[int, int]]:
-        """(offset, size) of the upload's stored pieces, in order."""
-        within = self._pieces_prefix(upload)
-        found = []
-        for name, size in await self._list(within):
-            offset = name[len(within):]
-            if offset.isdigit():
-                found.append((int(offset), size))
-        return sorted(found)
-
-    def _piece(self, upload: str, offset: int) -> str:
-        return f"{self._pieces_prefix(upload)}{offset:020d}"
-
-    async def put_piece(self, upload: str, offset: int, body: AsyncIterable[bytes], *, limit: int) -> int:
-        if offset < 0:
-            raise ValueError(f"Invalid offset {offset}.")
-        if offset > limit:
-            raise TooLarge(limit)
-        stored = await self._stored_pieces(upload)
-        end = 0
-        for at, size in stored:
-            if at >= offset or at > end:
-                break
-            end = max(end, at + size)
-        if end < offset:
-            raise BlobMissing(f"Upload {upload} has {end} bytes stored, not {offset}.")
-        await self._delete_names([self._piece(upload, at) for at, _ in stored if at >= offset])
-        try:
-            written = await self._upload(self._piece(upload, offset), _chunks(body), limit - offset, hashed=False)
-        except TooLarge:
-            raise TooLarge(limit) from None
-        return written.size
-
-    async def assemble(self, upload: str, pieces: list[tuple[int, int]], key: str) -> Written:
-        _total(pieces)
-
-        async def stream() -> AsyncGenerator[bytes, None]:
-            for offset, size in pieces:
-                if not size:
-                    continue
-                name, got = self._piece(upload, offset), 0
-                async with aclosing(self._get(name, 0, size)) as chunks:
-                    async for chunk in chunks:
-                        got += len(chunk)
-                        yield chunk
-                if got < size:
-                    raise BlobMissing(f"Piece {name} has {got} bytes, not {size}.")
-
-        return await self._upload(self._name(key), stream(), None)
-
-    async def drop_upload(self, upload: str) -> None:
-        await self._delete_names([name for name, _ in await self._list(self._pieces_prefix(upload))])
-
-    async def uploads(self) -> list[str]:
-        s3 = await self._client()
-        within = f"{self.prefix}.uploads/"
-        found = []
-        with _s3_errors(f"listing {within}"):
-            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=within, Delimiter="/")
-            async for page in pages:
-                found += [common["Prefix"][len(within):].rstrip("/") for common in page.get("CommonPrefixes", [])]
-        return sorted(upload for upload in found if _UPLOAD.fullmatch(upload))
 
     async def close(self) -> None:
         self._s3 = None

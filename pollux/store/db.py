@@ -229,10 +229,13 @@ class Database:
         self.url = database_url(url, data_dir)
         self.sqlite = self.url.startswith("sqlite")
         if self.sqlite:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            path = Path(make_url(self.url).database or "")
+            if not path.name or str(path) == ":memory:":
+                raise StoreError("database_url: SQLite needs a file (sqlite:///path/to/pollux.db)")
+            path.parent.mkdir(parents=True, exist_ok=True)
             self.engine: AsyncEngine = create_async_engine(self.url)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            self._lock_path: Path | None = data_dir / "pollux.db.lock"
+            self._lock_path: Path | None = path.with_name(path.name + ".lock")
         else:
             # A bounded pool: connections are a server-side resource shared by every replica.
             connect_args = {"timeout": 5} if "+asyncpg" in self.url else {"connect_timeout": 5}
