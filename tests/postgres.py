@@ -26,7 +26,7 @@ def binaries() -> Path | None:
 class PostgresServer:
     """initdb + pg_ctl start on a free port; `database()` makes a fresh database and returns its URL."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, durable: bool = False) -> None:
         bin_dir = binaries()
         if bin_dir is None:
             raise RuntimeError("Postgres is not installed: apt-get install postgresql (or set POLLUX_PG_BIN)")
@@ -39,11 +39,20 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.root / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync")
-        # Durability is not under test here (the server is thrown away), speed is welcome.
-        options = (f"-k {self.root} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-                   "-c full_page_writes=off -c max_connections=300")
-        self._run("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-w", "start", "-o", options)
+        options = f"-k {self.root} -p {port} -c listen_addresses=127.0.0.1 -c max_connections=300"
+        if not durable:  # the suite's server is thrown away, and a commit lost in a crash would not matter
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._options = options
+        self.resume()
         atexit.register(self.stop)
+
+    def halt(self) -> None:
+        """Stop the server at once (as a crash or a network cut would look to its clients); `resume` restarts it."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-w", "start", "-o",
+                  self._options)
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run([str(self.bin / tool), *args], check=True, capture_output=True, **self._user)

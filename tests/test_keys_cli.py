@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from conftest import Server, refused, run_pollux, start_server
+from conftest import ON_POSTGRES, Server, refused, run_pollux, sql, start_server
 
 KEY_RE = re.compile(r"^AIza[A-Za-z0-9_-]{35}$")
 ANY_KEY_RE = re.compile(r"AIza[A-Za-z0-9_-]{35}")
@@ -87,6 +87,11 @@ def key_row(listing: str, name: str) -> tuple[str, str]:
 
 
 def db_bytes(server: Server) -> bytes:
+    """Everything the database holds: SQLite's files byte for byte; on Postgres, every row of every table."""
+    if ON_POSTGRES:
+        tables = [t for (t,) in sql(server, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        assert "api_keys" in tables, tables
+        return repr([sql(server, f"SELECT * FROM {t}") for t in tables]).encode()
     raw = b""
     for suffix in ("", "-wal", "-shm", "-journal"):
         path = server.data_dir / f"pollux.db{suffix}"
@@ -163,9 +168,10 @@ def test_first_start_prints_key_and_exports(server):
 
 def test_database_never_holds_a_key_in_clear(server):
     key, _ = create_key(server, "--name", "cleartext-check")
-    db = server.data_dir / "pollux.db"
-    assert db.exists()
-    assert db.read_bytes()[:16] == b"SQLite format 3\x00"
+    if not ON_POSTGRES:
+        db = server.data_dir / "pollux.db"
+        assert db.exists()
+        assert db.read_bytes()[:16] == b"SQLite format 3\x00"
     raw = db_bytes(server)
     for k in (server.api_key, key):
         assert k.encode() not in raw
