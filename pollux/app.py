@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -46,6 +47,7 @@ from .openai import models as openai_models
 from .openai.errors import error_response as openai_error_response
 from .store import Store, StoreUnavailable
 from .store.blobs import BlobStore, BlobUnavailable, open_blobs
+from .store.db import utcnow
 from .store.records import Job
 from .wire import JSONResponse, error_response, read_body
 
@@ -118,6 +120,7 @@ async def open_services(settings: Settings, engines: Engines) -> Services:
 
     async def housekeeping(_job: Job) -> None:
         gone_files, gone_uploads = await files.sweep(), await uploads.sweep()
+        await store.jobs.purge(utcnow() - timedelta(days=1))
         if gone_files or gone_uploads:
             log.info("expired: %d files, %d uploads", gone_files, gone_uploads)
 

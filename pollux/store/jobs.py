@@ -12,7 +12,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .db import Database, jobs, utcnow
@@ -87,6 +87,13 @@ class Jobs:
             result = await conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.lease_owner == job.lease_owner)
                                         .values(**values))
         return result.rowcount == 1
+
+    async def purge(self, before: datetime) -> int:
+        """Forget finished jobs last touched before `before`."""
+        async with self.db.begin() as conn:
+            result = await conn.execute(delete(jobs).where(jobs.c.state.in_(("done", "failed")),
+                                                           jobs.c.updated_at < before))
+        return result.rowcount
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         async with self.db.connect() as conn:

@@ -42,6 +42,12 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_jobs_due", "jobs", ["state", "run_at"])
+    # Files left PROCESSING by a crash were processed again at the next start; now a job does it, once.
+    payload = ("json_build_object('project_id', project_id, 'file_id', id)" if op.get_bind().dialect.name ==
+               "postgresql" else "json_object('project_id', project_id, 'file_id', id)")
+    op.execute("INSERT INTO jobs (id, kind, project_id, payload, state, run_at, attempts, created_at, updated_at) "
+               f"SELECT 'recover-' || project_id || '-' || id, 'process-file', project_id, {payload}, 'queued', "
+               "update_time, 0, update_time, update_time FROM files WHERE state = 'PROCESSING'")
     op.create_table(
         "secrets",
         sa.Column("name", sa.String, primary_key=True),
