@@ -50,6 +50,13 @@ class Pollux:
                  "--log-level", "warning", *args], stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.url = f"http://127.0.0.1:{self.port}"
+        try:
+            self._wait(workers="--workers" in args)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait(self, workers: bool) -> None:
         deadline = time.monotonic() + 120
         while True:
             if self.process.poll() is not None:
@@ -62,7 +69,7 @@ class Pollux:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no answer:\n{self.log.read_text()}")
             time.sleep(0.2)
-        time.sleep(1 if "--workers" not in args else 3)  # every worker up, not only the first to answer
+        time.sleep(3 if workers else 1)  # every worker up, not only the first to answer
         match = re.search(r"GEMINI_API_KEY=(\S+)", self.log.read_text())
         assert match, self.log.read_text()
         self.key = match.group(1)
@@ -90,17 +97,13 @@ def wrk(url: str, key: str, connections: int, seconds: int) -> dict[str, float]:
 def throughput(args: argparse.Namespace, workdir: Path) -> None:
     pg = PostgresServer(free_port(), durable=True)
     try:
-        targets = {}
-        for db in ("sqlite", "postgres"):
-            for workers in (1, 2):
-                extra = ["--database-url", pg.database()] if db == "postgres" else []
-                if workers > 1:
-                    extra += ["--workers", str(workers)]
-                targets[(db, workers)] = extra
+        targets = [(db, workers) for db in ("sqlite", "postgres") for workers in (1, 2)]
         results: dict[tuple[str, int, int], list[dict[str, float]]] = {}
         for round_ in range(args.rounds):
-            for (db, workers), extra in targets.items():
-                server = Pollux(workdir, *extra)
+            for db, workers in targets:
+                # A fresh database each time (the first start creates the key the run uses).
+                extra = ["--database-url", pg.database()] if db == "postgres" else []
+                server = Pollux(workdir, *extra, *(["--workers", str(workers)] if workers > 1 else []))
                 try:
                     wrk(server.url, server.key, 8, 3)  # warm-up, not reported
                     for c in (8, 32):

@@ -62,13 +62,14 @@ def _check_sources(settings: Settings) -> None:
             model_name(source)
 
 
-async def _prepare_state(settings: Settings) -> auth.IssuedKey | None:
-    """Migrations (once, whichever process gets there first) and, on an empty database, the first project and key."""
+async def _prepare_state(settings: Settings, bootstrap: bool) -> auth.IssuedKey | None:
+    """Migrations (once, whichever process gets there first); with `bootstrap`, on an empty database, the first
+    project and key."""
     from .app import open_store
 
     store = await open_store(settings)
     try:
-        return await auth.bootstrap(store)
+        return await auth.bootstrap(store) if bootstrap else None
     finally:
         await store.close()
 
@@ -115,10 +116,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1 if isinstance(exc, server.ListenError) else 2
     try:
         _check_sources(settings)
-        issued = asyncio.run(_prepare_state(settings))
+        asyncio.run(_prepare_state(settings, bootstrap=False))  # an unreachable database stops us before models load
         # With workers, each loads its own engines (the parent only supervises them).
         engines = build_engines(settings) if args.workers == 1 else None
-    except (OSError, ValueError, StoreError) as exc:
+        # The first key only once the server can start: a key made by a start that then failed would never be shown.
+        issued = asyncio.run(_prepare_state(settings, bootstrap=True))
+    except (OSError, ValueError, StoreError, StoreUnavailable) as exc:
         for sock in sockets:
             sock.close()
         print(f"pollux: {exc}", file=sys.stderr)

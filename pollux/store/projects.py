@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from sqlalchemy import delete, func, select, update
@@ -69,6 +70,7 @@ class Keys:
         self.db = db
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, LiveKey | None]] = {}
+        self._reading: dict[str, asyncio.Future[LiveKey | None]] = {}
 
     async def create(self, key_id: str, project_id: str, name: str, key_hash: str, hint: str) -> None:
         async with self.db.begin() as conn:
@@ -97,10 +99,23 @@ class Keys:
         hit = self._cache.get(key_hash)
         if hit is not None and hit[0] > now:
             return hit[1]
-        async with self.db.connect() as conn:
-            row = (await conn.execute(select(api_keys.c.id, api_keys.c.project_id).where(
-                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)))).first()
-        found = LiveKey(row[0], row[1]) if row else None
+        # One query for all the requests that find the entry stale at once (each would otherwise take a connection).
+        reading = self._reading.get(key_hash)
+        if reading is not None:
+            return await asyncio.shield(reading)
+        reading = self._reading[key_hash] = asyncio.get_running_loop().create_future()
+        try:
+            async with self.db.connect() as conn:
+                row = (await conn.execute(select(api_keys.c.id, api_keys.c.project_id).where(
+                    api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)))).first()
+            found = LiveKey(row[0], row[1]) if row else None
+            reading.set_result(found)
+        except BaseException as exc:
+            reading.set_exception(exc)
+            reading.exception()  # retrieved: no warning when no other request was waiting
+            raise
+        finally:
+            del self._reading[key_hash]
         if len(self._cache) >= self.CACHE_ENTRIES:  # unknown keys cost a query each, never memory
             self._cache.clear()
         self._cache[key_hash] = (now + self.cache_seconds, found)
