@@ -127,7 +127,8 @@ def throughput(args: argparse.Namespace, workdir: Path) -> None:
     print("|---:|---:|---:|")
     for workers in (1, 2):
         for c in (8, 32):
-            print(f"| {workers} | {c} | {med[('postgres', workers, c)]['rps'] / med[('sqlite', workers, c)]['rps']:.1%} |")
+            ratio = med[("postgres", workers, c)]["rps"] / med[("sqlite", workers, c)]["rps"]
+            print(f"| {workers} | {c} | {ratio:.1%} |")
 
 
 def rss_kib(pid: int) -> int:
@@ -170,8 +171,8 @@ def upload_once(server: Pollux, mib: int) -> dict[str, float]:
     sampler.join()
     finished = time.monotonic()
     assert r.json()["file"]["sizeBytes"] == str(total), r.text
-    return {"seconds": finished - started, "mib_s": mib / (finished - started), "rss_growth_mib": (peak[0] - before) / 1024,
-            "rss_before_mib": before / 1024, "chunks_s": chunks_done - started}
+    return {"seconds": finished - started, "mib_s": mib / (finished - started), "rss_before_mib": before / 1024,
+            "rss_growth_mib": (peak[0] - before) / 1024, "chunks_s": chunks_done - started}
 
 
 def upload(args: argparse.Namespace, workdir: Path) -> None:

@@ -295,9 +295,9 @@ def parser() -> argparse.ArgumentParser:
                         "~/.pollux)")
     common.add_argument("--config", help="TOML config file: models, limits, store (default: none, the built-in "
                         "catalogue and limits)")
-    common.add_argument("--database-url", help="the shared database: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
-                        "(default: $POLLUX_DATABASE_URL, else the config's [store] database_url, else SQLite in the "
-                        "data dir)")
+    common.add_argument("--database-url", help="the shared database: sqlite:///PATH or "
+                        "postgresql+psycopg://USER@HOST/DB (default: $POLLUX_DATABASE_URL, else the config's [store] "
+                        "database_url, else SQLite in the data dir)")
     common.add_argument("--blob-url", help="where file bytes live: a directory or s3://BUCKET/PREFIX (default: "
                         "$POLLUX_BLOB_URL, else the config's [store] blob_url, else the data dir)")
 

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -275,20 +276,17 @@ class Database:
         finally:
             engine.dispose()
 
-    @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except Exception as exc:
-            if unavailable(exc):
-                raise StoreUnavailable(_first_line(exc)) from exc
-            raise
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self._reachable(self.engine.begin())
+
+    def connect(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self._reachable(self.engine.connect())
 
     @contextlib.asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
+    async def _reachable(self, opening: AbstractAsyncContextManager[AsyncConnection]
+                         ) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self.engine.connect() as conn:
+            async with opening as conn:
                 yield conn
         except Exception as exc:
             if unavailable(exc):
