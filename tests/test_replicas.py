@@ -4,12 +4,11 @@ real S3 endpoint (moto's server). Every protocol must work whichever process ser
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import io
 import os
 import re
 import signal
-import socket
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -63,6 +62,11 @@ class Fleet:
             made = genai.Client(api_key=key or self.key, http_options=types.HttpOptions(base_url=server.base_url))
             self._clients[(server.base_url, key or self.key)] = made
         return made
+
+    def s3_keys(self, prefix: str) -> list[str]:
+        """The object store's keys under `prefix` (every replica's bytes are there)."""
+        r = httpx.get(f"{self.s3.url}/pollux", params={"list-type": "2", "prefix": prefix}, timeout=TIMEOUT)
+        return re.findall(r"<Key>([^<]+)</Key>", r.text)
 
     def stop(self) -> None:
         for server in self.servers:
@@ -212,48 +216,34 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def test_a_job_held_by_a_killed_worker_is_finished_by_another(fleet, monkeypatch):
-    """A file left PROCESSING by a worker that dies holding its processing job: once the lease runs out (2 s here),
-    another process claims the job and finishes it."""
-    from pollux.files.service import PROCESS_JOB
-    from pollux.store import Store, job_row
-    from pollux.store.blobs import open_blobs
-
-    for name, value in fleet.env.items():
-        monkeypatch.setenv(name, value)
-    workers = [pid for pid in _children(fleet.workers.process.pid) if "spawn" in Path(f"/proc/{pid}/cmdline")
-               .read_text()]
-    assert len(workers) == 2, workers
-    victim = workers[0]
-    project = fleet.sql("SELECT project_id FROM api_keys LIMIT 1")[0][0]
-    file_id = "orphaned-" + os.urandom(3).hex()
-    data = b"processing was cut short"
-
-    async def plant() -> str:
-        store = await Store.open(fleet.database, fleet.workers.data_dir)
-        blobs = open_blobs("s3://pollux/fleet", Path(fleet.workers.data_dir))
-        try:
-            await blobs.write(f"files/{project}/{file_id}", data)
-            now = datetime.now(timezone.utc)
-            await store.files.insert({
-                "project_id": project, "id": file_id, "display_name": "", "mime_type": "text/plain",
-                "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "state": "PROCESSING",
-                "source": "UPLOADED", "error": None, "info": None, "create_time": now, "update_time": now,
-                "expire_time": now + timedelta(hours=1)})
-            job = job_row(PROCESS_JOB, {"project_id": project, "file_id": file_id}, project_id=project,
-                          owner=f"{socket.gethostname()}:{victim}:planted", lease=2)
-            await store.jobs.add(job)
-            return job["id"]
-        finally:
-            await blobs.close()
-            await store.close()
-
-    job_id = asyncio.run(plant())
-    os.kill(victim, signal.SIGKILL)
-    state = lambda: fleet.sql("SELECT state FROM files WHERE id = ?", file_id)[0][0]  # noqa: E731
-    assert eventually(lambda: state() == "ACTIVE"), state()
-    (job_state, attempts, owner), = fleet.sql("SELECT state, attempts, lease_owner FROM jobs WHERE id = ?", job_id)
-    assert job_state == "done" and attempts == 2 and owner is None
-    # uvicorn's supervisor replaced the killed worker; the port keeps serving.
-    assert eventually(lambda: len(_children(fleet.workers.process.pid)) >= 2)
+def test_a_job_held_by_a_killed_worker_is_finished_by_another(fleet):
+    """The housekeeping job, caught mid-run: the object store is frozen (SIGSTOP) so the process that claims the job
+    hangs in it, holding the lease with its heartbeats. That process is SIGKILLed and the store thawed: once the
+    lease runs out (2 s here) another process claims the job and finishes it, deleting the expired file the killed
+    one never got to."""
+    uploaded = fleet.client(fleet.workers).files.upload(file=io.BytesIO(b"expires while the store is frozen"),
+                                                        config=types.UploadFileConfig(mime_type="text/plain"))
+    file_id = uploaded.name.removeprefix("files/")
+    job = "recurring:housekeeping"
+    processes = {fleet.replica.process.pid: fleet.replica, **{pid: fleet.workers for pid in
+                                                               _children(fleet.workers.process.pid)}}
+    os.kill(fleet.s3.process.pid, signal.SIGSTOP)
+    try:
+        past = (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        fleet.sql("UPDATE files SET expire_time = ? WHERE id = ?", past, file_id)
+        # The next run deletes the row, then waits on the frozen store for the bytes: it holds the job.
+        assert eventually(lambda: fleet.sql("SELECT count(*) FROM files WHERE id = ?", file_id) == [(0,)])
+        holder = lambda: fleet.sql("SELECT lease_owner, attempts FROM jobs WHERE id = ?", job)[0]  # noqa: E731
+        assert eventually(lambda: holder()[0] is not None)
+        owner, attempts = holder()
+        victim = int(owner.split(":")[1])
+        assert victim in processes, (owner, processes)
+        os.kill(victim, signal.SIGKILL)
+    finally:
+        os.kill(fleet.s3.process.pid, signal.SIGCONT)
+    # Another process takes the job over when the lease runs out, and runs it to the end.
+    assert eventually(lambda: holder()[0] != owner and holder()[1] > attempts)
+    assert eventually(lambda: not fleet.s3_keys(f"fleet/files/{uploaded.name.split('/')[-1]}"))
+    if processes[victim] is fleet.workers:  # uvicorn's supervisor replaces a killed worker; the port keeps serving
+        assert eventually(lambda: len(_children(fleet.workers.process.pid)) >= 2)
     assert fleet.client(fleet.workers).models.get(model="gemini-2.5-flash").name
