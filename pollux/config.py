@@ -45,15 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import model_not_found
-from .models.catalogue import (
-    DEFAULT_CATALOGUE,
-    EMBED_METHODS,
-    GENERATE_METHODS,
-    IMAGE_METHODS,
-    ModelSpec,
-    model_kind,
-    parse_gemini_id,
-)
+from .models.catalogue import (DEFAULT_CATALOGUE, EMBED_METHODS, GENERATE_METHODS, IMAGE_METHODS, ModelSpec,
+                               model_kind, parse_gemini_id)
 
 __all__ = ["DEFAULT_CATALOGUE", "EMBED_METHODS", "GENERATE_METHODS", "IMAGE_METHODS", "ModelSpec", "Limits",
            "Settings", "find_model", "load_config", "lookup_model", "model_kind", "serve_model"]
@@ -91,9 +84,9 @@ class Limits:
     # Leased jobs (store/jobs.py): a process that stops renewing a job's lease (it died) loses the job after this
     # long, and another process takes it over; housekeeping (expiry, orphan sweeps) runs this often, once per fleet.
     job_lease_seconds: int = 30
+    housekeeping_seconds: int = 60
     # With files in object storage: local copies of recently used ones, for decoders that read a path.
     local_copies_mb: int = 10 * 1024
-    housekeeping_seconds: int = 60
 
 
 @dataclass

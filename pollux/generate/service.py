@@ -28,14 +28,14 @@ from ..engines.base import (CallEvent, Engine, Event, Finish, FunctionSpec, Gene
 from ..engines.errors import EngineError
 from ..errors import ApiError, from_engine
 from ..files.service import FileService
-from ..store.blobs import BlobMissing
-from ..store.records import FileRecord
 from ..images.engines import ImageEngine, build_image_engines, image_engine_key, paints_answers
 from ..images.sizes import output_image
 from ..media import MediaError, inspect_bytes
 from ..merged import END, Merged
 from ..media.probe import MediaInfo, modality_of
 from ..schemas import SchemaMismatch, openapi_to_json_schema, validate_instance
+from ..store.blobs import BlobMissing
+from ..store.records import FileRecord
 from .accounting import with_media
 from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
 from .results import Candidate, Chunk, OutPart, Reply, Usage
