@@ -65,8 +65,9 @@ def _check_sources(settings: Settings) -> None:
 async def _prepare_state(settings: Settings, bootstrap: bool) -> auth.IssuedKey | None:
     """Migrations (once, whichever process gets there first); with `bootstrap`, on an empty database, the first
     project and key."""
-    from .app import open_store
+    from .app import open_blob_store, open_store
 
+    await open_blob_store(settings).close()  # a blob URL Pollux cannot use stops the start here
     store = await open_store(settings)
     try:
         return await auth.bootstrap(store) if bootstrap else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -86,3 +87,42 @@ def test_config_entry_for_an_unlisted_gemini_id_starts_from_its_family(tmp_path)
         assert (mine["outputTokenLimit"], mine["inputTokenLimit"]) == (1000, family["inputTokenLimit"])
         listed = httpx.get(f"{srv.base_url}/v1beta/models?pageSize=1000", headers=headers).json()["models"]
         assert "models/gemini-4-flash" in [m["name"] for m in listed]
+
+
+def test_the_store_section_places_the_database_and_the_bytes(tmp_path):
+    """`[store]` in the config; the environment wins over it, and `--database-url` over both (the CLI commands read
+    the same places as the server)."""
+    shared = tmp_path / "elsewhere" / "state.db"
+    blobs = tmp_path / "bytes"
+    config = f'[store]\ndatabase_url = "sqlite:///{shared}"\nblob_url = "{blobs}"\n'
+    env = {"POLLUX_DATABASE_URL": ""}  # not the Postgres pass's database: this test is about the places
+    with start_server(tmp_path / "data", config=config, env=env) as srv:
+        r = httpx.post(f"{srv.base_url}/upload/v1beta/files?uploadType=media", content=b"where do I go",
+                       headers={"x-goog-api-key": srv.api_key, "Content-Type": "text/plain"}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert shared.exists() and not (tmp_path / "data" / "pollux.db").exists()
+        assert len(list((blobs / "files").glob("*/*"))) == 1
+        listed = subprocess.run([sys.executable, "-m", "pollux.cli", "keys", "list", "--data-dir",
+                                 str(tmp_path / "data"), "--config", str(tmp_path / "pollux.toml")],
+                                capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+        assert "Default key" in listed.stdout, listed.stderr
+        other = tmp_path / "other.db"
+        flagged = subprocess.run([sys.executable, "-m", "pollux.cli", "projects", "list", "--data-dir",
+                                  str(tmp_path / "data"), "--database-url", f"sqlite:///{other}"],
+                                 capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+        assert flagged.returncode == 0 and other.exists() and "Default Gemini Project" not in flagged.stdout
+
+
+@pytest.mark.parametrize("store, message", [
+    ('[store]\ndatabase = "x"\n', "unknown store setting 'database'"),
+    ('[store]\ndatabase_url = "mysql://x/y"\n', "Pollux speaks SQLite"),
+    ('[store]\nblob_url = "ftp://x"\n', "blob"),
+], ids=["unknown-key", "unknown-database", "unknown-blob-store"])
+def test_a_bad_store_fails_at_start(tmp_path, store, message):
+    config = tmp_path / "pollux.toml"
+    config.write_text(store)
+    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
+                             "--config", str(config), "--port", "0"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "POLLUX_DATABASE_URL": ""})
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr and "Traceback" not in result.stderr
