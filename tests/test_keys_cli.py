@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
-import sys
 
 import httpx
 import pytest

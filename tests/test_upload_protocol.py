@@ -12,7 +12,6 @@ import json
 import re
 import secrets
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
