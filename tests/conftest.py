@@ -52,11 +52,11 @@ def database_url(data_dir: Path) -> str | None:
 
 def pollux_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment for a `pollux` command on `data_dir`."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     url = database_url(data_dir)
     if url:
         env["POLLUX_DATABASE_URL"] = url
-    return env
+    return {**env, **extra}  # the caller's variables win (a test that sets its own database)
 
 
 def run_pollux(data_dir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
