@@ -178,6 +178,8 @@ def database_url(url: str | None, data_dir: Path) -> str:
     if backend == "sqlite":
         return str(parsed.set(drivername="sqlite+aiosqlite"))
     if backend in ("postgresql", "postgres"):
+        if not driver:  # postgresql://… as libpq writes it: psycopg, the driver that speaks both sync and async
+            parsed, driver = parsed.set(drivername="postgresql+psycopg"), "psycopg"
         if driver not in ("psycopg", "asyncpg"):
             raise StoreError(f"database_url {parsed.render_as_string(hide_password=True)!r}: use postgresql+psycopg:// "
                              "or postgresql+asyncpg://")
