@@ -10,6 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
+from ..single_flight import SingleFlight
 from ..store.blobs import BlobMissing, BlobStore
 
 
@@ -18,27 +19,17 @@ class LocalCopies:
         self.blobs = blobs
         self.root = root
         self.budget = budget_bytes
-        self._pending: dict[str, asyncio.Future[Path]] = {}
+        self._downloads: SingleFlight[str, Path] = SingleFlight()
 
     async def path(self, key: str, sha256: str, size: int) -> Path:
         dest = self.root / sha256
         if dest.exists():
             os.utime(dest)  # recently used: evicted last
             return dest
-        pending = self._pending.get(sha256)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
-        self._pending[sha256] = future
-        try:
-            await self._download(key, dest, size)
-            future.set_result(dest)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: a download no one else waited for is not "never retrieved"
-            raise
-        finally:
-            del self._pending[sha256]
+        return await self._downloads.run(sha256, lambda: self._fetch(key, dest, size))
+
+    async def _fetch(self, key: str, dest: Path, size: int) -> Path:
+        await self._download(key, dest, size)
         await asyncio.to_thread(self._evict, keep=dest)
         return dest
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from sqlalchemy import delete, func, select, update
 
+from ..single_flight import SingleFlight
 from .db import Database, api_keys, aware, files, projects, uploads, utcnow
 from .records import KeyListing, LiveKey, Project, ProjectDeletion
 
@@ -70,7 +70,7 @@ class Keys:
         self.db = db
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, LiveKey | None]] = {}
-        self._reading: dict[str, asyncio.Future[LiveKey | None]] = {}
+        self._reads: SingleFlight[str, LiveKey | None] = SingleFlight()
 
     async def create(self, key_id: str, project_id: str, name: str, key_hash: str, hint: str) -> None:
         async with self.db.begin() as conn:
@@ -100,22 +100,13 @@ class Keys:
         if hit is not None and hit[0] > now:
             return hit[1]
         # One query for all the requests that find the entry stale at once (each would otherwise take a connection).
-        reading = self._reading.get(key_hash)
-        if reading is not None:
-            return await asyncio.shield(reading)
-        reading = self._reading[key_hash] = asyncio.get_running_loop().create_future()
-        try:
-            async with self.db.connect() as conn:
-                row = (await conn.execute(select(api_keys.c.id, api_keys.c.project_id).where(
-                    api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)))).first()
-            found = LiveKey(row[0], row[1]) if row else None
-            reading.set_result(found)
-        except BaseException as exc:
-            reading.set_exception(exc)
-            reading.exception()  # retrieved: no warning when no other request was waiting
-            raise
-        finally:
-            del self._reading[key_hash]
+        return await self._reads.run(key_hash, lambda: self._read(key_hash, now))
+
+    async def _read(self, key_hash: str, now: float) -> LiveKey | None:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(select(api_keys.c.id, api_keys.c.project_id).where(
+                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)))).first()
+        found = LiveKey(row[0], row[1]) if row else None
         if len(self._cache) >= self.CACHE_ENTRIES:  # unknown keys cost a query each, never memory
             self._cache.clear()
         self._cache[key_hash] = (now + self.cache_seconds, found)
