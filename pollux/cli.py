@@ -62,15 +62,19 @@ def _check_sources(settings: Settings) -> None:
             model_name(source)
 
 
-async def _prepare_state(settings: Settings, bootstrap: bool) -> auth.IssuedKey | None:
-    """Migrations (once, whichever process gets there first); with `bootstrap`, on an empty database, the first
-    project and key."""
+async def _prepare_state(settings: Settings) -> None:
+    """The blob URL checked and the migrations run (once, whichever process gets there first)."""
     from .app import open_blob_store, open_store
 
     await open_blob_store(settings).close()  # a blob URL Pollux cannot use stops the start here
-    store = await open_store(settings)
+    await (await open_store(settings)).close()
+
+
+async def _bootstrap(settings: Settings) -> auth.IssuedKey | None:
+    """On an empty database (already migrated), the first project and key."""
+    store = Store(settings.database_url, settings.data_dir)
     try:
-        return await auth.bootstrap(store) if bootstrap else None
+        return await auth.bootstrap(store)
     finally:
         await store.close()
 
@@ -117,11 +121,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1 if isinstance(exc, server.ListenError) else 2
     try:
         _check_sources(settings)
-        asyncio.run(_prepare_state(settings, bootstrap=False))  # an unreachable database stops us before models load
+        asyncio.run(_prepare_state(settings))  # an unreachable database stops us before models load
         # With workers, each loads its own engines (the parent only supervises them).
         engines = build_engines(settings) if args.workers == 1 else None
         # The first key only once the server can start: a key made by a start that then failed would never be shown.
-        issued = asyncio.run(_prepare_state(settings, bootstrap=True))
+        issued = asyncio.run(_bootstrap(settings))
     except (OSError, ValueError, StoreError, StoreUnavailable) as exc:
         for sock in sockets:
             sock.close()

@@ -226,16 +226,14 @@ class Uploads:
         return True
 
     async def delete(self, upload_id: str) -> None:
+        """The upload's row; its pieces' rows go with it (ON DELETE CASCADE, as when a project is deleted)."""
         async with self.db.begin() as conn:
-            await conn.execute(delete(upload_pieces).where(upload_pieces.c.upload_id == upload_id))
             await conn.execute(delete(uploads).where(uploads.c.id == upload_id))
 
     async def delete_of_key(self, key_id: str) -> list[str]:
         """Delete the uploads a (revoked) key opened, finalized ones too (their URLs were the key's to give); returns
         the ids of those still open, whose bytes the caller deletes."""
         async with self.db.begin() as conn:
-            ids = select(uploads.c.id).where(uploads.c.key_id == key_id)
-            await conn.execute(delete(upload_pieces).where(upload_pieces.c.upload_id.in_(ids)))
             rows = (await conn.execute(delete(uploads).where(uploads.c.key_id == key_id)
                                        .returning(uploads.c.id, uploads.c.state))).all()
         return [r[0] for r in rows if r[1] == "active"]
