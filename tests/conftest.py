@@ -131,6 +131,11 @@ def sql_at(url: str, statement: str, *params: object) -> list[tuple]:
         engine.dispose()
 
 
+def on_server(server: Server, url: str) -> str:
+    """An upload URL made by one server, on another (the capability in it travels, not the host)."""
+    return re.sub(r"^http://[^/]+", server.base_url, url)
+
+
 def eventually(predicate, seconds: float = 30) -> bool:
     """Whether `predicate()` becomes true within a bounded while (an outcome, not a measure of speed)."""
     deadline = time.monotonic() + seconds

@@ -11,6 +11,17 @@ import pytest
 from conftest import start_server
 
 
+def serve_with(tmp_path, config: str | None = None, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """`pollux serve` on a fresh data dir with `config` as its TOML (for starts that must fail), from a clean
+    environment: no database URL from outside."""
+    if config is not None:
+        (tmp_path / "pollux.toml").write_text(config)
+        args = ("--config", str(tmp_path / "pollux.toml"), *args)
+    return subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"), *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "POLLUX_DATABASE_URL": ""})
+
+
 def test_config_changes_and_adds_models(tmp_path):
     config = ('[models."gemini-2.5-flash"]\noutput_token_limit = 1000\n\n'
               '[models."my-model"]\nbase = "gemini-2.0-flash"\ndisplay_name = "My model"\nengine = "emulator"\n')
@@ -27,10 +38,7 @@ def test_config_changes_and_adds_models(tmp_path):
 
 
 def test_bad_config_fails_at_start_with_a_message(tmp_path):
-    config = tmp_path / "pollux.toml"
-    config.write_text('[models."gemini-2.5-flash"]\nengine = "warp-drive"\n')
-    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
-                             "--config", str(config)], capture_output=True, text=True, timeout=30)
+    result = serve_with(tmp_path, '[models."gemini-2.5-flash"]\nengine = "warp-drive"\n')
     assert result.returncode == 2
     assert "unknown engine 'warp-drive'" in result.stderr
 
@@ -45,17 +53,13 @@ def test_bad_config_fails_at_start_with_a_message(tmp_path):
 def test_bad_fixtures_fail_at_start_with_a_message(tmp_path, rules, message):
     path = tmp_path / "rules.yaml"
     path.write_text(rules)
-    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
-                             "--fixtures", str(path)], capture_output=True, text=True, timeout=30)
+    result = serve_with(tmp_path, None, "--fixtures", str(path))
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_limit_of_the_wrong_type_fails_at_start(tmp_path):
-    config = tmp_path / "pollux.toml"
-    config.write_text('[limits]\nmax_request_bytes = "20MB"\n')
-    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
-                             "--config", str(config)], capture_output=True, text=True, timeout=30)
+    result = serve_with(tmp_path, '[limits]\nmax_request_bytes = "20MB"\n')
     assert result.returncode == 2 and "positive whole number" in result.stderr
 
 
@@ -69,10 +73,7 @@ def test_limit_of_the_wrong_type_fails_at_start(tmp_path):
     ('[models."gemini-*"]\nid = "other"\n', "unknown field(s) ['id']"),
 ], ids=["base", "no-catalogue-match", "id"])
 def test_bad_model_pattern_fails_at_start(tmp_path, config, message):
-    path = tmp_path / "pollux.toml"
-    path.write_text(config)
-    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
-                             "--config", str(path)], capture_output=True, text=True, timeout=30)
+    result = serve_with(tmp_path, config)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
 
@@ -119,10 +120,6 @@ def test_the_store_section_places_the_database_and_the_bytes(tmp_path):
     ('[store]\nblob_url = "ftp://x"\n', "blob"),
 ], ids=["unknown-key", "unknown-database", "unknown-blob-store"])
 def test_a_bad_store_fails_at_start(tmp_path, store, message):
-    config = tmp_path / "pollux.toml"
-    config.write_text(store)
-    result = subprocess.run([sys.executable, "-m", "pollux.cli", "serve", "--data-dir", str(tmp_path / "d"),
-                             "--config", str(config), "--port", "0"], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "POLLUX_DATABASE_URL": ""})
+    result = serve_with(tmp_path, store, "--port", "0", timeout=60)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert message in result.stderr and "Traceback" not in result.stderr

@@ -4,6 +4,7 @@ real S3 endpoint (moto's server). Every protocol must work whichever process ser
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ON_POSTGRES, Server, eventually, postgres, refused, sql_at, start_server
+from conftest import ON_POSTGRES, Server, eventually, on_server, postgres, refused, sql_at, start_server
 from google import genai
 from google.genai import types
 from s3_server import start_s3_server
@@ -84,11 +85,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
         fleet.stop()
 
 
-def on(server: Server, url: str) -> str:
-    """The same upload URL on another server (the capability travels, not the host)."""
-    return re.sub(r"^http://[^/]+", server.base_url, url)
-
-
 def chunk(url: str, data: bytes, offset: int, command: str) -> httpx.Response:
     return httpx.post(url, content=data, timeout=TIMEOUT,
                       headers={"X-Goog-Upload-Offset": str(offset), "X-Goog-Upload-Command": command})
@@ -110,7 +106,7 @@ def test_an_upload_whose_chunks_alternate_between_processes(fleet):
     for i, piece in enumerate(pieces):
         server = (fleet.replica, fleet.workers)[i % 2]
         last = i == len(pieces) - 1
-        r = chunk(on(server, url), piece, offset, "upload, finalize" if last else "upload")
+        r = chunk(on_server(server, url), piece, offset, "upload, finalize" if last else "upload")
         assert r.status_code == 200, r.text
         offset += len(piece)
         assert r.headers["x-goog-upload-size-received"] == str(offset)
@@ -119,7 +115,7 @@ def test_an_upload_whose_chunks_alternate_between_processes(fleet):
     for server in fleet.servers:  # every process sees the file, with the hash of every byte
         got = fleet.client(server).files.get(name=made["name"])
         assert got.sha256_hash == made["sha256Hash"] and got.size_bytes == len(whole)
-    assert made["sha256Hash"] == __import__("base64").b64encode(hashlib.sha256(whole).hexdigest().encode()).decode()
+    assert made["sha256Hash"] == base64.b64encode(hashlib.sha256(whole).hexdigest().encode()).decode()
     # A model reads it on whichever process serves the request (here the replica that did not assemble it).
     counted = fleet.client(fleet.replica).models.count_tokens(
         model="gemini-2.5-flash", contents=[types.Part.from_uri(file_uri=made["uri"], mime_type="text/plain"), "?"])
@@ -136,7 +132,7 @@ def test_two_chunks_racing_at_one_offset_count_once(fleet):
 
     def send(server: Server, data: bytes) -> None:
         start.wait()
-        results.append(chunk(on(server, url), data, 0, "upload"))
+        results.append(chunk(on_server(server, url), data, 0, "upload"))
 
     threads = [threading.Thread(target=send, args=(s, d)) for s, d in
                ((fleet.workers, b"first writer " * 1000), (fleet.replica, b"second writer " * 1000))]
@@ -147,7 +143,7 @@ def test_two_chunks_racing_at_one_offset_count_once(fleet):
     won = [r for r in results if r.status_code == 200]
     assert len(won) == 1 and all(r.status_code == 400 for r in results if r not in won), [r.text for r in results]
     size = int(won[0].headers["x-goog-upload-size-received"])
-    done = chunk(on(fleet.replica, url), b"", size, "finalize")
+    done = chunk(on_server(fleet.replica, url), b"", size, "finalize")
     assert done.status_code == 200 and done.json()["file"]["sizeBytes"] == str(size)  # the winner's bytes only
 
 
@@ -188,7 +184,7 @@ def test_each_expired_file_is_deleted_once_across_the_fleet(fleet):
     names = []
     for i in range(6):
         server = fleet.servers[i % 2]
-        uploaded = fleet.client(server).files.upload(file=__import__("io").BytesIO(f"file {i}".encode()),
+        uploaded = fleet.client(server).files.upload(file=io.BytesIO(f"file {i}".encode()),
                                                      config=types.UploadFileConfig(mime_type="text/plain"))
         names.append(uploaded.name.removeprefix("files/"))
     past = (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S.%f")

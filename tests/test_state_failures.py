@@ -5,12 +5,10 @@ newer Pollux is refused at start with a clear message."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import httpx
 import pytest
-from conftest import ON_POSTGRES, database_url, eventually, free_port, sql, start_server
+from conftest import ON_POSTGRES, eventually, free_port, run_pollux, sql, start_server
 from google import genai
 from google.genai import errors, types
 from s3_server import start_s3_server
@@ -30,10 +28,7 @@ def test_a_database_migrated_by_a_newer_pollux_is_refused(tmp_path):
     with start_server(data) as srv:
         sql(srv, "UPDATE alembic_version SET version_num = '9999'")
     for command in (["keys", "list"], ["serve", "--port", "0"]):
-        result = subprocess.run([sys.executable, "-m", "pollux.cli", *command, "--data-dir", str(data)],
-                                capture_output=True, text=True, timeout=60,
-                                env={**__import__("os").environ, **({"POLLUX_DATABASE_URL": database_url(data)}
-                                                                     if database_url(data) else {})})
+        result = run_pollux(data, *command, timeout=60)
         assert result.returncode == 2, (result.stdout, result.stderr)
         assert "migration 9999, newer than this Pollux knows" in result.stderr, result.stderr
 

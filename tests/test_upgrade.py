@@ -8,7 +8,7 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 
 import httpx
-from conftest import database_url, eventually, sql, start_server
+from conftest import database_url, eventually, on_server, sql, start_server
 
 TIMEOUT = 60
 
@@ -55,9 +55,9 @@ def test_a_0003_data_dir_is_upgraded_in_place(tmp_path):
         now.strftime("%Y-%m-%d %H:%M:%S.%f"), now.strftime("%Y-%m-%d %H:%M:%S.%f"),
         (now + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S.%f"))
     with start_server(data) as srv:
-        r = httpx.post(on(srv, url), headers={"X-Goog-Upload-Command": "query"}, timeout=TIMEOUT)
+        r = httpx.post(on_server(srv, url), headers={"X-Goog-Upload-Command": "query"}, timeout=TIMEOUT)
         assert r.headers["x-goog-upload-size-received"] == "5", r.text
-        r = httpx.post(on(srv, url), content=b"56789", timeout=TIMEOUT, headers={
+        r = httpx.post(on_server(srv, url), content=b"56789", timeout=TIMEOUT, headers={
             "X-Goog-Upload-Offset": "5", "X-Goog-Upload-Command": "upload, finalize"})
         assert r.status_code == 200, r.text
         made = r.json()["file"]
@@ -67,8 +67,3 @@ def test_a_0003_data_dir_is_upgraded_in_place(tmp_path):
             "x-goog-api-key": key}).json()["state"] == "ACTIVE"), got.text
         assert not (data / "uploads" / f"{upload_id}.part").exists()  # joined into the file, then dropped
 
-
-def on(server, url: str) -> str:
-    import re
-
-    return re.sub(r"^http://[^/]+", server.base_url, url)
