@@ -157,8 +157,7 @@ class UploadService:
     async def _finish(self, upload: Upload, size: int) -> Progress:
         key = upload.id
         pieces = await self.store.uploads.pieces(key)
-        if sum(p.size for p in pieces) != size or any(p.start != sum(q.size for q in pieces[:i])
-                                                      for i, p in enumerate(pieces)):
+        if not _contiguous(pieces, size):
             raise ApiError("FAILED_PRECONDITION", "The upload's stored bytes are incomplete. Start the upload again.")
         dest = file_blob(upload.project_id, upload.file_id)
         try:
@@ -266,6 +265,16 @@ class UploadService:
             if owner not in live:
                 await self.blobs.delete(key)
         return gone
+
+
+def _contiguous(pieces: list[Piece], size: int) -> bool:
+    """Whether the pieces, in order, cover [0, size) with no gap and no overlap."""
+    at = 0
+    for piece in pieces:
+        if piece.start != at:
+            return False
+        at += piece.size
+    return at == size
 
 
 def bad_offset(offset: int, committed: int) -> ApiError:
