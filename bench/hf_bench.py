@@ -3,11 +3,13 @@
 
     .venv/bin/python bench/hf_bench.py                 # the table of BENCHMARKS.md, raw output in bench/results/
     .venv/bin/python bench/hf_bench.py --peer none     # Pollux only
+    .venv/bin/python bench/hf_bench.py --phases poisson,concurrent --peer cb
     bench/hf_run.sh                                    # the same, with the repository's venv
 
 The model is the ~27M-parameter random Llama of `tests/tiny_models.py` (`build_small_llama`, built offline into the
 test-model cache). Every request is a one-turn chat, "Request <i>: tell me a story about the sea." (i from
-PROMPT_INDICES), answered greedily (temperature 0) with at most 64 new tokens. Both servers render the same 28-token
+PROMPT_INDICES, in turn, starting again from the first when a phase has more requests than there are indices),
+answered greedily (temperature 0) with at most 64 new tokens (--tokens). Both servers render the same 28-token
 prompt (the chat template with enable_thinking false, as Pollux does for a model without thinking) and so compute the
 same answers, which the script checks; the random model does not reach its end-of-turn token on these prompts, so
 each answer is 64 tokens, as the servers' own token counts show.
@@ -16,22 +18,34 @@ Targets, one at a time, each pinned with `taskset` to the same core(s) and given
 (the engine's `threads` option for Pollux, OMP_NUM_THREADS for `transformers serve`, which does not set it itself);
 the client (this script, asyncio + httpx) is pinned to another core:
 
-- pollux: `pollux serve` with the model as `gemini-2.0-flash`, `max_batch_size = 16`, streaming
-  `:streamGenerateContent?alt=sse`; also with `responseMimeType: application/json` and a `responseJsonSchema`.
+- pollux: `pollux serve` with the model as `gemini-2.0-flash`, engine_options `source`, `threads` and
+  `max_batch_size` (--max-batch-size, default --requests) and nothing else, plus whatever a --pollux-variant adds;
+  streaming `:streamGenerateContent?alt=sse`; also with `responseMimeType: application/json` and a
+  `responseJsonSchema`.
 - transformers-serve: `transformers serve <model dir>` (sequential `model.generate`, its default) and
   `transformers serve --continuous-batching <model dir>` (paged attention), streaming `/v1/chat/completions`.
 
-Phases, each repeated --repeats times in turn (A B C A B C ...) so that a noisy spell hits all of them:
+Phases (--phases, a comma list of concurrent, sequential, poisson, constrained; default all), each repeated --repeats
+times in turn (A B C A B C ...) so that a noisy spell hits all of them:
 
-- concurrent: N requests sent at once; throughput = all generated tokens / (last end - first start).
+- concurrent: N (--requests, 16) requests sent at once; throughput = all generated tokens / (last end - first start).
 - sequential: the same N one after another; throughput = all generated tokens / total time.
-- constrained (pollux): the concurrent phase with the JSON schema; also one after another (batch 1). Each constrained
-  phase runs next to its unconstrained twin, the two in alternating order.
+- poisson: --poisson-requests (32) requests sent at Poisson arrivals: exponential gaps with mean --poisson-gap-ms
+  (120 ms) drawn from random.Random(--poisson-seed), the first at the phase start; the same schedule for every target
+  and every repeat. Each request is launched at its offset from the phase start (not after the previous one ends).
+  Throughput = all generated tokens / (last end - first start); TTFT p50, p90 and max over all requests of all repeats.
+- constrained (pollux only): a twin, with the JSON schema, of each of the phases above that runs; the concurrent and
+  poisson twins batch constrained requests together, the sequential one is batch 1. Each constrained phase runs next
+  to its unconstrained twin, the two in alternating order. For poisson, the report gives the decode ms/token of the
+  constrained twin over the unconstrained one: the cost of constrained decoding in the shared batch.
+  --no-constrained and --no-sequential drop those phases from --phases.
 
 TTFT: time from sending a request to the first SSE event that carries text. Throughput figures are the median over
-repeats; TTFT p50 is over all requests of all repeats of a phase. "decode ms/token" is, per request, the time from
-its first to its last token over the tokens in between (the step time of the batch it ran in), median over requests.
-Pollux runs with --log-level debug so that the batch sizes its engine forms ("batch of N") can be reported.
+repeats; TTFT percentiles are over all requests of all repeats of a phase. "decode ms/token" is, per request, the time
+from its first to its last token over the tokens in between (the step time of the batch it ran in), median over
+requests. Pollux runs with --log-level debug so that the batches its engine forms can be reported: the sizes from
+"batch of N" lines (the engine that gathers batches) and the largest N of "shared batch: N sequences" lines (a
+continuous-batching engine), whichever its log has; nothing when it has neither.
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -57,9 +72,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import httpx
-import jsonschema
-import tiny_models
+import httpx  # noqa: E402 - after the sys.path line, as tiny_models must be
+import jsonschema  # noqa: E402
+import tiny_models  # noqa: E402
 
 MODEL_ID = "gemini-2.0-flash"
 PROMPT = "Request {i}: tell me a story about the sea."
@@ -82,8 +97,10 @@ SCHEMA: dict[str, Any] = {
 
 @dataclass
 class Request:
-    index: int
+    index: int                 # the request's number in its phase
     start: float
+    prompt: int = 0            # the i of its "Request <i>: ..." prompt
+    scheduled: float | None = None  # poisson: its send time from the phase start (s)
     ttft: float | None = None
     end: float = 0.0
     tokens: int = 0            # as the server counts them (candidatesTokenCount / usage.completion_tokens)
@@ -103,7 +120,8 @@ class Phase:
     requests: list[Request]
     server_cpu_s: float
     other_busy_pct: float
-    batches: list[int] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)   # sizes from "batch of N" log lines
+    shared_batch_max: int | None = None                # largest N of "shared batch: N sequences" log lines
 
     @property
     def tokens(self) -> int:
@@ -112,6 +130,11 @@ class Phase:
     @property
     def tok_s(self) -> float:
         return self.tokens / self.wall if self.wall else 0.0
+
+    @property
+    def batch_max(self) -> int | None:
+        sizes = self.batches + ([self.shared_batch_max] if self.shared_batch_max is not None else [])
+        return max(sizes) if sizes else None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -158,9 +181,16 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError(f"{self.name} did not answer {self.health_url} in {timeout} s:\n{self.log_path.read_text()}")
 
-    def text(self) -> str:
+    def text(self, offset: int = 0) -> str:
+        """The server's output, from byte `offset` on."""
         self.log.flush()
-        return self.log_path.read_text(errors="replace")
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def log_size(self) -> int:
+        self.log.flush()
+        return self.log_path.stat().st_size
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -182,10 +212,10 @@ async def pollux_stream(http: httpx.AsyncClient, base: str, key: str, i: int, to
     config: dict[str, Any] = {"maxOutputTokens": tokens, "temperature": 0}
     if schema is not None:
         config |= {"responseMimeType": "application/json", "responseJsonSchema": schema}
-    body = {"contents": [{"role": "user", "parts": [{"text": PROMPT.format(i=PROMPT_INDICES[i])}]}],
+    body = {"contents": [{"role": "user", "parts": [{"text": PROMPT.format(i=prompt_index(i))}]}],
             "generationConfig": config}
     url = f"{base}/v1beta/models/{MODEL_ID}:streamGenerateContent?alt=sse"
-    req = Request(i, time.perf_counter())
+    req = Request(i, time.perf_counter(), prompt_index(i))
     texts = []
     try:
         async with http.stream("POST", url, json=body, headers={"x-goog-api-key": key}) as r:
@@ -221,10 +251,10 @@ async def pollux_stream(http: httpx.AsyncClient, base: str, key: str, i: int, to
 async def openai_stream(http: httpx.AsyncClient, base: str, model: str, i: int, tokens: int) -> Request:
     # enable_thinking false: the prompt Pollux renders for a model without thinking (the template then pre-fills an
     # empty think block), so that both servers decode the same 28-token prompts.
-    body = {"model": model, "messages": [{"role": "user", "content": PROMPT.format(i=PROMPT_INDICES[i])}],
+    body = {"model": model, "messages": [{"role": "user", "content": PROMPT.format(i=prompt_index(i))}],
             "stream": True, "max_tokens": tokens, "temperature": 0,
             "chat_template_kwargs": {"enable_thinking": False}}
-    req = Request(i, time.perf_counter())
+    req = Request(i, time.perf_counter(), prompt_index(i))
     texts = []
     try:
         async with http.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
@@ -256,32 +286,91 @@ async def openai_stream(http: httpx.AsyncClient, base: str, model: str, i: int, 
     return req
 
 
-async def run_phase(target: str, name: str, repeat: int, one, n: int, concurrent: bool, server: Server,
-                    batch_log: bool = False) -> Phase:
-    before_log = server.text().count("batch of") if batch_log else 0
+def prompt_index(i: int) -> int:
+    """The i of the prompt of request number i of a phase: PROMPT_INDICES in turn, again from the start past its end."""
+    return PROMPT_INDICES[i % len(PROMPT_INDICES)]
+
+
+def poisson_schedule(n: int, gap_ms: float, seed: int) -> list[float]:
+    """Send times (s from the phase start) of n requests at Poisson arrivals: the first at 0, then exponential gaps
+    with mean gap_ms, from random.Random(seed), so that every target (and every repeat) gets the same schedule."""
+    rng = random.Random(seed)
+    times, t = [], 0.0
+    for k in range(n):
+        if k:
+            t += rng.expovariate(1000 / gap_ms)
+        times.append(t)
+    return times
+
+
+BATCH_OF = re.compile(r"\bbatch of (\d+)")
+SHARED_BATCH = re.compile(r"shared batch: (\d+) sequences?")
+
+
+async def run_phase(target: str, name: str, repeat: int, one, n: int, mode: str, server: Server,
+                    batch_log: bool = False, schedule: list[float] | None = None) -> Phase:
+    """One phase: n requests `one(i)`, all at once (mode concurrent), one after another (sequential) or each at its
+    send time in `schedule` (poisson)."""
+    log_offset = server.log_size() if batch_log else 0
     cpu0, busy0 = proc_cpu_s(server.pid), cores_busy_s(server.cpus)
     start = time.perf_counter()
-    if concurrent:
+    if mode == "concurrent":
         requests = list(await asyncio.gather(*(one(i) for i in range(n))))
-    else:
+    elif mode == "sequential":
         requests = [await one(i) for i in range(n)]
-    wall = time.perf_counter() - start
+    elif mode == "poisson":
+        assert schedule is not None and len(schedule) >= n
+
+        async def at(i: int) -> Request:
+            delay = start + schedule[i] - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            req = await one(i)
+            req.scheduled = schedule[i]
+            return req
+
+        requests = list(await asyncio.gather(*(at(i) for i in range(n))))
+    else:
+        raise ValueError(f"unknown phase mode {mode!r}")
+    end = time.perf_counter()
+    wall = end - start
+    if mode == "poisson":  # from the first send to the last answer's end
+        wall = max(r.end or end for r in requests) - min(r.start for r in requests)
     cpu = proc_cpu_s(server.pid) - cpu0
     busy = cores_busy_s(server.cpus) - busy0
-    other = max(0.0, busy - cpu) / (wall * max(1, len(server.cpus))) * 100 if server.cpus else float("nan")
-    batches = []
+    other = max(0.0, busy - cpu) / ((end - start) * max(1, len(server.cpus))) * 100 if server.cpus else float("nan")
+    batches: list[int] = []
+    shared_max = None
     if batch_log:
         await asyncio.sleep(0.05)
-        sizes = [int(m) for m in re.findall(r"batch of (\d+)", server.text())]
-        batches = sizes[before_log:]
-    phase = Phase(target, name, repeat, wall, requests, cpu, other, batches)
+        text = server.text(log_offset)
+        batches = [int(m) for m in BATCH_OF.findall(text)]
+        shared = [int(m) for m in SHARED_BATCH.findall(text)]
+        shared_max = max(shared) if shared else None
+    phase = Phase(target, name, repeat, wall, requests, cpu, other, batches, shared_max)
     errors = [r.error for r in requests if r.error]
     tok = [r.tokens for r in requests]
+    batch_note = ""
+    if batches:
+        batch_note += f"  batches {batches if len(batches) <= 12 else f'{len(batches)}, max {max(batches)}'}"
+    if shared_max is not None:
+        batch_note += f"  shared batch max {shared_max}"
     print(f"  {target:28} {name:22} #{repeat}: {phase.tok_s:7.1f} tok/s  wall {wall:6.2f} s  "
           f"ttft p50 {p50([r.ttft for r in requests]) * 1000:7.1f} ms  tokens {min(tok)}-{max(tok)}"
-          + (f"  batches {batches}" if batches else "") + (f"  ERRORS {errors[:2]}" if errors else ""),
+          + batch_note + (f"  ERRORS {errors[:2]}" if errors else ""),
           file=sys.stderr, flush=True)
     return phase
+
+
+def percentile(values: list[float | None], q: float) -> float:
+    """The q-quantile (0..1) of the values that are not None, interpolated linearly between the closest ranks."""
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return float("nan")
+    pos = q * (len(vals) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(vals) - 1)
+    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
 
 
 def p50(values: list[float | None]) -> float:
@@ -291,6 +380,23 @@ def p50(values: list[float | None]) -> float:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Targets
+
+
+PHASES = ("concurrent", "sequential", "poisson", "constrained")
+
+
+def base_modes(args) -> list[str]:
+    """The unconstrained phases to run, in the order they run within a repeat."""
+    return [m for m in ("concurrent", "sequential", "poisson") if m in args.phases]
+
+
+def phase_requests(args, mode: str) -> int:
+    return args.poisson_requests if mode == "poisson" else args.requests
+
+
+def client_limits(args) -> httpx.Limits:
+    n = 2 * max(args.requests, args.poisson_requests if "poisson" in args.phases else 0)
+    return httpx.Limits(max_connections=n, max_keepalive_connections=n)
 
 
 def server_env(threads: int) -> dict[str, str]:
@@ -305,7 +411,8 @@ async def bench_pollux(args, variant: str, target: str, model_dir: Path, out: Pa
     data = Path(tempfile.mkdtemp(prefix="pollux-hf-bench-"))
     slug = re.sub(r"[^a-z0-9]+", "-", variant.lower()).strip("-")
     config = out / (f"pollux-{slug}.toml" if slug else "pollux.toml")
-    options = f"threads = {args.threads}, max_batch_size = {args.requests}" + (f", {variant}" if variant else "")
+    # Only options that both the batch-gathering engine and the continuous-batching one take; a variant adds others.
+    options = f"threads = {args.threads}, max_batch_size = {args.max_batch_size}" + (f", {variant}" if variant else "")
     config.write_text(f'[models."{MODEL_ID}"]\nengine = "transformers"\nengine_options = {{ source = "{model_dir}", '
                       f'{options} }}\n')
     base = f"http://127.0.0.1:{args.pollux_port}"
@@ -322,8 +429,7 @@ async def bench_pollux(args, variant: str, target: str, model_dir: Path, out: Pa
         if not match:
             raise RuntimeError(f"no 'export GEMINI_API_KEY=' in pollux's output:\n{server.text()}")
         key = match.group(1)
-        limits = httpx.Limits(max_connections=args.requests * 2, max_keepalive_connections=args.requests * 2)
-        async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        async with httpx.AsyncClient(timeout=600, limits=client_limits(args)) as http:
             def plain(i: int):
                 return pollux_stream(http, base, key, i, args.tokens, None)
 
@@ -335,16 +441,15 @@ async def bench_pollux(args, variant: str, target: str, model_dir: Path, out: Pa
             await constrained(0)
             info["first_constrained_request_s"] = time.perf_counter() - t0
             await asyncio.gather(*(plain(i) for i in range(args.requests)))
-            if args.constrained:
+            if "constrained" in args.phases:
                 await asyncio.gather(*(constrained(i) for i in range(args.requests)))
             # Each constrained phase next to its unconstrained twin, the order of the two swapped every repeat.
             for rep in range(args.repeats):
-                for concurrent in (True, False) if args.sequential else (True,):
-                    kinds = [("", plain)] + ([("constrained ", constrained)] if args.constrained else [])
+                for mode in base_modes(args):
+                    kinds = [("", plain)] + ([("constrained ", constrained)] if "constrained" in args.phases else [])
                     for prefix, one in kinds if rep % 2 == 0 else kinds[::-1]:
-                        name = prefix + ("concurrent" if concurrent else "sequential")
-                        phases.append(await run_phase(target, name, rep, one, args.requests, concurrent, server,
-                                                      concurrent))
+                        phases.append(await run_phase(target, prefix + mode, rep, one, phase_requests(args, mode),
+                                                      mode, server, True, args.poisson_schedule))
     finally:
         server.stop()
         shutil.rmtree(data, ignore_errors=True)
@@ -364,8 +469,7 @@ async def bench_peer(args, mode: str, model_dir: Path, out: Path, phases: list[P
         t0 = time.perf_counter()
         server.wait_ready()
         info["startup_s"] = time.perf_counter() - t0
-        limits = httpx.Limits(max_connections=args.requests * 2, max_keepalive_connections=args.requests * 2)
-        async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        async with httpx.AsyncClient(timeout=600, limits=client_limits(args)) as http:
             def one(i: int):
                 return openai_stream(http, base, str(model_dir), i, args.tokens)
 
@@ -377,9 +481,9 @@ async def bench_peer(args, mode: str, model_dir: Path, out: Path, phases: list[P
                 return info
             await asyncio.gather(*(one(i) for i in range(args.requests)))
             for rep in range(args.repeats):
-                phases.append(await run_phase(target, "concurrent", rep, one, args.requests, True, server))
-                if args.sequential:
-                    phases.append(await run_phase(target, "sequential", rep, one, args.requests, False, server))
+                for mode in base_modes(args):
+                    phases.append(await run_phase(target, mode, rep, one, phase_requests(args, mode), mode, server,
+                                                  schedule=args.poisson_schedule))
     except RuntimeError as exc:
         info["error"] = str(exc)[-3000:]
         print(f"  {target}: {info['error']}", file=sys.stderr)
@@ -411,6 +515,7 @@ def summarize(phases: list[Phase], target: str, name: str) -> dict[str, Any] | N
         return None
     reqs = [r for p in ps for r in p.requests]
     steps = [max(r.tokens for r in p.requests) for p in ps]
+    starts = [min(r.start for r in p.requests) for p in ps]  # poisson: the phase start (the first send is at 0)
     return {
         "tok_s": statistics.median(p.tok_s for p in ps),
         "tok_s_all": [round(p.tok_s, 1) for p in ps],
@@ -423,7 +528,10 @@ def summarize(phases: list[Phase], target: str, name: str) -> dict[str, Any] | N
         "decode_ms_per_token": 1000 * p50([(r.end - r.start - r.ttft) / (r.tokens - 1) for r in reqs
                                            if r.ttft is not None and r.tokens > 1]),
         "ttft_p50_ms": 1000 * p50([r.ttft for r in reqs]),
+        "ttft_p90_ms": 1000 * percentile([r.ttft for r in reqs], 0.9),
         "ttft_max_ms": 1000 * max((r.ttft or 0) for r in reqs),
+        "ttft_missing": sum(r.ttft is None for r in reqs),
+        "requests": len(ps[0].requests),
         "tokens_min": min(r.tokens for r in reqs), "tokens_max": max(r.tokens for r in reqs),
         "tokens_mean": statistics.mean(r.tokens for r in reqs),
         "finish": sorted({str(r.finish) for r in reqs}),
@@ -431,6 +539,11 @@ def summarize(phases: list[Phase], target: str, name: str) -> dict[str, Any] | N
         "server_cpu_s": statistics.median(p.server_cpu_s for p in ps),
         "other_busy_pct": max(p.other_busy_pct for p in ps),
         "batches": [p.batches for p in ps if p.batches],
+        "shared_batch_max": [p.shared_batch_max for p in ps if p.shared_batch_max is not None],
+        "batch_max": max((p.batch_max for p in ps if p.batch_max is not None), default=None),
+        # poisson: how late the client sent a request after its scheduled time (its own scheduling, not the server)
+        "send_lag_max_ms": (1000 * max(r.start - start - r.scheduled for p, start in zip(ps, starts, strict=True)
+                                       for r in p.requests) if all(r.scheduled is not None for r in reqs) else None),
         "repeats": len(ps),
     }
 
@@ -439,10 +552,31 @@ def fmt(v: float | None, spec: str = ".0f") -> str:
     return "" if v is None or math.isnan(v) else format(v, spec)
 
 
+def _tokens(x: dict[str, Any]) -> str:
+    return (f"{x['tokens_min']}" if x["tokens_min"] == x["tokens_max"]
+            else f"{x['tokens_min']}–{x['tokens_max']} (mean {x['tokens_mean']:.1f})")
+
+
+def _batches(x: dict[str, Any]) -> str:
+    """What the engine's debug log said about the batches of a phase, per repeat; '' when it said nothing."""
+    parts = []
+    if x["batches"]:
+        parts.append(f"batch sizes the engine formed per repeat: {x['batches']}")
+    if x["shared_batch_max"]:
+        parts.append(f"largest shared batch per repeat: {x['shared_batch_max']}")
+    return "; ".join(parts)
+
+
 def report(args, meta: dict[str, Any], phases: list[Phase], infos: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     names = ("concurrent", "sequential", "constrained concurrent", "constrained sequential")
+    poisson_names = ("poisson", "constrained poisson")
     targets = list(dict.fromkeys([*infos, *(p.target for p in phases)]))
-    s = {t: {n: summarize(phases, t, n) for n in names} for t in targets}
+    s = {t: {n: summarize(phases, t, n) for n in names + poisson_names} for t in targets}
+    for t in targets:  # the cost of constrained decoding in the shared batch, as read from the per-token decode time
+        pu, pc_ = s[t]["poisson"], s[t]["constrained poisson"]
+        if pu and pc_ and pu["decode_ms_per_token"]:
+            pc_["decode_ratio_vs_unconstrained"] = pc_["decode_ms_per_token"] / pu["decode_ms_per_token"]
+    out: list[str] = []
     lines = [("| target | phase | tok/s | ms/token | decode ms/token | TTFT p50 ms | TTFT max ms | tokens/request | "
               "finish | concurrent ÷ sequential | server CPU s | other load |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
@@ -455,46 +589,97 @@ def report(args, meta: dict[str, Any], phases: list[Phase], infos: dict[str, Any
             ratio = ""
             if n == "concurrent" and seq:
                 ratio = f"{x['tok_s'] / seq['tok_s']:.2f}×"
-            toks = (f"{x['tokens_min']}" if x["tokens_min"] == x["tokens_max"]
-                    else f"{x['tokens_min']}–{x['tokens_max']} (mean {x['tokens_mean']:.1f})")
             lines.append(f"| {t} | {n} ({args.requests} × {args.tokens}) | {fmt(x['tok_s'])} | "
                          f"{fmt(x['ms_per_token'], '.2f')} | {fmt(x['decode_ms_per_token'], '.1f')} | "
                          f"{fmt(x['ttft_p50_ms'], '.0f')} | "
-                         f"{fmt(x['ttft_max_ms'], '.0f')} | {toks} | {', '.join(x['finish'])} | {ratio} | "
+                         f"{fmt(x['ttft_max_ms'], '.0f')} | {_tokens(x)} | {', '.join(x['finish'])} | {ratio} | "
                          f"{fmt(x['server_cpu_s'], '.1f')} | {fmt(x['other_busy_pct'])} % |")
         if infos.get(t, {}).get("error"):
             lines.append(f"| {t} | failed: {infos[t]['error'].strip().splitlines()[-1][:200]} | | | | | | | | | | |")
+    if len(lines) > 2:
+        out += ["\n".join(lines), ""]
+
+    if "poisson" in args.phases:
+        sched = args.poisson_schedule
+        plines = [f"Poisson arrivals: {args.poisson_requests} streaming requests × {args.tokens} tokens, exponential "
+                  f"gaps with mean {args.poisson_gap_ms:g} ms (seed {args.poisson_seed}; the last sent at "
+                  f"{1000 * sched[-1]:.0f} ms), the same schedule for every target and repeat. tok/s = all generated "
+                  f"tokens / (last end - first start), median over repeats; TTFT over all requests of all repeats.",
+                  "",
+                  "| target | phase | tok/s | TTFT p50 ms | TTFT p90 ms | TTFT max ms | decode ms/token | "
+                  "constrained ÷ unconstrained decode | tokens/request | finish | max batch | server CPU s | "
+                  "other load |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+        for t in targets:
+            for n in poisson_names:
+                x = s[t][n]
+                if x is None:
+                    continue
+                ratio = x.get("decode_ratio_vs_unconstrained")
+                plines.append(
+                    f"| {t} | {n} ({x['requests']} × {args.tokens}) | {fmt(x['tok_s'])} | "
+                    f"{fmt(x['ttft_p50_ms'])} | {fmt(x['ttft_p90_ms'])} | {fmt(x['ttft_max_ms'])} | "
+                    f"{fmt(x['decode_ms_per_token'], '.1f')} | {fmt(ratio, '.2f') + '×' if ratio else ''} | "
+                    f"{_tokens(x)} | {', '.join(x['finish'])} | "
+                    f"{x['batch_max'] if x['batch_max'] is not None else ''} | "
+                    f"{fmt(x['server_cpu_s'], '.1f')} | {fmt(x['other_busy_pct'])} % |")
+            if infos.get(t, {}).get("error"):
+                plines.append(f"| {t} | failed: {infos[t]['error'].strip().splitlines()[-1][:200]} "
+                              f"| | | | | | | | | | | |")
+        out += ["\n".join(plines), ""]
+
     verdicts = []
     main = "pollux" if "pollux" in s else next((t for t in targets if t.startswith("pollux")), None)
-    pc = ps_ = cc = cs = None
+    pc = ps_ = cc = cs = pp = cp = None
     if main:
         pc, ps_ = s[main]["concurrent"], s[main]["sequential"]
         cc, cs = s[main]["constrained concurrent"], s[main]["constrained sequential"]
+        pp, cp = s[main]["poisson"], s[main]["constrained poisson"]
     if pc and ps_:
         r = pc["tok_s"] / ps_["tok_s"]
         verdicts.append(f"- Batching: {args.requests} concurrent = {r:.2f}× the same {args.requests} one after another "
                         f"({pc['tok_s']:.0f} vs {ps_['tok_s']:.0f} tok/s; goal ≥ 5×): "
-                        f"**{'MET' if r >= 5 else 'NOT MET'}**. Batch sizes the engine formed per repeat: "
-                        f"{pc['batches']}.")
+                        f"**{'MET' if r >= 5 else 'NOT MET'}**." + (f" {_batches(pc).capitalize()}." if _batches(pc)
+                                                                    else ""))
         verdicts.append(f"- TTFT p50 at {args.requests} concurrent: {pc['ttft_p50_ms']:.0f} ms "
                         f"(max {pc['ttft_max_ms']:.0f} ms); one at a time: {ps_['ttft_p50_ms']:.0f} ms.")
+    elif pc and _batches(pc):
+        verdicts.append(f"- {args.requests} concurrent: {_batches(pc)}.")
     if pc and cc:
         o_tok = cc["ms_per_token"] / pc["ms_per_token"] - 1
         o_step = cc["ms_per_step"] / pc["ms_per_step"] - 1
         verdicts.append(
             f"- Constrained decoding, {args.requests} concurrent: {cc['ms_per_token']:.2f} vs {pc['ms_per_token']:.2f} "
-            f"ms per generated token = {100 * o_tok:+.1f} % (goal ≤ 15 %): **{'MET' if o_tok <= 0.15 else 'NOT MET'}**; "
+            f"ms per generated token = {100 * o_tok:+.1f} % (goal ≤ 15 %): "
+            f"**{'MET' if o_tok <= 0.15 else 'NOT MET'}**; "
             f"per decode step (wall ÷ longest answer) {cc['ms_per_step']:.1f} vs {pc['ms_per_step']:.1f} ms = "
             f"{100 * o_step:+.1f} %; decode time per token of a request (first to last token) "
             f"{cc['decode_ms_per_token']:.1f} vs {pc['decode_ms_per_token']:.1f} ms = "
-            f"{100 * (cc['decode_ms_per_token'] / pc['decode_ms_per_token'] - 1):+.1f} %. Batch sizes: {cc['batches']}.")
+            f"{100 * (cc['decode_ms_per_token'] / pc['decode_ms_per_token'] - 1):+.1f} %."
+            + (f" {_batches(cc).capitalize()}." if _batches(cc) else ""))
     if ps_ and cs:
         o = cs["ms_per_token"] / ps_["ms_per_token"] - 1
         o_dec = cs["decode_ms_per_token"] / ps_["decode_ms_per_token"] - 1
         verdicts.append(f"- Constrained decoding, one at a time (batch of 1): {cs['ms_per_token']:.2f} vs "
                         f"{ps_['ms_per_token']:.2f} ms per generated token = {100 * o:+.1f} %; decode time per token "
-                        f"{cs['decode_ms_per_token']:.1f} vs {ps_['decode_ms_per_token']:.1f} ms = {100 * o_dec:+.1f} %.")
-    if cc or cs:
+                        f"{cs['decode_ms_per_token']:.1f} vs {ps_['decode_ms_per_token']:.1f} ms = "
+                        f"{100 * o_dec:+.1f} %.")
+    if pp and cp and cp.get("decode_ratio_vs_unconstrained"):
+        ratio = cp["decode_ratio_vs_unconstrained"]
+        verdicts.append(
+            f"- Constrained decoding in the shared batch (Poisson arrivals, {args.poisson_requests} requests): decode "
+            f"time per token of a request {cp['decode_ms_per_token']:.1f} vs {pp['decode_ms_per_token']:.1f} ms = "
+            f"{ratio:.2f}× ({100 * (ratio - 1):+.1f} %); throughput {cp['tok_s']:.0f} vs {pp['tok_s']:.0f} tok/s; "
+            f"TTFT p50 {cp['ttft_p50_ms']:.0f} vs {pp['ttft_p50_ms']:.0f} ms, p90 {cp['ttft_p90_ms']:.0f} vs "
+            f"{pp['ttft_p90_ms']:.0f} ms.")
+    if pp:
+        lag = max(x["send_lag_max_ms"] or 0 for t in targets for x in [s[t]["poisson"], s[t]["constrained poisson"]]
+                  if x)
+        verdicts.append(f"- Poisson arrivals, Pollux: {pp['tok_s']:.0f} tok/s, TTFT p50 {pp['ttft_p50_ms']:.0f} ms, "
+                        f"p90 {pp['ttft_p90_ms']:.0f} ms, max {pp['ttft_max_ms']:.0f} ms"
+                        + (f"; largest batch the engine formed: {pp['batch_max']}" if pp["batch_max"] else "")
+                        + f". The client sent every request within {lag:.0f} ms of its scheduled time.")
+    if cc or cs or cp:
         verdicts.append(f"- Constrained outputs valid against the schema: {meta.get('constrained_valid')} "
                         f"(json.loads + jsonschema.validate).")
     for t in targets:
@@ -503,7 +688,12 @@ def report(args, meta: dict[str, Any], phases: list[Phase], infos: dict[str, Any
             verdicts.append(f"- vs `{t}`: Pollux has {pc['tok_s'] / tc['tok_s']:.2f}× its concurrent throughput "
                             f"({pc['tok_s']:.0f} vs {tc['tok_s']:.0f} tok/s), TTFT p50 {pc['ttft_p50_ms']:.0f} vs "
                             f"{tc['ttft_p50_ms']:.0f} ms.")
-    return "\n".join(lines) + "\n\n" + "\n".join(verdicts) + "\n", s
+        tp = s[t]["poisson"]
+        if t.startswith("transformers") and pp and tp:
+            verdicts.append(f"- vs `{t}`, Poisson arrivals: Pollux has {pp['tok_s'] / tp['tok_s']:.2f}× its throughput "
+                            f"({pp['tok_s']:.0f} vs {tp['tok_s']:.0f} tok/s), TTFT p50 {pp['ttft_p50_ms']:.0f} vs "
+                            f"{tp['ttft_p50_ms']:.0f} ms, p90 {pp['ttft_p90_ms']:.0f} vs {tp['ttft_p90_ms']:.0f} ms.")
+    return "\n".join(out) + "\n" + "\n".join(verdicts) + "\n", s
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -511,26 +701,48 @@ def report(args, meta: dict[str, Any], phases: list[Phase], infos: dict[str, Any
 
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=16)
-    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=16, help="requests of the concurrent and sequential phases")
+    ap.add_argument("--tokens", type=int, default=64, help="new tokens per request (maxOutputTokens / max_tokens)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each server")
     ap.add_argument("--server-cpus", default="0", help="cores the servers are pinned to ('' for none)")
     ap.add_argument("--client-cpu", default="1", help="core this client is pinned to ('' for none)")
     ap.add_argument("--peer", choices=["both", "plain", "cb", "none"], default="both")
     ap.add_argument("--pollux-variant", action="append", default=None, metavar="OPTIONS",
-                    help="extra engine_options of a Pollux run, e.g. 'batch_wait_ms = 100' (repeatable; '' is the "
-                         "default configuration; default: one run with '')")
+                    help="extra engine_options of a Pollux run, e.g. 'max_batch_tokens = 2048' (repeatable; '' is the "
+                         "default configuration: source, threads, max_batch_size only; default: one run with '')")
+    ap.add_argument("--max-batch-size", type=int, default=None,
+                    help="Pollux's max_batch_size engine option (default: --requests)")
+    ap.add_argument("--phases", default=",".join(PHASES),
+                    help=f"comma list of the phases to run, of {', '.join(PHASES)} (default: all); constrained adds "
+                         f"the constrained twins (Pollux only) of the others that run")
+    ap.add_argument("--poisson-requests", type=int, default=32, help="requests of the poisson phase")
+    ap.add_argument("--poisson-gap-ms", type=float, default=120.0,
+                    help="mean of the exponential gaps between the poisson phase's send times")
+    ap.add_argument("--poisson-seed", type=int, default=0, help="seed of the poisson phase's send times")
     ap.add_argument("--no-constrained", dest="constrained", action="store_false",
-                    help="skip the constrained phases")
+                    help="skip the constrained phases (drops constrained from --phases)")
     ap.add_argument("--no-sequential", dest="sequential", action="store_false",
-                    help="skip the one-after-another phases (no concurrent ÷ sequential ratio then)")
+                    help="skip the one-after-another phases (drops sequential from --phases; no concurrent ÷ "
+                         "sequential ratio then)")
     ap.add_argument("--pollux-port", type=int, default=18190)
     ap.add_argument("--peer-port", type=int, default=18191)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.requests > len(PROMPT_INDICES):
         ap.error(f"at most {len(PROMPT_INDICES)} requests (PROMPT_INDICES)")
+    phases_asked = [x.strip() for x in args.phases.split(",") if x.strip()]
+    unknown = [x for x in phases_asked if x not in PHASES]
+    if unknown:
+        ap.error(f"unknown phase(s) {unknown}: --phases takes a comma list of {', '.join(PHASES)}")
+    dropped = {name for name, keep in (("constrained", args.constrained), ("sequential", args.sequential)) if not keep}
+    args.phases = [x for x in PHASES if x in phases_asked and x not in dropped]
+    if not base_modes(args):
+        ap.error("no phase to run: --phases needs at least one of concurrent, sequential, poisson")
+    if args.poisson_requests < 1 or args.poisson_gap_ms < 0:
+        ap.error("--poisson-requests must be at least 1 and --poisson-gap-ms not negative")
+    args.max_batch_size = args.max_batch_size or args.requests
+    args.poisson_schedule = poisson_schedule(args.poisson_requests, args.poisson_gap_ms, args.poisson_seed)
     args.server_cpus = [int(c) for c in args.server_cpus.split(",") if c.strip()]
     if args.client_cpu.strip():
         os.sched_setaffinity(0, {int(args.client_cpu)})
@@ -551,7 +763,11 @@ async def main() -> int:
         "load_before": Path("/proc/loadavg").read_text().split()[:3], "versions": versions, "git": git,
         "server_cpus": args.server_cpus, "client_cpu": args.client_cpu, "threads": args.threads,
         "requests": args.requests, "tokens": args.tokens, "repeats": args.repeats, "schema": SCHEMA,
+        "phases": args.phases, "max_batch_size": args.max_batch_size,
     }
+    if "poisson" in args.phases:
+        meta["poisson"] = {"requests": args.poisson_requests, "gap_ms": args.poisson_gap_ms, "seed": args.poisson_seed,
+                           "send_times_ms": [round(1000 * t, 1) for t in args.poisson_schedule]}
     print(f"model {model_dir} ({meta['params']:,} parameters); servers on CPU {args.server_cpus} with "
           f"{args.threads} torch thread(s), client on CPU {args.client_cpu}; load {meta['load_before']}",
           file=sys.stderr)
@@ -577,13 +793,15 @@ async def main() -> int:
                     jsonschema.validate(json.loads(r.text), SCHEMA)
                 except (ValueError, jsonschema.ValidationError) as exc:
                     invalid.append(f"{p.name} #{p.repeat} request {r.index}: {str(exc)[:120]} ({r.text[:80]!r})")
-    # Same work on every target: each unconstrained answer should be the text Pollux gives one at a time.
-    reference = {r.index: r.text for p in phases if p.target == next(iter(infos)) and p.name == "sequential"
+    # Same work on every target: each unconstrained answer should be the text Pollux gives one at a time (for the
+    # prompts the sequential phase has: a poisson phase with more requests than --requests has others too).
+    reference = {r.prompt: r.text for p in phases if p.target == next(iter(infos)) and p.name == "sequential"
                  for r in p.requests}
     same: dict[str, str] = {}
     for t in dict.fromkeys(p.target for p in phases):
-        reqs = [r for p in phases if p.target == t and p.name in ("concurrent", "sequential") for r in p.requests]
-        same[t] = f"{sum(reference.get(r.index) == r.text for r in reqs)}/{len(reqs)}"
+        reqs = [r for p in phases if p.target == t and p.name in ("concurrent", "sequential", "poisson")
+                for r in p.requests if r.prompt in reference]
+        same[t] = f"{sum(reference[r.prompt] == r.text for r in reqs)}/{len(reqs)}"
     meta["same_text_as_reference"] = same
     prompt_tokens = {t: sorted({r.prompt_tokens for p in phases if p.target == t for r in p.requests})
                      for t in dict.fromkeys(p.target for p in phases)}
@@ -598,7 +816,10 @@ async def main() -> int:
     (out / "raw.json").write_text(json.dumps({"meta": meta, "infos": infos, "summary": summary,
                                               "phases": [asdict(p) for p in phases]}, indent=1, default=str))
     head = (f"date: {meta['date']}; model: {model_dir.name}, {meta['params']:,} parameters (float32); "
-            f"{args.requests} requests × {args.tokens} tokens, greedy; {args.repeats} repeats\n"
+            + ", ".join(([f"{args.requests} requests per concurrent/sequential phase"]
+                         if {"concurrent", "sequential"} & set(args.phases) else [])
+                        + ([f"{args.poisson_requests} per poisson phase"] if "poisson" in args.phases else []))
+            + f", × {args.tokens} tokens, greedy; {args.repeats} repeats; phases {', '.join(args.phases)}\n"
             f"machine: {meta['machine']}; load average before {' '.join(meta['load_before'])}, after "
             f"{' '.join(meta['load_after'])}\n"
             f"pinning: servers on CPU {','.join(map(str, args.server_cpus)) or 'any'} with {args.threads} torch "

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Benchmark of the transformers engine (issue 3): Pollux vs `transformers serve` on the ~27M-parameter random Llama of
-# tests/tiny_models.py, 16 concurrent streaming requests x 64 tokens vs the same 16 one after another, TTFT, and the
-# cost of constrained decoding. All options go to bench/hf_bench.py (see its --help), e.g.
+# Benchmark of the transformers engine (issue 3): Pollux vs `transformers serve` (plain and --continuous-batching) on
+# the ~27M-parameter random Llama of tests/tiny_models.py, streaming, greedy, 64 tokens per request. Phases (--phases,
+# a comma list, default all): concurrent (16 requests at once), sequential (the same 16 one after another), poisson
+# (32 requests at Poisson arrivals: exponential gaps with mean 120 ms from a seeded random.Random, the same schedule
+# for every target; --poisson-requests, --poisson-gap-ms, --poisson-seed; TTFT p50/p90/max and tokens/s), and
+# constrained (Pollux only: the JSON-schema twin of each of the others, for the cost of constrained decoding, in the
+# shared batch for poisson; --no-constrained drops it). Pollux's engine_options are source, threads and max_batch_size
+# (--max-batch-size, default --requests) only, plus what a --pollux-variant adds. All options go to bench/hf_bench.py
+# (see its --help), e.g.
 #
-#   bench/hf_run.sh                                   # the table of BENCHMARKS.md (about 5.5 minutes)
-#   bench/hf_run.sh --peer none --pollux-variant '' --pollux-variant 'batch_wait_ms = 100'
+#   bench/hf_run.sh                                   # all phases, all targets
+#   bench/hf_run.sh --phases poisson,concurrent --peer cb
+#   bench/hf_run.sh --peer none --pollux-variant '' --pollux-variant 'max_batch_tokens = 2048'
 #
 # `transformers serve` needs transformers[serving] (fastapi, openai, rich, accelerate); they are installed into the
-# venv with pip if missing, without changing any package already there. Raw results: bench/results/hf-<timestamp>/.
+# venv with pip if missing, without changing any package already there. Raw results: bench/results/hf-<timestamp>/
+# (or --out DIR): table.md and raw.json.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

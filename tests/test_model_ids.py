@@ -168,7 +168,7 @@ def routed(tmp_path_factory):
     config = f"""
 [models."gemini-*"]
 engine = "transformers"
-engine_options = {{ source = "{tiny}", threads = 1, workers = 1 }}
+engine_options = {{ source = "{tiny}", threads = 1 }}
 
 [models."gemini-2.0-flash"]
 engine = "emulator"

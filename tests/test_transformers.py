@@ -1,10 +1,9 @@
 """The transformers engine through the HTTP API and the official SDK, on tiny models the tests build offline.
 
 `gemini-2.5-flash` is the scripted model (a tiny Llama overfit on a few chats, exact answers under greedy decoding),
-`gemini-2.0-flash` a tiny random Llama (only validity can be asserted on it), `batched` the same Llama with batches
-that close only when they hold six requests, `tiny-vision` a tiny Gemma 3 with a vision tower. No test depends on
-how fast anything runs: concurrency is observed through events (a stream's first chunk, a batch's size, a cancelled
-generation), and waits are bounded waits for an outcome.
+`gemini-2.0-flash` a tiny random Llama (only validity can be asserted on it), `tiny-vision` a tiny Gemma 3 with a
+vision tower. No test depends on how fast anything runs: concurrency is observed through events (a stream's first
+chunk, the shared batch's size, a cancelled generation), and waits are bounded waits for an outcome.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -46,7 +46,7 @@ engine_options = {{ source = "{models['scripted']}", threads = 1 }}
 
 [models."gemini-2.0-flash"]
 engine = "transformers"
-engine_options = {{ source = "{models['random']}", threads = 1, max_batch_size = 8, batch_wait_ms = 50 }}
+engine_options = {{ source = "{models['random']}", threads = 1, max_batch_size = 8 }}
 
 [models."gemini-3-pro-preview"]
 engine = "transformers"
@@ -55,17 +55,12 @@ engine_options = {{ source = "{models['scripted']}", threads = 1 }}
 [models."mistral-format"]
 base = "gemini-2.0-flash"
 engine = "transformers"
-engine_options = {{ source = "{models['mistral']}", threads = 1, workers = 1 }}
+engine_options = {{ source = "{models['mistral']}", threads = 1 }}
 
 [models."llama3-format"]
 base = "gemini-2.0-flash"
 engine = "transformers"
-engine_options = {{ source = "{models['llama3']}", threads = 1, workers = 1 }}
-
-[models."batched"]
-base = "gemini-2.0-flash"
-engine = "transformers"
-engine_options = {{ source = "{models['random']}", threads = 1, workers = 1, max_batch_size = 6, batch_wait_ms = 60000, batch_max_wait_ms = 60000 }}
+engine_options = {{ source = "{models['llama3']}", threads = 1 }}
 
 [models."tiny-vision"]
 base = "gemini-2.5-flash"
@@ -286,18 +281,6 @@ def test_logprobs(client):
     assert all(len(t.candidates) == 3 for t in result.top_candidates)
 
 
-async def test_concurrent_requests_are_batched(client, hf):
-    """Six requests decode as one batch. The `batched` model closes a batch when it holds six (its wait for more is a
-    minute), so how fast the requests arrive does not matter."""
-    async def one(i: int):
-        return await client.aio.models.generate_content(
-            model="batched", contents=f"Request {i}", config=types.GenerateContentConfig(max_output_tokens=8))
-    responses = await asyncio.gather(*(one(i) for i in range(6)))
-    assert all(r.usage_metadata.candidates_token_count for r in responses)
-    sizes = [int(line.rsplit(" ", 1)[1]) for line in hf.log().splitlines() if "batch of" in line]
-    assert 6 in sizes, sizes
-
-
 # Greedy decoding of this prompt on the random model never ends the turn: a stream of it runs to its limit, thousands
 # of tokens, which is the clock of the tests below (they end it themselves by going away).
 ENDLESS = {"contents": [{"parts": [{"text": "Go on and on"}]}],
@@ -320,6 +303,9 @@ def test_a_request_does_not_wait_for_a_running_batch(hf):
         assert short.status_code == 200
     assert hf.logged("generation cancelled", before + 1), \
         "the long generation had ended before the short request was answered"
+    # The two decoded in the same steps of one batch, not side by side.
+    sizes = [int(n) for n in re.findall(r"shared batch: (\d+) sequences", hf.log())]
+    assert max(sizes, default=0) >= 2, sizes
 
 
 def test_candidate_count_decodes_together(client):
@@ -375,11 +361,11 @@ def test_model_that_cannot_load_stops_the_server_with_a_message(tmp_path, source
 
 
 def test_queue_bound_answers_503_with_retry_info(tmp_path, models):
-    """One worker, one request a batch, one waiting place. While an endless stream holds the worker (it is decoding
-    once its first chunk is read), of two more requests one waits and the other is refused at once; the one that
-    waits is answered once the stream is dropped."""
+    """One sequence a batch, one waiting place. While an endless stream holds the batch (it is decoding once its first
+    chunk is read), of two more requests one waits and the other is refused at once; the one that waits is answered
+    once the stream is dropped: the cancelled stream left the batch and freed its place."""
     config = (f'[models."gemini-2.0-flash"]\nengine = "transformers"\nengine_options = {{ source = '
-              f'"{models["random"]}", threads = 1, workers = 1, max_batch_size = 1, max_queue = 1 }}\n')
+              f'"{models["random"]}", threads = 1, max_batch_size = 1, max_queue = 1 }}\n')
     with start_server(tmp_path / "data", config=config) as srv:
         base = f"{srv.base_url}/v1beta/models/gemini-2.0-flash:"
 
@@ -445,7 +431,7 @@ def test_video_frames_to_a_vision_model(client, models):
 
     data = media.sample("animal.mp4").read_bytes()
     info = inspect_bytes(data, "video/mp4")
-    engine = TransformersEngine(HFOptions.from_dict({"source": models["vision"], "threads": 1, "workers": 1}))
+    engine = TransformersEngine(HFOptions.from_dict({"source": models["vision"], "threads": 1}))
     try:
         _, frames = engine._messages([Turn("user", [Media("video/mp4", "VIDEO", data=data, info=info), Text("x")])], [])
     finally:
@@ -469,7 +455,7 @@ def test_pdf_to_a_text_model_and_a_vision_model(client, models):
                      info=inspect_bytes(PDF.read_bytes(), "application/pdf"))
     turns = [Turn("user", [document, Text("Summarize")])]
     for source, images in ((models["random"], 0), (models["vision"], 1)):
-        engine = TransformersEngine(HFOptions.from_dict({"source": source, "threads": 1, "workers": 1}))
+        engine = TransformersEngine(HFOptions.from_dict({"source": source, "threads": 1}))
         try:
             messages, pictures = engine._messages(turns, [])
         finally:
@@ -523,60 +509,3 @@ def test_mode_validated_with_a_response_schema_on_a_format_without_call_markers(
             jsonschema.validate(json.loads(response.text), schema)
         else:
             assert response.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS and response.text
-
-
-@pytest.mark.parametrize("where", ["choose", "accept"])
-def test_a_failing_sequence_fails_its_request_alone(models, where):
-    """A fault injected into one sequence of a decode batch (in choosing its token, or in folding it in: sampling,
-    grammar, stops, detokenizing) ends that request with an error; the others in the batch decode to their end.
-    The batch closes only when full, so the four requests decode together whatever their timing."""
-    from pollux.engines.base import Finish, GenerateRequest, Sampling, Text, TextDelta, Turn
-    from pollux.engines.hf import HFOptions, TransformersEngine
-    from pollux.engines.errors import EngineError, Failure
-
-    size = 4
-    engine = TransformersEngine(HFOptions(source=models["random"], threads=1, workers=1, max_batch_size=size,
-                                          batch_wait_ms=600_000, batch_max_wait_ms=600_000))
-    batches: list[list[str]] = []
-    run, make_job = engine._run, engine._job
-
-    def recording_run(jobs):
-        batches.append([job.prompt_text for job in jobs])
-        run(jobs)
-
-    def job(request, emit):
-        made = make_job(request, emit)
-        if request.turns[0].segments[0].text == "poison":
-            def broken(*args):
-                raise RuntimeError("injected fault")
-
-            setattr(made.sequence, where, broken)
-        return made
-
-    engine._run, engine._job = recording_run, job
-
-    async def one(text: str):
-        request = GenerateRequest(model="gemini-2.0-flash", turns=[Turn("user", [Text(text)])],
-                                  sampling=Sampling(temperature=0, max_output_tokens=12))
-        events = []
-        try:
-            async for event in engine.generate(request):
-                events.append(event)
-        except EngineError as err:
-            return events, err
-        return events, None
-
-    async def batch():
-        try:
-            return await asyncio.gather(one("poison"), *(one(f"Request {i}") for i in range(size - 1)))
-        finally:
-            await engine.close()
-
-    (poisoned, error), *good = asyncio.run(batch())
-    assert len(batches) == 1 and len(batches[0]) == size, batches  # one batch held them all
-    assert isinstance(error, Failure) and "injected fault" in error.message
-    assert not any(isinstance(e, Finish) for e in poisoned)
-    for events, err in good:
-        assert err is None
-        assert isinstance(events[-1], Finish) and events[-1].reason in ("STOP", "MAX_TOKENS"), events
-        assert sum(e.tokens for e in events if isinstance(e, TextDelta)) >= 1

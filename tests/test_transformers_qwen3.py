@@ -106,7 +106,7 @@ def test_forced_calls_are_written_as_the_template_writes_them(models):
     params = {"type": "object", "properties": {"mode": {"enum": ["fast", "slow"]},
                                                "level": {"type": "integer", "minimum": 0, "maximum": 9}},
               "required": ["mode", "level"], "additionalProperties": False}
-    engine = TransformersEngine(HFOptions(source=models["qwen3"], threads=1, workers=1))
+    engine = TransformersEngine(HFOptions(source=models["qwen3"], threads=1))
     written: list[int] = []
     make_job = engine._job
 

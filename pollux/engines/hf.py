@@ -1,12 +1,12 @@
-"""Hugging Face models in-process (engine `transformers`): chat templates, batched generation, streaming.
+"""Hugging Face models in-process (engine `transformers`): chat templates, continuous batching, streaming.
 
-Requests wait in a bounded queue. Worker threads (two by default, sharing the model) each take up to
-`max_batch_size` of them at a time and run them as one left-padded batch through `model.generate`, with a logits
-processor that lets each sequence (`decoding.Sequence`) choose its own token: its sampling parameters, seed,
-grammar, thinking budget and stops. While one batch decodes, newly arrived requests start in another instead of
-waiting for it. Events go back to each request's asyncio queue as they are made, so streams are token by token.
-A sequence whose step fails (sampling, grammar, stops, detokenizing) ends with an error for its own request; the
-others in its batch decode on.
+Text requests join the model's shared batch (`batching.SharedBatch`, transformers' continuous batching) at its next
+step and leave it as soon as they end, so no request waits for another's whole generation. Each request's
+`decoding.Sequence` chooses its own tokens there: its sampling parameters, seed, grammar, thinking budget and stops.
+Requests with images decode beside the batch, one at a time, through `model.generate` (the library's batching takes
+token ids only, not pixels). Events go back to each request's asyncio queue as they are made, so streams are token
+by token. A sequence whose step fails (sampling, grammar, stops, detokenizing) ends with an error for its own
+request; the others decode on.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..admission import BUDGET
@@ -31,11 +30,12 @@ from ..media.probe import register_heif
 from ..media.video import sample_frames
 from .base import (Capabilities, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount,
                    ToolCall, ToolResult, Turn)
+from .batching import CacheTooSmall, SharedBatch
 from .calls import CallIds
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, parameters_grammar,
                         tool_body_grammar, tool_call_grammar)
 from .errors import Failure, InvalidInput, Overloaded, Unsupported
-from .loading import device_and_dtype, load_failed, model_name, options_from
+from .loading import EngineLoadError, device_and_dtype, load_failed, model_name, options_from
 from .decoding import (CLOSE_PROBE_LIMIT, HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat,
                        constrained_thinking_budget)
 
@@ -54,16 +54,24 @@ class HFOptions:
     dtype: str = "auto"           # auto: bfloat16 on a GPU that has it (else float16), float32 on the CPU
     trust_remote_code: bool = False
     revision: str | None = None
-    max_batch_size: int = 16
-    max_queue: int = 64
-    batch_wait_ms: float = 10.0   # a batch closes when no request has arrived for this long...
-    batch_max_wait_ms: float = 100.0  # ...or this long after its first request
+    max_batch_size: int = 32      # sequences decoded in one step
+    max_queue: int = 64           # requests waiting beyond those (for a place, or for KV memory), then 503
+    kv_cache_mb: int | None = None  # the KV cache's budget; None: on the CPU max_batch_size whole contexts, at most
+                                    # 1024 MiB; on a GPU sized from the free memory
+    max_batch_tokens: int | None = None  # tokens one step holds (long prompts prefill in chunks of it); CPU: 512
     threads: int = 0              # torch threads; 0: all cores but one, which stays free for HTTP
-    workers: int = 2              # batches decoded at once: a request arriving mid-batch starts at once, not after it
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> HFOptions:
+        options = dict(options)
+        for gone in _BEFORE_CONTINUOUS_BATCHING & set(options):
+            log.warning("engine option %s no longer applies: requests join the running batch at its next step", gone)
+            del options[gone]
         return options_from(cls, options, "transformers")
+
+
+# Options of the static batches this engine formed before continuous batching; a config that has them still loads.
+_BEFORE_CONTINUOUS_BATCHING = {"batch_wait_ms", "batch_max_wait_ms", "workers"}
 
 
 def _load(options: HFOptions) -> tuple[Any, Any, Any | None]:
@@ -201,15 +209,37 @@ def _failed(exc: Exception) -> Failure:
 
 
 def _step(seq: Sequence, logits: Any) -> int | None:
-    """One token of one sequence of the batch: chosen, then folded in. A failure ends this sequence alone (None)."""
+    """One token of one sequence: chosen, then folded in. A failure ends this sequence alone (None)."""
     try:
         token = seq.choose(logits)
         seq.accept(token)
         return token
     except Exception as exc:  # noqa: BLE001 - whatever broke, it broke for this request only
-        log.exception("a sequence failed; the rest of its batch goes on")
+        log.exception("a sequence failed; the others decode on")
         seq.fail(_failed(exc))
         return None
+
+
+def _next_token(seq: Sequence, logits: Any) -> int | None:
+    """The token the shared batch feeds back for `seq`; None once the sequence is over (it then stops there)."""
+    if seq.done:
+        return None
+    token = _step(seq, logits)
+    return None if seq.done else token
+
+
+def _ended(seq: Sequence, error: str | None) -> None:
+    """The batch let the sequence go: if it had not ended itself, it failed (`error`) or ran out of room."""
+    if seq.done:
+        return
+    if error:
+        seq.fail(_failed(RuntimeError(error)))
+        return
+    try:
+        seq.finish("MAX_TOKENS")
+    except Exception as exc:  # noqa: BLE001 - a failure in the last text is this request's
+        log.exception("a sequence failed to finish")
+        seq.fail(_failed(exc))
 
 
 @dataclass
@@ -249,20 +279,32 @@ class TransformersEngine:
         self._grammars_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._vocab_size = vocab_size
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._pending = 0
-        self._pending_lock = threading.Lock()
-        self._gathering = threading.Lock()
-        self._workers = [threading.Thread(target=self._work, name=f"pollux-hf-{i}", daemon=True)
-                         for i in range(max(1, options.workers))]
-        for worker in self._workers:
-            worker.start()
+        import torch
+        torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 2) - 1))
+        try:
+            self._batch = SharedBatch(model, kv_cache_mb=options.kv_cache_mb, max_batch_size=options.max_batch_size,
+                                      max_batch_tokens=options.max_batch_tokens, max_queue=options.max_queue,
+                                      end_token=self.pad_id, context_length=self.context_length)
+        except CacheTooSmall as exc:
+            raise EngineLoadError(str(exc)) from None
+        # A request's prompt and answer must fit in the KV cache, or the batch could never hold it.
+        self.context_length = min(self.context_length, self._batch.capacity)
+        self.capabilities = replace(self.capabilities, context_length=self.context_length)
+        # Requests with images: one at a time beside the batch.
+        self._media: queue.Queue[_Job | None] = queue.Queue()
+        self._media_pending = 0
+        self._media_lock = threading.Lock()
+        self._media_worker = threading.Thread(target=self._work, name="pollux-hf-media", daemon=True)
+        self._media_worker.start()
+
+    def stats(self) -> dict[str, Any]:
+        """What the shared batch holds now (`SharedBatch.stats`)."""
+        return self._batch.stats()
 
     async def close(self) -> None:
-        for _ in self._workers:
-            self._queue.put(None)
-        for worker in self._workers:
-            await asyncio.to_thread(worker.join, 10)
+        self._media.put(None)
+        await asyncio.to_thread(self._media_worker.join, 10)
+        await self._batch.close()
 
     # Prompts ----------------------------------------------------------------------------------------------------
     def _messages(self, turns: list[Turn], system: list[Segment],
@@ -452,7 +494,12 @@ class TransformersEngine:
         # Rendering, tokenizing and compiling grammars take a while on long prompts and large schemas: not on the loop.
         job = await asyncio.to_thread(self._job, request, emit)
         sequence = job.sequence
-        self._submit(job)
+        rid = None
+        if job.images:
+            self._submit_media(job)
+        else:
+            rid = self._batch.submit(job.prompt_ids, sequence.params.max_new_tokens,
+                                     lambda row: _next_token(sequence, row), lambda error: _ended(sequence, error))
         try:
             while True:
                 event = await events.get()
@@ -465,6 +512,8 @@ class TransformersEngine:
             if not sequence.done:
                 sequence.cancel()
                 job.cancelled.set()
+                if rid is not None:
+                    self._batch.cancel(rid)
                 log.info("generation cancelled: the client went away")
 
     def _job(self, request: GenerateRequest, emit: Callable[[Event | BaseException], None]) -> _Job:
@@ -519,90 +568,51 @@ class TransformersEngine:
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
-    def _submit(self, job: _Job) -> None:
-        with self._pending_lock:
-            if self._pending >= self.options.max_queue:
+    def _submit_media(self, job: _Job) -> None:
+        with self._media_lock:
+            if self._media_pending >= self.options.max_queue:
                 raise Overloaded(retry_after=1)
-            self._pending += 1
-        self._queue.put(job)
+            self._media_pending += 1
+        self._media.put(job)
 
-    # The worker -------------------------------------------------------------------------------------------------
+    # Requests with images ---------------------------------------------------------------------------------------
     def _work(self) -> None:
         import torch
         torch.set_grad_enabled(False)
-        torch.set_num_threads(self.options.threads or max(1, (os.cpu_count() or 2) - 1))
-        while True:
-            with self._gathering:  # one worker gathers at a time, so requests that arrive together batch together
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                # Keep gathering while requests keep coming (a burst takes tens of ms to arrive through HTTP),
-                # but never longer than `batch_max_wait_ms` after the first.
-                start = time.monotonic()
-                while len(batch) < self.options.max_batch_size:
-                    now = time.monotonic()
-                    wait = min(self.options.batch_wait_ms, self.options.batch_max_wait_ms - (now - start) * 1000)
-                    try:
-                        job = self._queue.get(timeout=max(wait, 0) / 1000)
-                    except queue.Empty:
-                        break
-                    if job is None:
-                        self._queue.put(None)  # for this worker's next turn round the loop
-                        break
-                    batch.append(job)
-            with self._pending_lock:
-                self._pending -= len(batch)
-            live = [j for j in batch if not j.cancelled.is_set()]
-            log.debug("batch of %d", len(live))
-            # Image requests go one at a time: their pixel inputs do not pad together like token ids.
-            text_jobs = [j for j in live if not j.images]
-            groups = ([text_jobs] if text_jobs else []) + [[j] for j in live if j.images]
-            for group in groups:
-                try:
-                    self._run(group)
-                except Exception as exc:  # noqa: BLE001 - the model itself failed: every request of the batch
-                    log.exception("generation failed")
-                    for job in group:
-                        job.sequence.fail(_failed(exc))
+        while (job := self._media.get()) is not None:
+            with self._media_lock:
+                self._media_pending -= 1
+            if job.cancelled.is_set():
+                continue
+            try:
+                self._generate_alone(job)
+            except Exception as exc:  # noqa: BLE001 - the model itself failed: this request
+                log.exception("generation failed")
+                job.sequence.fail(_failed(exc))
 
-    def _run(self, jobs: list[_Job]) -> None:
+    def _generate_alone(self, job: _Job) -> None:
+        """One request with images through `model.generate`, its sequence choosing each token."""
         import torch
         from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
                                   StoppingCriteriaList)
 
-        sequences = [j.sequence for j in jobs]
+        sequence = job.sequence
 
         class Choose(LogitsProcessor):
             def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-                rows = scores.float().cpu()  # sampling, grammar masks and seeds all live on the CPU
                 chosen = torch.full_like(scores, float("-inf"))
-                for row, seq in enumerate(sequences):
-                    token = _step(seq, rows[row]) if not seq.done else None
-                    chosen[row, 0 if token is None else token] = 0.0  # a finished row's token is replaced by padding
+                token = _step(sequence, scores[0].float().cpu()) if not sequence.done else None
+                chosen[0, 0 if token is None else token] = 0.0
                 return chosen
 
         class Stop(StoppingCriteria):
             def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-                return torch.tensor([seq.done for seq in sequences], dtype=torch.bool, device=input_ids.device)
+                return torch.tensor([sequence.done], dtype=torch.bool, device=input_ids.device)
 
-        device = self.model.device
-        if jobs[0].images:
-            inputs = self.processor(text=[jobs[0].prompt_text], images=[jobs[0].images], return_tensors="pt")
-            inputs = {k: v.to(device) for k, v in inputs.items()}
-        else:
-            width = max(len(j.prompt_ids) for j in jobs)
-            ids = [[self.pad_id] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs]
-            mask = [[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs]
-            inputs = {"input_ids": torch.tensor(ids, device=device), "attention_mask": torch.tensor(mask, device=device)}
-        config = GenerationConfig(max_new_tokens=max(s.params.max_new_tokens for s in sequences), do_sample=False,
+        inputs = self.processor(text=[job.prompt_text], images=[job.images], return_tensors="pt")
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        config = GenerationConfig(max_new_tokens=sequence.params.max_new_tokens, do_sample=False,
                                   pad_token_id=self.pad_id, eos_token_id=sorted(self.special.eos))
         self.model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList([Choose()]),
                             stopping_criteria=StoppingCriteriaList([Stop()]))
-        for seq in sequences:  # the model ran out of room before the sequence ended on its own
-            if not seq.done:
-                try:
-                    seq.finish("MAX_TOKENS")
-                except Exception as exc:  # noqa: BLE001 - the others still get their ends
-                    log.exception("a sequence failed to finish")
-                    seq.fail(_failed(exc))
+        _ended(sequence, None)  # the model ran out of room before the sequence ended on its own

@@ -1,0 +1,276 @@
+"""One model's shared batch: transformers' continuous batching, with Pollux choosing every token.
+
+What is whose:
+- transformers (`generation/continuous_batching`) owns the scheduling and the model: a thread of its own runs one
+  forward pass after another over whatever requests are live, admits new ones at the next step (their prefill cut
+  into chunks of `max_batch_tokens` beside the others' decoding), lets a finished one go at once, keeps the KV state
+  in a paged cache of a fixed number of blocks, and when the cache is full holds new requests back (or sets a running
+  one aside and recomputes it later).
+- Pollux owns the choice of each token. The library's sampling is per batch (one seed) and knows nothing of grammars,
+  thinking budgets, stop sequences or top-k logprobs, so its logits processors are replaced by one (`_Choose`) that
+  hands each row of the step's logits to its own request's `step` function (`decoding.Sequence`: own generator,
+  llguidance matcher, budget, stops) and returns a one-hot row; the library's argmax (greedy mode) then takes exactly
+  that token. A request whose sequence has ended gets the end token, which is the only one the library stops on.
+- Pollux also owns admission (a bound on requests in flight, then `Overloaded`), the size of the cache (a memory
+  budget, converted to blocks), and the check that a request fits in the cache at all (one that cannot would stop the
+  library's loop for everyone).
+
+A failure in one request's `step` ends that request alone; an exception out of the processor would end the loop and
+fail every request, so none escapes it. If the loop dies anyway (the model's forward pass failed), every live request
+ends with the error and the next request starts a fresh loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+from transformers.generation.configuration_utils import ContinuousBatchingConfig
+from transformers.generation.continuous_batching.cb_logits_processors import (
+    ContinuousBatchingLogitsProcessor,
+    ContinuousBatchingLogitsProcessorList,
+)
+from transformers.generation.logits_process import LogitsProcessorList
+
+from .errors import Overloaded
+
+log = logging.getLogger("pollux.engines.batching")
+
+# The library's logger prints through a handler of its own; its records go through Pollux's logging instead, and its
+# INFO lines (cache sizing, seeds) are the library's internals.
+_library_log = logging.getLogger("ContinuousBatchingLogger")
+for _handler in list(_library_log.handlers):
+    _library_log.removeHandler(_handler)
+_library_log.propagate = True
+_library_log.setLevel(logging.WARNING)
+
+# The CPU cache budget when none is configured (less when a smaller cache holds `max_batch_size` whole contexts). On a
+# GPU the library sizes the cache from the free memory.
+DEFAULT_CPU_KV_CACHE_MB = 1024
+DEFAULT_CPU_BATCH_TOKENS = 512
+PAGE_SIZE = 256  # tokens per cache page: the library's default
+
+
+@dataclass
+class _Entry:
+    step: Callable[[Any], int | None]
+    ended: Callable[[str | None], None]
+
+
+class CacheTooSmall(ValueError):
+    """The configured KV budget cannot hold even one page of the model."""
+
+
+def kv_bytes_per_token(config: Any, dtype_size: int) -> int:
+    """Bytes of key and value state one token takes over all layers (what the library's pages hold)."""
+    heads = int(getattr(config, "num_attention_heads", 1))
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    return 2 * int(config.num_hidden_layers) * kv_heads * head_dim * dtype_size
+
+
+class SharedBatch:
+    """The continuous batch of one loaded model. `submit` and `cancel` are called on the event loop; the library's
+    thread calls back into each request's `step`, and its end is reported on the loop through `ended`."""
+
+    def __init__(self, model: Any, *, kv_cache_mb: int | None, max_batch_size: int, max_batch_tokens: int | None,
+                 max_queue: int, end_token: int, context_length: int) -> None:
+        self.model = model
+        self.end_token = end_token
+        self.max_batch_size = max_batch_size
+        self.max_in_flight = max_batch_size + max_queue
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        on_cpu = model.device.type == "cpu"
+        block = PAGE_SIZE * kv_bytes_per_token(config, torch.empty((), dtype=model.dtype).element_size())
+        self.num_blocks: int | None = None
+        if kv_cache_mb is not None:
+            self.num_blocks = kv_cache_mb * 2**20 // block
+            if self.num_blocks < 1:
+                raise CacheTooSmall(f"kv_cache_mb = {kv_cache_mb} holds no page of this model: one page of "
+                                    f"{PAGE_SIZE} tokens takes {block / 2**20:.1f} MiB")
+        elif on_cpu:
+            # No more than `max_batch_size` sequences of the whole context can use: a tiny model needs megabytes.
+            most = max_batch_size * -(-context_length // PAGE_SIZE)
+            self.num_blocks = max(1, min(DEFAULT_CPU_KV_CACHE_MB * 2**20 // block, most))
+        self.max_batch_tokens = max_batch_tokens or (DEFAULT_CPU_BATCH_TOKENS if on_cpu else None)
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._rows = 0  # sequences in the last step, logged when it changes
+        self._manager: Any = None
+        self._start()
+
+    # The library's loop ---------------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        config = ContinuousBatchingConfig(
+            page_size=PAGE_SIZE, num_blocks=self.num_blocks, max_batch_tokens=self.max_batch_tokens,
+            max_requests_per_batch=self.max_batch_size,
+            # Prefix blocks shared across requests would be shared across projects: never (the caching issue adds
+            # reuse kept apart per tenant).
+            allow_block_sharing=False,
+            # Double buffering runs the processor for one step while the next is prepared: Pollux's choice of a
+            # token must come before the next step is built from it.
+            use_async_batching=False, use_cuda_graph=False)
+        generation = GenerationConfig(do_sample=False, eos_token_id=[self.end_token], pad_token_id=self.end_token)
+        manager = self.model.init_continuous_batching(generation_config=generation,
+                                                      continuous_batching_config=config)
+        processors = ContinuousBatchingLogitsProcessorList(LogitsProcessorList([_Choose(self)]))
+        processors.tensors_required = 1
+        manager.logit_processor = processors
+        with torch.inference_mode():  # the loop runs in the caller's inference mode
+            manager.start()
+        deadline = time.monotonic() + 300
+        while manager.batch_processor is None and manager.is_running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        processor = manager.batch_processor
+        if processor is None:
+            error = manager.background_thread_status.fatal_error
+            manager.stop(block=True, timeout=10)
+            raise RuntimeError(f"the continuous batching loop did not start: {error}")
+        cache = processor.cache
+        self.capacity = int(cache.num_blocks) * PAGE_SIZE  # tokens of KV state the whole cache holds
+        self._manager = manager
+        log.info("shared batch: %d KV blocks of %d tokens (%.0f MiB), up to %d sequences, %d tokens a step",
+                 cache.num_blocks, PAGE_SIZE, cache.cache_tensor.numel() / 2**20, self.max_batch_size,
+                 cache.max_batch_tokens)
+
+    def _running(self) -> Any:
+        """The live manager; a loop that died (its forward pass failed: every request it held has ended with the
+        error) is replaced."""
+        manager = self._manager
+        if manager is not None and manager.is_running():
+            return manager
+        log.error("the shared batch's loop had stopped (%s); starting a new one",
+                  manager.background_thread_status.fatal_error if manager is not None else "never started")
+        if manager is not None:
+            manager.stop(block=True, timeout=10)
+        self._start()
+        return self._manager
+
+    # Requests ---------------------------------------------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], max_new_tokens: int, step: Callable[[Any], int | None],
+               ended: Callable[[str | None], None]) -> str:
+        """Queue a request for the next step; call on the event loop. `step(logits_row)` picks each token (None: the
+        request is over); `ended(error)` comes on this loop once the library has let it go (not after `cancel`)."""
+        with self._lock:
+            if self._in_flight >= self.max_in_flight:
+                raise Overloaded(retry_after=1)
+            self._in_flight += 1
+        try:
+            manager = self._running()
+            self._drop_strays(manager)
+            rid = uuid.uuid4().hex
+            entry = _Entry(step, ended)
+            with self._lock:
+                self._entries[rid] = entry
+
+            def on_output(output: Any) -> None:
+                if output.is_finished() and self._release(rid):
+                    entry.ended(output.error)
+
+            manager.register_result_handler(rid, on_output)
+            # The library's own queue is unbounded (Pollux bounds what is in flight), so this never blocks.
+            manager.add_request(prompt_ids, request_id=rid, max_new_tokens=max_new_tokens + 1,
+                                eos_token_id=[self.end_token])
+        except BaseException:
+            with self._lock:
+                self._in_flight -= 1
+            raise
+        return rid
+
+    def cancel(self, rid: str) -> None:
+        """The client went away: the library drops the request at its next step and frees its blocks."""
+        if not self._release(rid):
+            return
+        manager = self._manager
+        if manager is not None:
+            with manager.output_router._lock:
+                manager.output_router.result_handlers.pop(rid, None)
+            manager.cancel_request(rid)
+
+    def _release(self, rid: str) -> bool:
+        with self._lock:
+            if self._entries.pop(rid, None) is None:
+                return False
+            self._in_flight -= 1
+            return True
+
+    @staticmethod
+    def _drop_strays(manager: Any) -> None:
+        """Outputs of requests whose handler had gone (one that ended in the step its cancel arrived) land in the
+        library's shared queue, which nobody reads."""
+        strays = manager.output_router.output_queue
+        while True:
+            try:
+                strays.get_nowait()
+            except queue.Empty:
+                return
+
+    # The library's thread ---------------------------------------------------------------------------------------
+    def choose(self, rids: list[str], scores: torch.Tensor) -> torch.Tensor:
+        """One step's tokens: row i of `scores` belongs to request `rids[i]`."""
+        rows = scores.float().cpu()  # sampling, grammar masks and seeds all live on the CPU
+        chosen = torch.full_like(scores, float("-inf"))
+        with self._lock:
+            entries = [self._entries.get(rid) for rid in rids]
+        for row, entry in enumerate(entries):
+            token = None
+            if entry is not None:
+                try:
+                    token = entry.step(rows[row])
+                except Exception:  # noqa: BLE001 - an exception out of here would end the loop for every request
+                    log.exception("a sequence's step failed")
+            chosen[row, self.end_token if token is None else token] = 0.0
+        if len(rids) != self._rows:
+            self._rows = len(rids)
+            log.debug("shared batch: %d sequences", len(rids))
+        return chosen
+
+    # Introspection and shutdown ---------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """What the batch holds now: requests in flight (Pollux's count), running and waiting (the library's), and the
+        share of the KV cache that is free."""
+        manager = self._manager
+        processor = manager.batch_processor if manager is not None else None
+        stats: dict[str, Any] = {"in_flight": self._in_flight}
+        if processor is not None:
+            stats.update(running=len(processor.scheduler.active_requests),
+                         waiting=len(processor.scheduler.waiting_requests),
+                         free_kv=float(processor.cache.compute_free_capacity()))
+        return stats
+
+    async def close(self) -> None:
+        manager = self._manager
+        if manager is not None and manager.is_running():
+            await asyncio.to_thread(manager.stop, block=True, timeout=10, hard_stop=True)
+
+
+class _Choose(ContinuousBatchingLogitsProcessor):
+    """The library's per-request logits processor slot, used to learn which request each logits row belongs to
+    (`prepare_tensor_args` gets the step's requests in row order) and to let each choose its token."""
+
+    supported_kwargs: dict[str, type] = {}
+    ignored_kwargs: tuple[str, ...] = ()
+
+    def __init__(self, batch: SharedBatch) -> None:
+        self.batch = batch
+        self.rids: list[str] = []
+
+    def fill_defaults(self, tensor: torch.Tensor) -> None:
+        tensor.fill_(0)
+
+    def prepare_tensor_args(self, requests: list[Any]) -> torch.Tensor:
+        self.rids = [request.state.request_id for request in requests]
+        return torch.zeros(len(requests), dtype=torch.int32)
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        return self.batch.choose(self.rids, scores)

@@ -1,0 +1,226 @@
+"""The transformers engine's shared batch (continuous batching), driven through the engine on tiny models built
+offline: requests decoded in the same steps give exactly the answers they give alone, whatever runs beside them;
+the KV cache's budget holds requests back instead of failing them; a cancelled request leaves the batch and frees
+its blocks; a failing sequence fails alone.
+
+Which requests share a step is made certain, not left to timing: while the batch's loop is paused (`held`), the
+requests are submitted, so that its next step takes them all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+
+import jsonschema
+import pytest
+import tiny_models
+from conftest import eventually
+
+from pollux.engines.base import (Finish, GenerateRequest, ResponseFormat, Sampling, Text, TextDelta, Thinking,
+                                 Turn)
+from pollux.engines.errors import EngineError, Failure, InvalidInput
+from pollux.engines.hf import HFOptions, TransformersEngine
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "n": {"type": "integer"}},
+          "required": ["name", "n"]}
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, str]:
+    root = tiny_models.models_root()
+    return {"random": str(tiny_models.build_llama(root)), "thinking": str(tiny_models.build_qwen3_thinking(root))}
+
+
+@contextlib.asynccontextmanager
+async def held(engine: TransformersEngine, count: int):
+    """Pause the batch's loop while `count` requests get submitted: its next step then takes them all together."""
+    with engine._batch._manager.pause():
+        yield
+        assert await asyncio.to_thread(eventually, lambda: engine.stats()["in_flight"] >= count), engine.stats()
+
+
+def ask(text: str, *, seed: int = 0, temperature: float | None = 1.0, tokens: int = 24, **more) -> GenerateRequest:
+    thinking = more.pop("thinking", Thinking())
+    fmt = more.pop("response_format", ResponseFormat())
+    return GenerateRequest(model="m", turns=[Turn("user", [Text(text)])], thinking=thinking, response_format=fmt,
+                           sampling=Sampling(temperature=temperature, seed=seed, max_output_tokens=tokens, **more))
+
+
+async def collect(engine: TransformersEngine, request: GenerateRequest) -> list:
+    """The request's events (what the service turns into the response), or the error it ended with."""
+    events: list = []
+    try:
+        async for event in engine.generate(request):
+            events.append(event)
+    except EngineError as exc:
+        events.append(exc)
+    return events
+
+
+def same(alone: list, together: list) -> bool:
+    """The same text, thoughts, token counts, chosen tokens and end; log probabilities equal to float32 rounding
+    (a batch's matrix products may sum in another order)."""
+    if len(alone) != len(together):
+        return False
+    for a, b in zip(alone, together, strict=True):
+        if type(a) is not type(b):
+            return False
+        if isinstance(a, TextDelta):
+            if (a.text, a.thought, a.tokens) != (b.text, b.thought, b.tokens) or len(a.logprobs) != len(b.logprobs):
+                return False
+            for x, y in zip(a.logprobs, b.logprobs, strict=True):
+                if x.token_id != y.token_id or abs(x.logprob - y.logprob) > 1e-4 or \
+                        [t[1] for t in x.top] != [t[1] for t in y.top]:
+                    return False
+        elif a != b:
+            return False
+    return True
+
+
+def text_of(events: list) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta) and not e.thought)
+
+
+async def alone_and_together(engine: TransformersEngine, requests: list[GenerateRequest]):
+    alone = [await collect(engine, r) for r in requests]
+    async with held(engine, len(requests)):
+        tasks = [asyncio.create_task(collect(engine, r)) for r in requests]
+    return alone, await asyncio.gather(*tasks)
+
+
+def test_requests_in_one_batch_answer_as_they_do_alone(models, caplog):
+    """Seeds, temperatures, topK/topP, penalties, a response schema, a stop sequence and log probabilities, decoded in
+    the same steps of one batch, give token for token what each gives alone."""
+    requests = [ask("Hello", seed=1), ask("Hello", seed=2, top_k=40, top_p=0.9), ask("Hello", temperature=0),
+                ask("A name and a number", seed=3, tokens=60, response_format=ResponseFormat("json", SCHEMA)),
+                ask("Tell me more", seed=4, stop_sequences=["e"]),
+                ask("Hello", seed=5, presence_penalty=1.5, frequency_penalty=0.5, logprobs=3),
+                ask("Hello", seed=1, tokens=5)]
+    engine = TransformersEngine(HFOptions(source=models["random"], threads=1))
+
+    async def scenario():
+        try:
+            return await alone_and_together(engine, requests)
+        finally:
+            await engine.close()
+
+    with caplog.at_level("DEBUG", logger="pollux.engines.batching"):
+        alone, together = asyncio.run(scenario())
+    sizes = [int(n) for n in re.findall(r"shared batch: (\d+) sequences", caplog.text)]
+    assert len(requests) in sizes, sizes  # they did decode side by side
+    for request, a, b in zip(requests, alone, together, strict=True):
+        assert isinstance(a[-1], Finish), a
+        assert same(a, b), (request.sampling, a, b)
+    assert text_of(alone[0]) != text_of(alone[1])  # different seeds, different text: the seeds are the requests' own
+    jsonschema.validate(json.loads(text_of(alone[3])), SCHEMA)
+    assert "e" not in text_of(alone[4]) and alone[4][-1].reason == "STOP"
+    assert any(d.logprobs for d in alone[5] if isinstance(d, TextDelta))
+    assert sum(e.tokens for e in alone[6] if isinstance(e, TextDelta)) == 5 and alone[6][-1].reason == "MAX_TOKENS"
+
+
+def test_thinking_budgets_hold_in_a_shared_batch(models):
+    """On a model whose prompt opens <think>, budgets of 0 (no thinking), 3 and 12 tokens and dynamic thinking end
+    their thoughts where they end alone."""
+    budgets = [0, 3, 12, None]
+    requests = [ask("Why?", seed=i, tokens=30, thinking=Thinking(enabled=True, budget=b, include_thoughts=True))
+                for i, b in enumerate(budgets)]
+    engine = TransformersEngine(HFOptions(source=models["thinking"], threads=1))
+
+    async def scenario():
+        try:
+            return await alone_and_together(engine, requests)
+        finally:
+            await engine.close()
+
+    alone, together = asyncio.run(scenario())
+    for budget, a, b in zip(budgets, alone, together, strict=True):
+        assert same(a, b), (budget, a, b)
+        thought = sum(e.tokens for e in a if isinstance(e, TextDelta) and e.thought)
+        if budget is not None:
+            assert thought <= budget + 1, (budget, thought)  # the budget, then the token that closes the thoughts
+
+
+def test_a_full_kv_cache_holds_requests_back_and_all_finish(models, caplog):
+    """A 1 MiB cache holds 2048 tokens of the tiny Llama: three greedy answers of 1000 tokens cannot all be in it at
+    once. The batch holds one back (or sets one aside and recomputes it) instead of failing it, and each answer is
+    the one it gives alone. A prompt longer than the whole cache is the request's 400."""
+    engine = TransformersEngine(HFOptions(source=models["random"], threads=1, kv_cache_mb=1))
+    assert engine.context_length == 2048
+    requests = [ask(f"Go on and on {i}", temperature=0, tokens=1000) for i in range(3)]
+
+    async def scenario():
+        try:
+            too_long = await collect(engine, ask("word " * 2100))
+            return too_long, *await alone_and_together(engine, requests)
+        finally:
+            await engine.close()
+
+    with caplog.at_level("INFO", logger="ContinuousBatchingLogger"):
+        too_long, alone, together = asyncio.run(scenario())
+    assert "Offloaded 1 requests" in caplog.text  # the cache did fill: one request was set aside, then recomputed
+    assert len(too_long) == 1 and isinstance(too_long[0], InvalidInput), too_long
+    assert "exceeds the maximum number of tokens allowed (2048)" in too_long[0].message
+    for a, b in zip(alone, together, strict=True):
+        assert isinstance(a[-1], Finish) and same(a, b), (a[-3:], b[-3:])
+        assert sum(e.tokens for e in a if isinstance(e, TextDelta)) > 600  # long enough to crowd the cache
+
+
+def test_a_cancelled_request_leaves_the_batch_and_frees_its_blocks(models):
+    engine = TransformersEngine(HFOptions(source=models["random"], threads=1))
+
+    async def scenario():
+        try:
+            stream = engine.generate(ask("Go on and on", temperature=0, tokens=3000))
+            await anext(stream)  # decoding
+            busy = engine.stats()
+            await stream.aclose()  # the client went away
+            freed = await asyncio.to_thread(eventually, lambda: engine.stats() == {
+                "in_flight": 0, "running": 0, "waiting": 0, "free_kv": 1.0})
+            # The batch goes on serving.
+            after = await collect(engine, ask("Hello", tokens=4))
+            return busy, freed, after
+        finally:
+            await engine.close()
+
+    busy, freed, after = asyncio.run(scenario())
+    assert busy["in_flight"] == 1 and busy["free_kv"] < 1.0, busy
+    assert freed, engine.stats()
+    assert isinstance(after[-1], Finish)
+
+
+@pytest.mark.parametrize("where", ["choose", "accept"])
+def test_a_failing_sequence_fails_its_request_alone(models, where):
+    """A fault injected into one sequence of a batch (in choosing its token, or in folding it in: sampling, grammar,
+    stops, detokenizing) ends that request with an error; the others in the same steps decode to their end."""
+    engine = TransformersEngine(HFOptions(source=models["random"], threads=1))
+    make_job = engine._job
+
+    def job(request, emit):
+        made = make_job(request, emit)
+        if request.turns[0].segments[0].text == "poison":
+            def broken(*args):
+                raise RuntimeError("injected fault")
+
+            setattr(made.sequence, where, broken)
+        return made
+
+    engine._job = job
+    requests = [ask("poison", temperature=0, tokens=12)] + [ask(f"Request {i}", tokens=12) for i in range(3)]
+
+    async def scenario():
+        try:
+            async with held(engine, len(requests)):
+                tasks = [asyncio.create_task(collect(engine, r)) for r in requests]
+            return await asyncio.gather(*tasks)
+        finally:
+            await engine.close()
+
+    poisoned, *good = asyncio.run(scenario())
+    assert isinstance(poisoned[-1], Failure) and "injected fault" in poisoned[-1].message, poisoned
+    assert not any(isinstance(e, Finish) for e in poisoned)
+    for events in good:
+        assert isinstance(events[-1], Finish) and events[-1].reason in ("STOP", "MAX_TOKENS"), events
+        assert sum(e.tokens for e in events if isinstance(e, TextDelta)) >= 1
