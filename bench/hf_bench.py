@@ -19,7 +19,7 @@ Targets, one at a time, each pinned with `taskset` to the same core(s) and given
 the client (this script, asyncio + httpx) is pinned to another core:
 
 - pollux: `pollux serve` with the model as `gemini-2.0-flash`, engine_options `source`, `threads` and
-  `max_batch_size` (--max-batch-size, default --requests) and nothing else, plus whatever a --pollux-variant adds;
+  `max_batch_size` (--max-batch-size, default: the engine's own) and nothing else, plus what a --pollux-variant adds;
   streaming `:streamGenerateContent?alt=sse`; also with `responseMimeType: application/json` and a
   `responseJsonSchema`.
 - transformers-serve: `transformers serve <model dir>` (sequential `model.generate`, its default) and
@@ -412,7 +412,9 @@ async def bench_pollux(args, variant: str, target: str, model_dir: Path, out: Pa
     slug = re.sub(r"[^a-z0-9]+", "-", variant.lower()).strip("-")
     config = out / (f"pollux-{slug}.toml" if slug else "pollux.toml")
     # Only options that both the batch-gathering engine and the continuous-batching one take; a variant adds others.
-    options = f"threads = {args.threads}, max_batch_size = {args.max_batch_size}" + (f", {variant}" if variant else "")
+    options = f"threads = {args.threads}"
+    options += f", max_batch_size = {args.max_batch_size}" if args.max_batch_size else ""
+    options += f", {variant}" if variant else ""
     config.write_text(f'[models."{MODEL_ID}"]\nengine = "transformers"\nengine_options = {{ source = "{model_dir}", '
                       f'{options} }}\n')
     base = f"http://127.0.0.1:{args.pollux_port}"
@@ -712,7 +714,7 @@ async def main() -> int:
                     help="extra engine_options of a Pollux run, e.g. 'max_batch_tokens = 2048' (repeatable; '' is the "
                          "default configuration: source, threads, max_batch_size only; default: one run with '')")
     ap.add_argument("--max-batch-size", type=int, default=None,
-                    help="Pollux's max_batch_size engine option (default: --requests)")
+                    help="Pollux's max_batch_size engine option (default: the engine's own)")
     ap.add_argument("--phases", default=",".join(PHASES),
                     help=f"comma list of the phases to run, of {', '.join(PHASES)} (default: all); constrained adds "
                          f"the constrained twins (Pollux only) of the others that run")
@@ -741,7 +743,6 @@ async def main() -> int:
         ap.error("no phase to run: --phases needs at least one of concurrent, sequential, poisson")
     if args.poisson_requests < 1 or args.poisson_gap_ms < 0:
         ap.error("--poisson-requests must be at least 1 and --poisson-gap-ms not negative")
-    args.max_batch_size = args.max_batch_size or args.requests
     args.poisson_schedule = poisson_schedule(args.poisson_requests, args.poisson_gap_ms, args.poisson_seed)
     args.server_cpus = [int(c) for c in args.server_cpus.split(",") if c.strip()]
     if args.client_cpu.strip():

@@ -19,8 +19,7 @@ import pytest
 import tiny_models
 from conftest import eventually
 
-from pollux.engines.base import (Finish, GenerateRequest, ResponseFormat, Sampling, Text, TextDelta, Thinking,
-                                 Turn)
+from pollux.engines.base import Finish, GenerateRequest, ResponseFormat, Sampling, Text, TextDelta, Thinking, Turn
 from pollux.engines.errors import EngineError, Failure, InvalidInput
 from pollux.engines.hf import HFOptions, TransformersEngine
 

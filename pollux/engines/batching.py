@@ -106,6 +106,7 @@ class SharedBatch:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._rows = 0  # sequences in the last step, logged when it changes
+        self._stepping = threading.local()  # on the library's thread, during a step: what `post` holds back
         self._manager: Any = None
         self._start()
 
@@ -216,20 +217,38 @@ class SharedBatch:
                 return
 
     # The library's thread ---------------------------------------------------------------------------------------
+    def post(self, loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+        """`loop.call_soon_threadsafe(callback, *args)`, except during a step, whose calls go to each loop at once
+        when the step is over: one wake-up of the loop a step, not one for each token of each request."""
+        pending = getattr(self._stepping, "pending", None)
+        if pending is None:
+            loop.call_soon_threadsafe(callback, *args)
+        else:
+            pending.setdefault(loop, []).append((callback, args))
+
     def choose(self, rids: list[str], scores: torch.Tensor) -> torch.Tensor:
         """One step's tokens: row i of `scores` belongs to request `rids[i]`."""
         rows = scores.float().cpu()  # sampling, grammar masks and seeds all live on the CPU
         chosen = torch.full_like(scores, float("-inf"))
         with self._lock:
             entries = [self._entries.get(rid) for rid in rids]
-        for row, entry in enumerate(entries):
-            token = None
-            if entry is not None:
+        self._stepping.pending = pending = {}
+        try:
+            for row, entry in enumerate(entries):
+                token = None
+                if entry is not None:
+                    try:
+                        token = entry.step(rows[row])
+                    except Exception:  # noqa: BLE001 - an exception out of here would end the loop for everyone
+                        log.exception("a sequence's step failed")
+                chosen[row, self.end_token if token is None else token] = 0.0
+        finally:
+            self._stepping.pending = None
+            for loop, calls in pending.items():
                 try:
-                    token = entry.step(rows[row])
-                except Exception:  # noqa: BLE001 - an exception out of here would end the loop for every request
-                    log.exception("a sequence's step failed")
-            chosen[row, self.end_token if token is None else token] = 0.0
+                    loop.call_soon_threadsafe(_run_all, calls)
+                except RuntimeError:  # the loop was closed: nobody waits for these any more
+                    pass
         if len(rids) != self._rows:
             self._rows = len(rids)
             log.debug("shared batch: %d sequences", len(rids))
@@ -252,6 +271,11 @@ class SharedBatch:
         manager = self._manager
         if manager is not None and manager.is_running():
             await asyncio.to_thread(manager.stop, block=True, timeout=10, hard_stop=True)
+
+
+def _run_all(calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+    for callback, args in calls:
+        callback(*args)
 
 
 class _Choose(ContinuousBatchingLogitsProcessor):

@@ -489,7 +489,7 @@ class TransformersEngine:
         events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
 
         def emit(event: Event | BaseException) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
+            self._batch.post(loop, events.put_nowait, event)
 
         # Rendering, tokenizing and compiling grammars take a while on long prompts and large schemas: not on the loop.
         job = await asyncio.to_thread(self._job, request, emit)
