@@ -223,3 +223,32 @@ def test_a_failing_sequence_fails_its_request_alone(models, where):
     for events in good:
         assert isinstance(events[-1], Finish) and events[-1].reason in ("STOP", "MAX_TOKENS"), events
         assert sum(e.tokens for e in events if isinstance(e, TextDelta)) >= 1
+
+
+def test_a_failed_forward_pass_fails_the_requests_it_held_and_the_next_one_starts_a_new_loop(models, caplog):
+    """The model itself fails in the middle of a step (every request in it had a share): those requests end with the
+    error, none hangs, and the next request is served by a new loop."""
+    engine = TransformersEngine(HFOptions(source=models["random"], threads=1))
+    forward = engine.model.forward
+
+    def broken(*args, **kwargs):
+        engine.model.forward = forward  # once
+        raise RuntimeError("injected forward failure")
+
+    async def scenario():
+        try:
+            async with held(engine, 2):
+                engine.model.forward = broken
+                tasks = [asyncio.create_task(collect(engine, ask(f"Request {i}", tokens=12))) for i in range(2)]
+            failed = await asyncio.gather(*tasks)
+            after = await collect(engine, ask("Hello", tokens=4))
+            return failed, after
+        finally:
+            await engine.close()
+
+    with caplog.at_level("ERROR"):
+        failed, after = asyncio.run(scenario())
+    for events in failed:
+        assert isinstance(events[-1], Failure) and "injected forward failure" in events[-1].message, events
+    assert isinstance(after[-1], Finish), after
+    assert "starting a new one" in caplog.text

@@ -308,6 +308,36 @@ def test_a_request_does_not_wait_for_a_running_batch(hf):
     assert max(sizes, default=0) >= 2, sizes
 
 
+def test_requests_beside_a_running_generation_answer_as_they_do_alone(hf, client):
+    """Through the SDK: a seeded sample, a response schema and a stop sequence, sent together while an endless
+    generation decodes (they share its steps), each give the response they give alone."""
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    configs = [types.GenerateContentConfig(temperature=1.0, seed=7, max_output_tokens=16),
+               types.GenerateContentConfig(temperature=0.8, seed=8, max_output_tokens=40,
+                                           response_mime_type="application/json", response_json_schema=schema),
+               types.GenerateContentConfig(temperature=1.0, seed=9, max_output_tokens=24, stop_sequences=["a"])]
+
+    def answer(r):
+        return r.text, r.candidates[0].finish_reason, r.usage_metadata.candidates_token_count
+
+    async def together():
+        return await asyncio.gather(*(client.aio.models.generate_content(
+            model="gemini-2.0-flash", contents=f"Question {i}", config=c) for i, c in enumerate(configs)))
+
+    alone = [answer(client.models.generate_content(model="gemini-2.0-flash", contents=f"Question {i}", config=c))
+             for i, c in enumerate(configs)]
+    url = f"{hf.base_url}/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key={hf.api_key}"
+    before = hf.log().count("generation cancelled")
+    with httpx.stream("POST", url, json=ENDLESS, timeout=120) as long:
+        lines = long.iter_lines()  # held: a line iterator that is dropped closes the stream
+        assert next(lines).startswith("data: ")
+        beside = [answer(r) for r in asyncio.run(together())]
+    assert hf.logged("generation cancelled", before + 1), "the endless generation had ended before them"
+    assert beside == alone
+    jsonschema.validate(json.loads(alone[1][0]), schema)
+    assert "a" not in alone[2][0]
+
+
 def test_candidate_count_decodes_together(client):
     response = client.models.generate_content(model="gemini-2.0-flash", contents="Hello",
                                               config=types.GenerateContentConfig(candidate_count=3,

@@ -106,6 +106,7 @@ class SharedBatch:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._rows = 0  # sequences in the last step, logged when it changes
+        self._restarting = threading.Lock()
         self._stepping = threading.local()  # on the library's thread, during a step: what `post` holds back
         self._manager: Any = None
         self._start()
@@ -144,32 +145,34 @@ class SharedBatch:
                  cache.num_blocks, PAGE_SIZE, cache.cache_tensor.numel() / 2**20, self.max_batch_size,
                  cache.max_batch_tokens)
 
-    def _running(self) -> Any:
-        """The live manager; a loop that died (its forward pass failed: every request it held has ended with the
-        error) is replaced."""
-        manager = self._manager
-        if manager is not None and manager.is_running():
-            return manager
-        log.error("the shared batch's loop had stopped (%s); starting a new one",
-                  manager.background_thread_status.fatal_error if manager is not None else "never started")
-        if manager is not None:
+    def _restart(self) -> Any:
+        """A new loop in place of one that died (its forward pass failed: every request it held has ended with the
+        error). Blocking: the cache is allocated again."""
+        with self._restarting:
+            manager = self._manager
+            if manager.is_running():  # another request restarted it meanwhile
+                return manager
+            log.error("the shared batch's loop had stopped (%s); starting a new one",
+                      manager.background_thread_status.fatal_error)
             manager.stop(block=True, timeout=10)
-        self._start()
-        return self._manager
+            self._start()
+            return self._manager
 
     # Requests ---------------------------------------------------------------------------------------------------
-    def submit(self, prompt_ids: list[int], max_new_tokens: int, step: Callable[[Any], int | None],
-               ended: Callable[[str | None], None]) -> str:
-        """Queue a request for the next step; call on the event loop. `step(logits_row)` picks each token (None: the
-        request is over); `ended(error)` comes on this loop once the library has let it go (not after `cancel`)."""
+    async def submit(self, prompt_ids: list[int], max_new_tokens: int, step: Callable[[Any], int | None],
+                     ended: Callable[[str | None], None]) -> str:
+        """Queue a request for the next step. `step(logits_row)` picks each token (None: the request is over);
+        `ended(error)` comes on this event loop once the library has let it go (not after `cancel`)."""
         with self._lock:
             if self._in_flight >= self.max_in_flight:
                 raise Overloaded(retry_after=1)
             self._in_flight += 1
+        rid = uuid.uuid4().hex
         try:
-            manager = self._running()
+            manager = self._manager
+            if not manager.is_running():
+                manager = await asyncio.to_thread(self._restart)
             self._drop_strays(manager)
-            rid = uuid.uuid4().hex
             entry = _Entry(step, ended)
             with self._lock:
                 self._entries[rid] = entry
@@ -179,11 +182,13 @@ class SharedBatch:
                     entry.ended(output.error)
 
             manager.register_result_handler(rid, on_output)
-            # The library's own queue is unbounded (Pollux bounds what is in flight), so this never blocks.
-            manager.add_request(prompt_ids, request_id=rid, max_new_tokens=max_new_tokens + 1,
+            # The library's own queue is unbounded (Pollux bounds what is in flight), so this never blocks. Its
+            # limit is the request's own: the sequence ends there too, as it has counted the same tokens.
+            manager.add_request(prompt_ids, request_id=rid, max_new_tokens=max_new_tokens,
                                 eos_token_id=[self.end_token])
         except BaseException:
             with self._lock:
+                self._entries.pop(rid, None)
                 self._in_flight -= 1
             raise
         return rid

@@ -504,8 +504,8 @@ class TransformersEngine:
         if job.images:
             self._submit_media(job)
         else:
-            rid = self._batch.submit(job.prompt_ids, sequence.params.max_new_tokens,
-                                     lambda row: _next_token(sequence, row), lambda error: _ended(sequence, error))
+            rid = await self._batch.submit(job.prompt_ids, sequence.params.max_new_tokens,
+                                           lambda row: _next_token(sequence, row), lambda error: _ended(sequence, error))
         try:
             while True:
                 event = await events.get()
