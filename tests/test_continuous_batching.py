@@ -252,3 +252,35 @@ def test_a_failed_forward_pass_fails_the_requests_it_held_and_the_next_one_start
         assert isinstance(events[-1], Failure) and "injected forward failure" in events[-1].message, events
     assert isinstance(after[-1], Finish), after
     assert "starting a new one" in caplog.text
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_tokens(models):
+    """With 64 tokens a step, a 400-token prompt that arrives while another request decodes is prefilled in chunks
+    over several steps, and the running request gets a token in each of them: it is not stalled for the prefill."""
+    engine = TransformersEngine(HFOptions(source=models["random"], threads=1, max_batch_tokens=64))
+    steps: list[dict[str, tuple[int, bool]]] = []  # per step: request -> (tokens it holds, whether it gets one)
+    processors = engine._batch._manager.logit_processor
+    prepare = processors.prepare_tensor_args
+
+    def recording(requests_in_batch, arg_storage):
+        steps.append({r.state.request_id: (r.query_length, r.has_new_token) for r in requests_in_batch})
+        return prepare(requests_in_batch, arg_storage)
+
+    processors.prepare_tensor_args = recording
+
+    async def scenario():
+        try:
+            running = engine.generate(ask("Go on and on", temperature=0, tokens=3000))
+            await anext(running)
+            events = await collect(engine, ask("word " * 400, tokens=2))
+            await running.aclose()
+            return events
+        finally:
+            await engine.close()
+
+    events = asyncio.run(scenario())
+    assert isinstance(events[-1], Finish), events
+    first = next(iter(steps[0]))
+    chunks = [step for step in steps if any(rid != first and not new for rid, (_, new) in step.items())]
+    assert len(chunks) >= 6, len(chunks)  # 400 tokens in steps of 64
+    assert all(step.get(first) == (1, True) for step in chunks), chunks
