@@ -47,6 +47,7 @@ class ToolFormat:
     separators: tuple[str, str] = (", ", ": ")
 
 
+_NO_TOKEN = "No token can come next: the grammar allows none, or the logits are not numbers."
 CLOSE_PROBE_LIMIT = 512  # the furthest a grammar's end is looked for; further is "not in sight"
 
 HERMES = "hermes"  # Qwen 2.5/3, Hermes and other ChatML models: <tool_call>{"name", "arguments"}</tool_call>
@@ -162,8 +163,14 @@ class Sequence:
         if forced is not None:
             self._logprob = None
             return forced
-        logits = logits.float().clone()
-        if self._counts and (p.presence_penalty or p.frequency_penalty):
+        penalties = bool(self._counts and (p.presence_penalty or p.frequency_penalty))
+        masked = (penalties or (self._phase != "thinking" and self.answer_matcher is not None)
+                  or (self._phase == "tool" and self._call is not None)
+                  or (self._phase == "start" and p.thinking_budget == 0 and s.think_open is not None))
+        logits = logits.float()
+        if masked:  # the row is the batch's: changed only in a copy
+            logits = logits.clone()
+        if penalties:
             ids = torch.tensor(list(self._counts), dtype=torch.long)
             counts = torch.tensor(list(self._counts.values()), dtype=logits.dtype)
             logits[ids] -= p.presence_penalty + p.frequency_penalty * counts
@@ -177,8 +184,8 @@ class Sequence:
             self._call.mask(logits)
         if self._phase == "start" and p.thinking_budget == 0 and s.think_open is not None:
             logits[s.think_open] = float("-inf")
-        if not bool((logits > float("-inf")).any()):
-            raise GrammarError("No token can come next: the grammar allows none, or the logits are not numbers.")
+        if (masked or p.temperature > 0) and not bool((logits > float("-inf")).any()):
+            raise GrammarError(_NO_TOKEN)
         grammar = self._grammar()
         if grammar is not None and self._must_close(grammar):
             token = grammar.closing_choice(logits)
@@ -188,6 +195,8 @@ class Sequence:
         if p.temperature <= 0:
             scaled = logits
             token = int(torch.argmax(logits))
+            if not logits[token] > float("-inf"):  # every logit -inf, or a NaN (which argmax takes as the largest)
+                raise GrammarError(_NO_TOKEN)
         else:
             # Shifted so the best token is at 0: a tiny temperature then sends the others to -inf, never to inf, whose
             # softmax is NaN.

@@ -106,6 +106,18 @@ def _load(options: HFOptions) -> tuple[Any, Any, Any | None]:
     return model, tokenizer, processor
 
 
+def _plain_backend(tokenizer: Any) -> Any | None:
+    """The Rust tokenizer under a fast tokenizer whose `decode` adds nothing to it (no clean-up of spaces, no
+    override): each token of each sequence is decoded twice, and transformers' wrapper costs three times the decode
+    itself."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    backend = getattr(tokenizer, "_tokenizer", None)
+    plain = (isinstance(tokenizer, TokenizersBackend) and type(tokenizer)._decode is TokenizersBackend._decode
+             and type(tokenizer).decode is TokenizersBackend.decode and not tokenizer.clean_up_tokenization_spaces)
+    return backend if plain and backend is not None else None
+
+
 def _token_id(tokenizer: Any, text: str) -> int | None:
     vocab = tokenizer.get_vocab()
     return vocab.get(text)
@@ -281,6 +293,7 @@ class TransformersEngine:
         self._grammars_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._vocab_size = vocab_size
+        self._backend = _plain_backend(tokenizer)
         import torch
         torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 2) - 1))
         # The batch's thread gives up the interpreter's lock during each torch op; when the op ends, the event loop
@@ -572,6 +585,8 @@ class TransformersEngine:
         return bool(functions) and not (schema and fmt is not None and fmt.open is None)
 
     def _decode(self, ids: list[int]) -> str:
+        if self._backend is not None:
+            return self._backend.decode(ids, skip_special_tokens=False)
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def _submit_media(self, job: _Job) -> None:

@@ -144,6 +144,13 @@ def test_no_allowed_token_raises_for_the_batch_loop_to_contain():
         seq.choose(torch.full((len(VOCAB),), float("-inf")))
     with pytest.raises(GrammarError):
         seq.choose(torch.full((len(VOCAB),), float("nan")))
+    one_nan = torch.zeros(len(VOCAB))
+    one_nan[1] = float("nan")  # argmax takes a NaN as the largest: never a token chosen from it
+    with pytest.raises(GrammarError):
+        seq.choose(one_nan)
+    sampled = Sequence(SequenceParams(temperature=1.0), SPECIAL, decode, [].append)
+    with pytest.raises(GrammarError):
+        sampled.choose(torch.full((len(VOCAB),), float("-inf")))
 
 
 def test_fail_ends_the_sequence_with_its_error_once():
