@@ -8,6 +8,7 @@ import sys
 
 import httpx
 import pytest
+import tiny_models
 from conftest import start_server
 
 
@@ -122,4 +123,18 @@ def test_the_store_section_places_the_database_and_the_bytes(tmp_path):
 def test_a_bad_store_fails_at_start(tmp_path, store, message):
     result = serve_with(tmp_path, store, "--port", "0", timeout=60)
     assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("option, message", [
+    ("kv_cache_mb = 0", "kv_cache_mb must be a positive whole number"),
+    ('max_batch_size = "32"', "max_batch_size must be a positive whole number"),
+    ("max_batch_tokens = -5", "max_batch_tokens must be a positive whole number"),
+    ("max_queue = -1", "max_queue must be a whole number"),
+])
+def test_bad_transformers_options_fail_at_start(tmp_path, option, message):
+    source = tiny_models.build_llama(tiny_models.models_root())
+    config = f'[models."gemini-2.5-flash"]\nengine = "transformers"\nengine_options = {{ source = "{source}", {option} }}\n'
+    result = serve_with(tmp_path, config)
+    assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr

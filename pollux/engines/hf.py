@@ -63,6 +63,14 @@ class HFOptions:
     max_batch_tokens: int | None = None  # tokens one step holds (long prompts prefill in chunks of it); CPU: 512
     threads: int = 0              # torch threads; 0: all cores but one, which stays free for HTTP
 
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "kv_cache_mb", "max_batch_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"transformers engine option {name} must be a positive whole number, not {value!r}")
+        if not isinstance(self.max_queue, int) or isinstance(self.max_queue, bool) or self.max_queue < 0:
+            raise ValueError(f"transformers engine option max_queue must be a whole number, not {self.max_queue!r}")
+
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> HFOptions:
         options = dict(options)
