@@ -30,7 +30,8 @@ SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength
 @pytest.fixture(scope="module")
 def models() -> dict[str, str]:
     root = tiny_models.models_root()
-    return {"random": str(tiny_models.build_llama(root)), "thinking": str(tiny_models.build_qwen3_thinking(root))}
+    return {"random": str(tiny_models.build_llama(root)), "thinking": str(tiny_models.build_qwen3_thinking(root)),
+            "vision": str(tiny_models.build_gemma3_mm(root))}
 
 
 @contextlib.asynccontextmanager
@@ -284,3 +285,34 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_tokens(models):
     chunks = [step for step in steps if any(rid != first and not new for rid, (_, new) in step.items())]
     assert len(chunks) >= 6, len(chunks)  # 400 tokens in steps of 64
     assert all(step.get(first) == (1, True) for step in chunks), chunks
+
+
+def test_an_image_request_decodes_beside_the_batch_of_a_vision_model(models):
+    """A vision model's text requests share its batch; one with an image decodes beside it through `generate` (the
+    library's batch takes token ids only), on the same weights at the same time. Each answers as it does alone."""
+    import io
+
+    from PIL import Image
+
+    from pollux.engines.base import Media
+    from pollux.media import inspect_bytes
+
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(picture, format="PNG")
+    image = Media("image/png", "IMAGE", data=picture.getvalue(), info=inspect_bytes(picture.getvalue(), "image/png"))
+    with_image = GenerateRequest(model="m", turns=[Turn("user", [image, Text("What is this?")])],
+                                 sampling=Sampling(temperature=0, max_output_tokens=8))
+    texts = [ask(f"Tell me about {i}", temperature=0, tokens=40) for i in range(3)]
+    engine = TransformersEngine(HFOptions(source=models["vision"], threads=1))
+
+    async def scenario():
+        try:
+            alone = [await collect(engine, r) for r in [with_image, *texts]]
+            together = await asyncio.gather(*(collect(engine, r) for r in [with_image, *texts]))
+            return alone, together
+        finally:
+            await engine.close()
+
+    alone, together = asyncio.run(scenario())
+    for a, b in zip(alone, together, strict=True):
+        assert isinstance(a[-1], Finish) and same(a, b), (a, b)

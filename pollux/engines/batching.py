@@ -259,6 +259,21 @@ class SharedBatch:
             log.debug("shared batch: %d sequences", len(rids))
         return chosen
 
+    # Other users of the model -----------------------------------------------------------------------------------
+    def hold(self) -> Callable[[], None]:
+        """Stop the loop between two of its steps, so that another thread can run the model (transformers' models
+        are not safe to run from two threads at once: a forward pass records its outputs in state the model
+        shares). Returns what lets it go on. A loop that is not running has nothing to stop."""
+        manager = self._manager
+        if manager is None or not manager.is_running():
+            return lambda: None
+        status = manager.background_thread_status
+        try:
+            status.acquire_pause(manager._wake_up_loop)
+        except RuntimeError:  # the loop stopped meanwhile: the model is free
+            return lambda: None
+        return status.release_pause
+
     # Introspection and shutdown ---------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """What the batch holds now: requests in flight (Pollux's count), running and waiting (the library's), and the

@@ -4,7 +4,7 @@ Text requests join the model's shared batch (`batching.SharedBatch`, transformer
 step and leave it as soon as they end, so no request waits for another's whole generation. Each request's
 `decoding.Sequence` chooses its own tokens there: its sampling parameters, seed, grammar, thinking budget and stops.
 Requests with images decode beside the batch, one at a time, through `model.generate` (the library's batching takes
-token ids only, not pixels). Events go back to each request's asyncio queue as they are made, so streams are token
+token ids only, not pixels), each of their forward passes between two of the batch's steps. Events go back to each request's asyncio queue as they are made, so streams are token
 by token. A sequence whose step fails (sampling, grammar, stops, detokenizing) ends with an error for its own
 request; the others decode on.
 """
@@ -322,6 +322,10 @@ class TransformersEngine:
         self._media_pending = 0
         self._media_lock = threading.Lock()
         self._media_worker = threading.Thread(target=self._work, name="pollux-hf-media", daemon=True)
+        self._held: list[Callable[[], None]] = []
+        # Each forward pass of an image request takes its turn between two of the batch's steps.
+        model.register_forward_pre_hook(self._take_turn)
+        model.register_forward_hook(self._end_turn)
         self._media_worker.start()
 
     def stats(self) -> dict[str, Any]:
@@ -605,6 +609,18 @@ class TransformersEngine:
         self._media.put(job)
 
     # Requests with images ---------------------------------------------------------------------------------------
+    def _take_turn(self, module: Any, args: Any) -> None:
+        if threading.current_thread() is self._media_worker and not self._held:
+            self._held.append(self._batch.hold())
+
+    def _end_turn(self, module: Any, args: Any, output: Any) -> None:
+        if threading.current_thread() is self._media_worker:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        while self._held:
+            self._held.pop()()
+
     def _work(self) -> None:
         import torch
         torch.set_grad_enabled(False)
@@ -618,6 +634,8 @@ class TransformersEngine:
             except Exception as exc:  # noqa: BLE001 - the model itself failed: this request
                 log.exception("generation failed")
                 job.sequence.fail(_failed(exc))
+            finally:
+                self._let_go()  # a forward pass that raised did not reach its end-of-turn hook
 
     def _generate_alone(self, job: _Job) -> None:
         """One request with images through `model.generate`, its sequence choosing each token."""
