@@ -4,9 +4,9 @@ Text requests join the model's shared batch (`batching.SharedBatch`, transformer
 step and leave it as soon as they end, so no request waits for another's whole generation. Each request's
 `decoding.Sequence` chooses its own tokens there: its sampling parameters, seed, grammar, thinking budget and stops.
 Requests with images decode beside the batch, one at a time, through `model.generate` (the library's batching takes
-token ids only, not pixels), each of their forward passes between two of the batch's steps. Events go back to each request's asyncio queue as they are made, so streams are token
-by token. A sequence whose step fails (sampling, grammar, stops, detokenizing) ends with an error for its own
-request; the others decode on.
+token ids only, not pixels), each of their forward passes between two of the batch's steps. Events go back to each
+request's asyncio queue as they are made, so streams are token by token. A sequence whose step fails (sampling,
+grammar, stops, detokenizing) ends with an error for its own request; the others decode on.
 """
 
 from __future__ import annotations
@@ -530,7 +530,8 @@ class TransformersEngine:
             self._submit_media(job)
         else:
             rid = await self._batch.submit(job.prompt_ids, sequence.params.max_new_tokens,
-                                           lambda row: _next_token(sequence, row), lambda error: _ended(sequence, error))
+                                           lambda row: _next_token(sequence, row),
+                                           lambda error: _ended(sequence, error))
         try:
             while True:
                 event = await events.get()
