@@ -265,14 +265,12 @@ class SharedBatch:
         are not safe to run from two threads at once: a forward pass records its outputs in state the model
         shares). Returns what lets it go on. A loop that is not running has nothing to stop."""
         manager = self._manager
-        if manager is None or not manager.is_running():
-            return lambda: None
-        status = manager.background_thread_status
+        pause = manager.pause()  # the library's own: the loop parks between steps, keeping its requests and cache
         try:
-            status.acquire_pause(manager._wake_up_loop)
-        except RuntimeError:  # the loop stopped meanwhile: the model is free
+            pause.__enter__()
+        except RuntimeError:  # no loop running, or it stopped meanwhile: the model is free
             return lambda: None
-        return status.release_pause
+        return lambda: pause.__exit__(None, None, None)
 
     # Introspection and shutdown ---------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
