@@ -727,6 +727,7 @@ async def main() -> int:
     ap.add_argument("--no-sequential", dest="sequential", action="store_false",
                     help="skip the one-after-another phases (drops sequential from --phases; no concurrent ÷ "
                          "sequential ratio then)")
+    ap.add_argument("--peer-first", action="store_true", help="run the peer(s) before Pollux")
     ap.add_argument("--pollux-port", type=int, default=18190)
     ap.add_argument("--peer-port", type=int, default=18191)
     ap.add_argument("--out", type=Path, default=None)
@@ -775,16 +776,27 @@ async def main() -> int:
 
     phases: list[Phase] = []
     infos: dict[str, Any] = {}
-    for variant in args.pollux_variant or [""]:
-        target = f"pollux ({variant})" if variant else "pollux"
-        print(target, file=sys.stderr)
-        infos[target] = await bench_pollux(args, variant, target, model_dir, out, phases)
-    if args.peer in ("both", "plain"):
-        print("transformers serve", file=sys.stderr)
-        infos["transformers serve"] = await bench_peer(args, "plain", model_dir, out, phases)
-    if args.peer in ("both", "cb"):
-        print("transformers serve --continuous-batching", file=sys.stderr)
-        infos["transformers serve --continuous-batching"] = await bench_peer(args, "cb", model_dir, out, phases)
+
+    async def polluxes() -> None:
+        for variant in args.pollux_variant or [""]:
+            target = f"pollux ({variant})" if variant else "pollux"
+            print(target, file=sys.stderr)
+            infos[target] = await bench_pollux(args, variant, target, model_dir, out, phases)
+
+    async def peers() -> None:
+        if args.peer in ("both", "plain"):
+            print("transformers serve", file=sys.stderr)
+            infos["transformers serve"] = await bench_peer(args, "plain", model_dir, out, phases)
+        if args.peer in ("both", "cb"):
+            print("transformers serve --continuous-batching", file=sys.stderr)
+            infos["transformers serve --continuous-batching"] = await bench_peer(args, "cb", model_dir, out, phases)
+
+    # Targets run one after the other: --peer-first swaps the order, to see whether a drift of the machine's speed
+    # during the run favours the one that comes second.
+    for part in ((peers, polluxes) if args.peer_first else (polluxes, peers)):
+        await part()
+    if args.peer_first:  # Pollux's figures are the reference of the report: its entries first
+        infos = {k: infos[k] for k in sorted(infos, key=lambda k: not k.startswith("pollux"))}
 
     invalid = []
     for p in phases:

@@ -234,19 +234,20 @@ class SharedBatch:
     def choose(self, rids: list[str], scores: torch.Tensor) -> torch.Tensor:
         """One step's tokens: row i of `scores` belongs to request `rids[i]`."""
         rows = scores.float().cpu()  # sampling, grammar masks and seeds all live on the CPU
-        chosen = torch.full_like(scores, float("-inf"))
         with self._lock:
             entries = [self._entries.get(rid) for rid in rids]
+        tokens = [self.end_token] * len(rids)
         self._stepping.pending = pending = {}
         try:
             for row, entry in enumerate(entries):
-                token = None
                 if entry is not None:
                     try:
                         token = entry.step(rows[row])
                     except Exception:  # noqa: BLE001 - an exception out of here would end the loop for everyone
                         log.exception("a sequence's step failed")
-                chosen[row, self.end_token if token is None else token] = 0.0
+                        token = None
+                    if token is not None:
+                        tokens[row] = token
         finally:
             self._stepping.pending = None
             for loop, calls in pending.items():
@@ -257,6 +258,8 @@ class SharedBatch:
         if len(rids) != self._rows:
             self._rows = len(rids)
             log.debug("shared batch: %d sequences", len(rids))
+        chosen = torch.full_like(scores, float("-inf"))
+        chosen[torch.arange(len(rids)), torch.tensor(tokens, dtype=torch.long)] = 0.0
         return chosen
 
     # Other users of the model -----------------------------------------------------------------------------------
