@@ -43,9 +43,8 @@ times in turn (A B C A B C ...) so that a noisy spell hits all of them:
 TTFT: time from sending a request to the first SSE event that carries text. Throughput figures are the median over
 repeats; TTFT percentiles are over all requests of all repeats of a phase. "decode ms/token" is, per request, the time
 from its first to its last token over the tokens in between (the step time of the batch it ran in), median over
-requests. Pollux runs with --log-level debug so that the batches its engine forms can be reported: the sizes from
-"batch of N" lines (the engine that gathers batches) and the largest N of "shared batch: N sequences" lines (a
-continuous-batching engine), whichever its log has; nothing when it has neither.
+requests. Pollux runs with --log-level debug so that the largest batch its engine formed can be reported (the
+largest N of its "shared batch: N sequences" lines).
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,8 +119,7 @@ class Phase:
     requests: list[Request]
     server_cpu_s: float
     other_busy_pct: float
-    batches: list[int] = field(default_factory=list)   # sizes from "batch of N" log lines
-    shared_batch_max: int | None = None                # largest N of "shared batch: N sequences" log lines
+    batch_max: int | None = None  # largest N of "shared batch: N sequences" log lines
 
     @property
     def tokens(self) -> int:
@@ -130,11 +128,6 @@ class Phase:
     @property
     def tok_s(self) -> float:
         return self.tokens / self.wall if self.wall else 0.0
-
-    @property
-    def batch_max(self) -> int | None:
-        sizes = self.batches + ([self.shared_batch_max] if self.shared_batch_max is not None else [])
-        return max(sizes) if sizes else None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -303,7 +296,6 @@ def poisson_schedule(n: int, gap_ms: float, seed: int) -> list[float]:
     return times
 
 
-BATCH_OF = re.compile(r"\bbatch of (\d+)")
 SHARED_BATCH = re.compile(r"shared batch: (\d+) sequences?")
 
 
@@ -339,22 +331,14 @@ async def run_phase(target: str, name: str, repeat: int, one, n: int, mode: str,
     cpu = proc_cpu_s(server.pid) - cpu0
     busy = cores_busy_s(server.cpus) - busy0
     other = max(0.0, busy - cpu) / ((end - start) * max(1, len(server.cpus))) * 100 if server.cpus else float("nan")
-    batches: list[int] = []
-    shared_max = None
+    batch_max = None
     if batch_log:
         await asyncio.sleep(0.05)
-        text = server.text(log_offset)
-        batches = [int(m) for m in BATCH_OF.findall(text)]
-        shared = [int(m) for m in SHARED_BATCH.findall(text)]
-        shared_max = max(shared) if shared else None
-    phase = Phase(target, name, repeat, wall, requests, cpu, other, batches, shared_max)
+        batch_max = max((int(m) for m in SHARED_BATCH.findall(server.text(log_offset))), default=None)
+    phase = Phase(target, name, repeat, wall, requests, cpu, other, batch_max)
     errors = [r.error for r in requests if r.error]
     tok = [r.tokens for r in requests]
-    batch_note = ""
-    if batches:
-        batch_note += f"  batches {batches if len(batches) <= 12 else f'{len(batches)}, max {max(batches)}'}"
-    if shared_max is not None:
-        batch_note += f"  shared batch max {shared_max}"
+    batch_note = f"  shared batch max {batch_max}" if batch_max is not None else ""
     print(f"  {target:28} {name:22} #{repeat}: {phase.tok_s:7.1f} tok/s  wall {wall:6.2f} s  "
           f"ttft p50 {p50([r.ttft for r in requests]) * 1000:7.1f} ms  tokens {min(tok)}-{max(tok)}"
           + batch_note + (f"  ERRORS {errors[:2]}" if errors else ""),
@@ -540,8 +524,7 @@ def summarize(phases: list[Phase], target: str, name: str) -> dict[str, Any] | N
         "errors": [r.error for r in reqs if r.error],
         "server_cpu_s": statistics.median(p.server_cpu_s for p in ps),
         "other_busy_pct": max(p.other_busy_pct for p in ps),
-        "batches": [p.batches for p in ps if p.batches],
-        "shared_batch_max": [p.shared_batch_max for p in ps if p.shared_batch_max is not None],
+        "shared_batch_max": [p.batch_max for p in ps if p.batch_max is not None],
         "batch_max": max((p.batch_max for p in ps if p.batch_max is not None), default=None),
         # poisson: how late the client sent a request after its scheduled time (its own scheduling, not the server)
         "send_lag_max_ms": (1000 * max(r.start - start - r.scheduled for p, start in zip(ps, starts, strict=True)
@@ -561,12 +544,7 @@ def _tokens(x: dict[str, Any]) -> str:
 
 def _batches(x: dict[str, Any]) -> str:
     """What the engine's debug log said about the batches of a phase, per repeat; '' when it said nothing."""
-    parts = []
-    if x["batches"]:
-        parts.append(f"batch sizes the engine formed per repeat: {x['batches']}")
-    if x["shared_batch_max"]:
-        parts.append(f"largest shared batch per repeat: {x['shared_batch_max']}")
-    return "; ".join(parts)
+    return f"largest shared batch per repeat: {x['shared_batch_max']}" if x["shared_batch_max"] else ""
 
 
 def report(args, meta: dict[str, Any], phases: list[Phase], infos: dict[str, Any]) -> tuple[str, dict[str, Any]]:
