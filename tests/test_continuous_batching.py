@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import re
+from typing import Any
 
 import jsonschema
 import pytest
@@ -40,6 +41,17 @@ async def held(engine: TransformersEngine, count: int):
     with engine._batch._manager.pause():
         yield
         assert await asyncio.to_thread(eventually, lambda: engine.stats()["in_flight"] >= count), engine.stats()
+
+
+def run(engine: TransformersEngine, scenario) -> Any:
+    """`scenario()` on a loop of its own, then the engine closed, whatever happened."""
+    async def then_close():
+        try:
+            return await scenario()
+        finally:
+            await engine.close()
+
+    return asyncio.run(then_close())
 
 
 def ask(text: str, *, seed: int = 0, temperature: float | None = 1.0, tokens: int = 24, **more) -> GenerateRequest:
@@ -101,14 +113,8 @@ def test_requests_in_one_batch_answer_as_they_do_alone(models, caplog):
                 ask("Hello", seed=1, tokens=5)]
     engine = TransformersEngine(HFOptions(source=models["random"], threads=1))
 
-    async def scenario():
-        try:
-            return await alone_and_together(engine, requests)
-        finally:
-            await engine.close()
-
     with caplog.at_level("DEBUG", logger="pollux.engines.batching"):
-        alone, together = asyncio.run(scenario())
+        alone, together = run(engine, lambda: alone_and_together(engine, requests))
     sizes = [int(n) for n in re.findall(r"shared batch: (\d+) sequences", caplog.text)]
     assert len(requests) in sizes, sizes  # they did decode side by side
     for request, a, b in zip(requests, alone, together, strict=True):
@@ -129,13 +135,7 @@ def test_thinking_budgets_hold_in_a_shared_batch(models):
                 for i, b in enumerate(budgets)]
     engine = TransformersEngine(HFOptions(source=models["thinking"], threads=1))
 
-    async def scenario():
-        try:
-            return await alone_and_together(engine, requests)
-        finally:
-            await engine.close()
-
-    alone, together = asyncio.run(scenario())
+    alone, together = run(engine, lambda: alone_and_together(engine, requests))
     for budget, a, b in zip(budgets, alone, together, strict=True):
         assert same(a, b), (budget, a, b)
         thought = sum(e.tokens for e in a if isinstance(e, TextDelta) and e.thought)
@@ -152,14 +152,11 @@ def test_a_full_kv_cache_holds_requests_back_and_all_finish(models, caplog):
     requests = [ask(f"Go on and on {i}", temperature=0, tokens=1000) for i in range(3)]
 
     async def scenario():
-        try:
-            too_long = await collect(engine, ask("word " * 2100))
-            return too_long, *await alone_and_together(engine, requests)
-        finally:
-            await engine.close()
+        too_long = await collect(engine, ask("word " * 2100))
+        return too_long, *await alone_and_together(engine, requests)
 
     with caplog.at_level("INFO", logger="ContinuousBatchingLogger"):
-        too_long, alone, together = asyncio.run(scenario())
+        too_long, alone, together = run(engine, scenario)
     assert "Offloaded 1 requests" in caplog.text  # the cache did fill: one request was set aside, then recomputed
     assert len(too_long) == 1 and isinstance(too_long[0], InvalidInput), too_long
     assert "exceeds the maximum number of tokens allowed (2048)" in too_long[0].message
@@ -172,20 +169,17 @@ def test_a_cancelled_request_leaves_the_batch_and_frees_its_blocks(models):
     engine = TransformersEngine(HFOptions(source=models["random"], threads=1))
 
     async def scenario():
-        try:
-            stream = engine.generate(ask("Go on and on", temperature=0, tokens=3000))
-            await anext(stream)  # decoding
-            busy = engine.stats()
-            await stream.aclose()  # the client went away
-            freed = await asyncio.to_thread(eventually, lambda: engine.stats() == {
-                "in_flight": 0, "running": 0, "waiting": 0, "free_kv": 1.0})
-            # The batch goes on serving.
-            after = await collect(engine, ask("Hello", tokens=4))
-            return busy, freed, after
-        finally:
-            await engine.close()
+        stream = engine.generate(ask("Go on and on", temperature=0, tokens=3000))
+        await anext(stream)  # decoding
+        busy = engine.stats()
+        await stream.aclose()  # the client went away
+        freed = await asyncio.to_thread(eventually, lambda: engine.stats() == {
+            "in_flight": 0, "running": 0, "waiting": 0, "free_kv": 1.0})
+        # The batch goes on serving.
+        after = await collect(engine, ask("Hello", tokens=4))
+        return busy, freed, after
 
-    busy, freed, after = asyncio.run(scenario())
+    busy, freed, after = run(engine, scenario)
     assert busy["in_flight"] == 1 and busy["free_kv"] < 1.0, busy
     assert freed, engine.stats()
     assert isinstance(after[-1], Finish)
@@ -211,14 +205,11 @@ def test_a_failing_sequence_fails_its_request_alone(models, where):
     requests = [ask("poison", temperature=0, tokens=12)] + [ask(f"Request {i}", tokens=12) for i in range(3)]
 
     async def scenario():
-        try:
-            async with held(engine, len(requests)):
-                tasks = [asyncio.create_task(collect(engine, r)) for r in requests]
-            return await asyncio.gather(*tasks)
-        finally:
-            await engine.close()
+        async with held(engine, len(requests)):
+            tasks = [asyncio.create_task(collect(engine, r)) for r in requests]
+        return await asyncio.gather(*tasks)
 
-    poisoned, *good = asyncio.run(scenario())
+    poisoned, *good = run(engine, scenario)
     assert isinstance(poisoned[-1], Failure) and "injected fault" in poisoned[-1].message, poisoned
     assert not any(isinstance(e, Finish) for e in poisoned)
     for events in good:
@@ -237,18 +228,15 @@ def test_a_failed_forward_pass_fails_the_requests_it_held_and_the_next_one_start
         raise RuntimeError("injected forward failure")
 
     async def scenario():
-        try:
-            async with held(engine, 2):
-                engine.model.forward = broken
-                tasks = [asyncio.create_task(collect(engine, ask(f"Request {i}", tokens=12))) for i in range(2)]
-            failed = await asyncio.gather(*tasks)
-            after = await collect(engine, ask("Hello", tokens=4))
-            return failed, after
-        finally:
-            await engine.close()
+        async with held(engine, 2):
+            engine.model.forward = broken
+            tasks = [asyncio.create_task(collect(engine, ask(f"Request {i}", tokens=12))) for i in range(2)]
+        failed = await asyncio.gather(*tasks)
+        after = await collect(engine, ask("Hello", tokens=4))
+        return failed, after
 
     with caplog.at_level("ERROR"):
-        failed, after = asyncio.run(scenario())
+        failed, after = run(engine, scenario)
     for events in failed:
         assert isinstance(events[-1], Failure) and "injected forward failure" in events[-1].message, events
     assert isinstance(after[-1], Finish), after
@@ -270,16 +258,13 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_tokens(models):
     processors.prepare_tensor_args = recording
 
     async def scenario():
-        try:
-            running = engine.generate(ask("Go on and on", temperature=0, tokens=3000))
-            await anext(running)
-            events = await collect(engine, ask("word " * 400, tokens=2))
-            await running.aclose()
-            return events
-        finally:
-            await engine.close()
+        running = engine.generate(ask("Go on and on", temperature=0, tokens=3000))
+        await anext(running)
+        events = await collect(engine, ask("word " * 400, tokens=2))
+        await running.aclose()
+        return events
 
-    events = asyncio.run(scenario())
+    events = run(engine, scenario)
     assert isinstance(events[-1], Finish), events
     first = next(iter(steps[0]))
     chunks = [step for step in steps if any(rid != first and not new for rid, (_, new) in step.items())]
@@ -306,13 +291,10 @@ def test_an_image_request_decodes_beside_the_batch_of_a_vision_model(models):
     engine = TransformersEngine(HFOptions(source=models["vision"], threads=1))
 
     async def scenario():
-        try:
-            alone = [await collect(engine, r) for r in [with_image, *texts]]
-            together = await asyncio.gather(*(collect(engine, r) for r in [with_image, *texts]))
-            return alone, together
-        finally:
-            await engine.close()
+        alone = [await collect(engine, r) for r in [with_image, *texts]]
+        together = await asyncio.gather(*(collect(engine, r) for r in [with_image, *texts]))
+        return alone, together
 
-    alone, together = asyncio.run(scenario())
+    alone, together = run(engine, scenario)
     for a, b in zip(alone, together, strict=True):
         assert isinstance(a[-1], Finish) and same(a, b), (a, b)
