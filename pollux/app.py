@@ -19,6 +19,8 @@ from starlette.routing import Route
 
 from . import admission, auth
 from .admission import AdmitLargeBodies, OverBudget, over_budget_error
+from .batches import router as batches_router
+from .batches.service import BatchService
 from .body_timeout import BodyIdleTimeout
 from .compression import GzipJson
 from .config import Settings
@@ -78,6 +80,7 @@ class Services:
     uploads: UploadService
     embeddings: EmbedService
     images: ImageService
+    batches: BatchService
 
 
 def build_engines(settings: Settings) -> Engines:
@@ -120,16 +123,19 @@ async def open_services(settings: Settings, engines: Engines) -> Services:
 
     async def housekeeping(_job: Job) -> None:
         gone_files, gone_uploads = await files.sweep(), await uploads.sweep()
+        ended_batches = await batches.sweep()
         await store.jobs.purge(utcnow() - timedelta(days=1))
-        if gone_files or gone_uploads:
-            log.info("expired: %d files, %d uploads", gone_files, gone_uploads)
+        if gone_files or gone_uploads or ended_batches:
+            log.info("expired: %d files, %d uploads, %d batches", gone_files, gone_uploads, ended_batches)
 
     jobs.handle("housekeeping", housekeeping, every=limits.housekeeping_seconds)
     signer = Signer(await store.secrets.get_or_create("thought-signatures", lambda: legacy_key(settings.data_dir)))
     generate = GenerateService(settings, engines.text, signer, files, engines.images)
     images = ImageService(settings, engines.images)
+    batches = BatchService(store, blobs, limits, jobs, files, generate, engines.embeddings,
+                           scratch=settings.data_dir / "batch-scratch")
     return Services(settings, store, blobs, jobs, ModelService(settings), generate, engines.text, files, uploads,
-                    engines.embeddings, images)
+                    engines.embeddings, images, batches)
 
 
 def _services(request: Request) -> Services:
@@ -167,6 +173,7 @@ MODEL_VERBS: dict[str, ModelVerb] = {
     **{verb: _on(lambda s: s.embeddings, h) for verb, h in embed_router.VERBS.items()},
     "countTokens": _count_tokens,
     "predict": _on(lambda s: s.images, images_router.predict),
+    **{verb: _on(lambda s: s.batches, h) for verb, h in batches_router.VERBS.items()},
 }
 
 
@@ -250,6 +257,17 @@ async def delete_file(request: Request) -> Response:
 async def download_file(request: Request) -> Response:
     return await files_router.download(request, _services(request).files, request.state.project_id,
                                        request.path_params["name"].removesuffix(":download"))
+
+
+@authorized
+async def list_batches(request: Request) -> Response:
+    return await batches_router.list_batches(request, _services(request).batches, request.state.project_id)
+
+
+@authorized
+async def batch(request: Request) -> Response:
+    return await batches_router.batch(request, _services(request).batches, request.state.project_id,
+                                      request.path_params["name"])
 
 
 @authorized
@@ -347,6 +365,8 @@ def _routes() -> list[Route]:
         Route(f"/{VERSIONS}/files/{{name:path}}", get_file, methods=["GET"]),
         Route(f"/{VERSIONS}/files/{{name:path}}", delete_file, methods=["DELETE"]),
         Route(f"/download/{VERSIONS}/files/{{name:path}}", download_file, methods=["GET"]),
+        Route(f"/{VERSIONS}/batches", list_batches, methods=["GET"]),
+        Route(f"/{VERSIONS}/batches/{{name:path}}", batch, methods=["GET", "POST", "DELETE"]),
         Route(f"/{VERSIONS}/openai/embeddings", openai_embeddings, methods=["POST"]),
         Route(f"/{VERSIONS}/openai/chat/completions", openai_chat, methods=["POST"]),
         Route(f"/{VERSIONS}/chat/completions", openai_chat, methods=["POST"]),  # the docs' cached_content base URL

@@ -87,6 +87,14 @@ class Limits:
     housekeeping_seconds: int = 60
     # With files in object storage: local copies of recently used ones, for decoders that read a path.
     local_copies_mb: int = 10 * 1024
+    # Batch Mode (reference/semantics.md §11): inline requests up to 20 MB in all, input files up to the file limit. A
+    # batch pending or running this long expires; an ended one (with its inline results) is kept as long again.
+    batch_inline_bytes: int = 20 * 1024 * 1024
+    batch_ttl_seconds: int = 48 * 3600
+    # Requests of batch jobs one process runs at once: online requests are never queued behind more than these.
+    batch_concurrency: int = 4
+    batches_page_default: int = 10
+    batches_page_max: int = 100
 
 
 @dataclass

@@ -71,6 +71,19 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    def run_soon(self, job: Job) -> None:
+        """Run a job this process holds (one it has just inserted, leased to itself: see `new`) in the background,
+        as one of this process's running jobs: `stop` cancels it, and its lease then runs out for another process."""
+        task = asyncio.create_task(self._run_logged(job))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run_logged(self, job: Job) -> None:
+        try:
+            await self.run(job)
+        except Exception:  # noqa: BLE001
+            log.exception("job %s (%s) could not be finished", job.id, job.kind)
+
     async def run(self, job: Job) -> None:
         """Run a job this process holds: its handler with heartbeats, then finish it (or queue it again)."""
         spec = self._kinds[job.kind]

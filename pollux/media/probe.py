@@ -37,7 +37,10 @@ DOCUMENT_TYPES = frozenset({"application/pdf"})
 TEXT_TYPES = frozenset({"text/plain", "text/markdown", "text/md", "text/html", "text/css", "text/csv", "text/xml",
                         "text/rtf", "text/javascript", "text/x-python", "text/x-typescript", "application/json",
                         "application/xml", "application/x-javascript", "application/javascript",
-                        "application/x-python"})
+                        "application/x-python",
+                        # Batch Mode's input files: the docs upload them as `jsonl`.
+                        "jsonl", "application/jsonl", "application/x-jsonl", "application/jsonlines",
+                        "application/x-ndjson", "application/ndjson"})
 MIME_ALLOWLIST = IMAGE_TYPES | AUDIO_TYPES | VIDEO_TYPES | DOCUMENT_TYPES | TEXT_TYPES
 
 _WAV_TYPES = frozenset({"audio/wav", "audio/x-wav"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .batches import Batches
 from .db import Database, StoreError, StoreUnavailable
 from .files import Commit, Files, NameTaken, QuotaExceeded, Uploads
 from .jobs import Jobs, job_row
@@ -22,6 +23,7 @@ class Store:
         self.files = Files(self.db)
         self.uploads = Uploads(self.db)
         self.jobs = Jobs(self.db)
+        self.batches = Batches(self.db)
         self.secrets = Secrets(self.db)
 
     @classmethod

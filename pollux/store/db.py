@@ -31,6 +31,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     event,
     text,
@@ -133,6 +134,43 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_jobs_due", jobs.c.state, jobs.c.run_at)
+
+# Batch jobs (Batch Mode, both surfaces). The inputs are a blob written at creation (`batches/{project}/{id}/input`);
+# each request's result is a row of `batch_results`, written once (its primary key), so a job resumed by another
+# process after a crash skips what is done and never writes a result twice. `cancel_requested` is how a cancel
+# reaches the process running the job; `expire_time` is when a pending or running job expires, and once it has
+# ended, when it is forgotten.
+batches = Table(
+    "batches", metadata,
+    Column("project_id", String, ForeignKey("projects.id"), primary_key=True),
+    Column("id", String, primary_key=True),
+    Column("kind", String, nullable=False),      # generate | embed | chat (OpenAI) | embeddings (OpenAI)
+    Column("model", String, nullable=False),     # the model id (OpenAI batches: the first line's)
+    Column("display_name", String, nullable=False),
+    Column("state", String, nullable=False),     # BATCH_STATE_{PENDING,RUNNING,SUCCEEDED,FAILED,CANCELLED,EXPIRED}
+    Column("input_file", String),                # the file id of a file input; NULL for inline requests
+    Column("request_count", Integer, nullable=False),
+    Column("priority", BigInteger, nullable=False, server_default="0"),
+    Column("options", JSON),                     # what a surface keeps besides: OpenAI's endpoint, window, metadata
+    Column("output_file", String),               # the generated responses file's id, once written
+    Column("error", JSON),                       # why the whole job FAILED
+    Column("cancel_requested", Integer, nullable=False, server_default="0"),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("end_time", DateTime(timezone=True)),
+    Column("expire_time", DateTime(timezone=True), nullable=False),
+)
+Index("ix_batches_list", batches.c.project_id, batches.c.create_time)
+Index("ix_batches_expire_time", batches.c.expire_time)
+
+batch_results = Table(
+    "batch_results", metadata,
+    Column("project_id", String, primary_key=True),
+    Column("batch_id", String, primary_key=True),
+    Column("idx", Integer, primary_key=True),  # the request's place in the input
+    Column("ok", Integer, nullable=False),     # 1: a response; 0: an error
+    Column("body", Text, nullable=False),      # the response or the error, as JSON
+)
 
 # Server-wide secrets every replica must share (the thought-signature key).
 secrets = Table(

@@ -99,3 +99,42 @@ class Job:
     payload: dict[str, Any]
     attempts: int
     lease_owner: str
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    project_id: str
+    id: str
+    kind: str   # generate | embed | chat | embeddings
+    model: str
+    display_name: str
+    state: str  # BATCH_STATE_*
+    input_file: str | None
+    request_count: int
+    priority: int
+    options: dict[str, Any]
+    output_file: str | None
+    error: dict[str, Any] | None
+    cancel_requested: bool
+    create_time: datetime
+    update_time: datetime
+    end_time: datetime | None
+    expire_time: datetime
+
+    @property
+    def input_blob(self) -> str:
+        """Where its requests are, one JSON line each, as written at creation."""
+        return f"batches/{self.project_id}/{self.id}/input"
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    succeeded: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    idx: int
+    ok: bool
+    body: str  # JSON

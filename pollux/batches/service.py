@@ -1,0 +1,523 @@
+"""Batch Mode: create, read, cancel and delete batch jobs, and run them.
+
+A batch is a row (its state), its requests (a blob written at creation, one JSON line each: inline requests and
+input files alike) and its results (a row each, `store/batches.py`). It runs as a leased job (`jobs.py`): the process
+that creates it starts it at once; if that process dies, another takes the job over when the lease runs out, reads
+which requests have a result and runs the rest. Results are saved in groups (a crash loses at most the unsaved ones,
+which run again; none is written twice). Requests go through the same services as online traffic, at most
+`batch_concurrency` at a time per process, so online requests never queue behind more than those.
+
+A request that fails (a malformed line, a request that fails validation, a model error) gets an error entry for its
+key; the batch still succeeds. What fails a creation: no requests, an input file that is not JSONL, too large, or
+that names another model. Cancel stops the job within a second and keeps what was done; an ended batch is kept for
+`batch_ttl_seconds`, a batch pending or running that long expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..config import Limits, ModelSpec
+from ..embeddings.protocol import EmbedContentRequest, embedding_json
+from ..embeddings.service import EmbedInput, EmbedService, content_text
+from ..errors import ApiError
+from ..files.service import FileService
+from ..generate.protocol import GenerateContentRequest, reply_json
+from ..generate.service import GenerateService
+from ..jobs import JobRunner
+from ..store import Store, StoreUnavailable
+from ..store.batches import LIVE, PENDING, RUNNING
+from ..store.blobs import BlobStore, BlobUnavailable
+from ..store.db import utcnow
+from ..store.records import BatchRecord, BatchResult, Job, file_blob
+from ..wire import parse
+from .protocol import CANCELLED, ENDED, EXPIRED, FAILED, SUCCEEDED, CreateBatchRequest, operation_bytes
+
+log = logging.getLogger("pollux.batches")
+
+RUN_JOB = "batch"
+GENERATE, EMBED = "generate", "embed"
+
+# google.rpc.Code numbers: a result's error is a google.rpc.Status, as in the real API's batch output.
+_GRPC = {"CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+         "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+         "ABORTED": 10, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}
+# Errors that say "later", not "never": the request is tried again after a pause (the engine was overloaded by
+# online traffic, say) before it gets an error entry.
+_TRANSIENT = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
+_RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0)
+_SAVE_EVERY = 256     # results saved in one transaction
+_WATCH_SECONDS = 0.5  # how often a running batch saves its results and looks for a cancel, a delete or expiry
+_BIG_LINE = 64 * 1024  # lines longer than this are parsed off the event loop
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def not_found() -> ApiError:
+    return ApiError.not_found("Requested entity was not found.")
+
+
+def batch_id_of(name: str) -> str:
+    return name.strip().removeprefix("batches/")
+
+
+class BatchService:
+    def __init__(self, store: Store, blobs: BlobStore, limits: Limits, jobs: JobRunner, files: FileService,
+                 generate: GenerateService, embeddings: EmbedService, scratch: Path) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.limits = limits
+        self.jobs = jobs
+        self.files = files
+        self.generate = generate
+        self.embeddings = embeddings
+        self.scratch = scratch
+        self._slots = asyncio.Semaphore(limits.batch_concurrency)
+        jobs.handle(RUN_JOB, self._run_job)
+
+    # Creation ---------------------------------------------------------------------------------------------------
+    async def create(self, project_id: str, kind: str, model: ModelSpec, req: CreateBatchRequest,
+                     body_bytes: int) -> BatchRecord:
+        batch = req.batch
+        if batch is None:
+            raise ApiError.invalid("* batch: a batch is required.\n")
+        config = batch.input_config
+        inline = config.requests if config is not None else None
+        file_name = config.file_name if config is not None else None
+        if (inline is None) == (file_name is None):
+            raise ApiError.invalid("* batch.input_config: exactly one of requests and file_name must be set.\n")
+        batch_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(36))
+        record_blob = f"batches/{project_id}/{batch_id}/input"
+        input_file: str | None = None
+        if inline is not None:
+            if body_bytes > self.limits.batch_inline_bytes:
+                raise ApiError.invalid(f"The inline requests of a batch total at most "
+                                       f"{self.limits.batch_inline_bytes} bytes; this request has {body_bytes}. "
+                                       "Put larger batches in an input file.")
+            items = inline.requests or []
+            if not items:
+                raise ApiError.invalid("* batch.input_config.requests.requests: a batch needs at least one request.\n")
+            data, count = await asyncio.to_thread(_inline_lines, items, model.id)
+            await self.blobs.write(record_blob, data)
+        else:
+            assert file_name is not None
+            record = await self.files.usable(project_id, file_name)
+            input_file = record.id
+            if record.size_bytes > self.limits.max_file_bytes:
+                raise ApiError.invalid(f"The input file files/{record.id} has {record.size_bytes} bytes; a batch "
+                                       f"input file has at most {self.limits.max_file_bytes}.")
+            source = await self.files.local_path(record)
+            self.scratch.mkdir(parents=True, exist_ok=True)
+            normal = self.scratch / f"{batch_id}.input"
+            try:
+                count = await asyncio.to_thread(_file_lines, source, normal, model.id, record.id,
+                                                self.limits.max_request_bytes)
+                await self.blobs.write(record_blob, _read_file(normal))
+            finally:
+                normal.unlink(missing_ok=True)
+        now = utcnow()
+        row = {"project_id": project_id, "id": batch_id, "kind": kind, "model": model.id,
+               "display_name": batch.display_name or "", "state": PENDING, "input_file": input_file,
+               "request_count": count, "priority": batch.priority or 0, "options": None, "output_file": None,
+               "error": None, "cancel_requested": 0, "create_time": now, "update_time": now, "end_time": None,
+               "expire_time": now + timedelta(seconds=self.limits.batch_ttl_seconds)}
+        job = self.jobs.new(RUN_JOB, {"project_id": project_id, "batch_id": batch_id}, project_id)
+        try:
+            await self.store.batches.create(row, job)
+        except BaseException:
+            await self.blobs.delete(record_blob)
+            raise
+        self.jobs.run_soon(Job(job["id"], job["kind"], job["project_id"], job["payload"], job["attempts"],
+                               job["lease_owner"]))
+        created = await self.store.batches.get(project_id, batch_id)
+        if created is None:  # deleted in the instant since (another request of the project)
+            raise not_found()
+        return created
+
+    # Reading ----------------------------------------------------------------------------------------------------
+    async def get(self, project_id: str, name: str) -> BatchRecord:
+        record = await self.store.batches.get(project_id, batch_id_of(name))
+        if record is None:
+            raise not_found()
+        return record
+
+    async def operation(self, record: BatchRecord, with_results: bool = True) -> bytes:
+        """The batch as an Operation; an ended batch of inline requests carries its results."""
+        counts = (await self.store.batches.counts(record.project_id, [record.id]))[record.id]
+        inline: list[str] | None = None
+        if with_results and record.state in ENDED and record.input_file is None and not record.error:
+            inline = await self._bodies(record)
+        if inline is not None and len(inline) > 1000:  # a large output is encoded off the event loop
+            return await asyncio.to_thread(operation_bytes, record, counts, inline)
+        return operation_bytes(record, counts, inline)
+
+    async def list(self, project_id: str, page_size: int | None, page_token: str | None
+                   ) -> tuple[list[bytes], str | None]:
+        if page_size is not None and page_size < 0:
+            raise ApiError.invalid("* ListBatchesRequest.page_size: page_size must not be negative\n")
+        size = min(page_size or self.limits.batches_page_default, self.limits.batches_page_max)
+        before = None
+        if page_token:
+            try:
+                created, _, batch_id = base64.urlsafe_b64decode(page_token.encode()).decode().partition("|")
+                before = (datetime.fromisoformat(created), batch_id)
+            except ValueError:
+                raise ApiError.invalid("Invalid page token.") from None
+        records = await self.store.batches.list(project_id, size + 1, before)
+        token = None
+        if len(records) > size:
+            records = records[:size]
+            last = records[-1]
+            token = base64.urlsafe_b64encode(f"{last.create_time.isoformat()}|{last.id}".encode()).decode()
+        counts = await self.store.batches.counts(project_id, [r.id for r in records])
+        # Listings leave inline results out: a page of large batches would be one enormous response.
+        return [operation_bytes(r, counts[r.id], None) for r in records], token
+
+    async def _bodies(self, record: BatchRecord) -> list[str]:
+        bodies: list[str] = []
+        after = -1
+        while True:
+            page = await self.store.batches.results(record.project_id, record.id, after, 2000)
+            if not page:
+                return bodies
+            bodies.extend(r.body for r in page)
+            after = page[-1].idx
+
+    # Changes ----------------------------------------------------------------------------------------------------
+    async def cancel(self, project_id: str, name: str) -> None:
+        """A pending batch is cancelled at once; a running one by its runner, within a second. An ended batch stays
+        as it is."""
+        batch_id = batch_id_of(name)
+        if not await self.store.batches.request_cancel(project_id, batch_id):
+            raise not_found()
+        record = await self.store.batches.get(project_id, batch_id)
+        if record is not None and record.state == PENDING:  # not started: its runner will find it ended
+            await self._end(record, CANCELLED)
+
+    async def delete(self, project_id: str, name: str) -> None:
+        """The batch and its results go (a running one stops: its runner finds the row gone). A responses file it
+        wrote is a file of its own, which expires as files do."""
+        batch_id = batch_id_of(name)
+        if not await self.store.batches.delete(project_id, batch_id):
+            raise not_found()
+        await self.blobs.delete(f"batches/{project_id}/{batch_id}/input")
+
+    # Housekeeping -----------------------------------------------------------------------------------------------
+    async def sweep(self) -> int:
+        """Expire batches pending or running past their time, forget ended ones past theirs, and delete inputs no
+        live batch needs (a crash between a batch's end and its input's deletion). Returns how many changed."""
+        changed = 0
+        for record in await self.store.batches.expiring():
+            if record.state in LIVE:
+                if await self._end(record, EXPIRED):
+                    changed += 1
+            elif await self.store.batches.delete(record.project_id, record.id):
+                changed += 1
+        await self.store.batches.drop_orphan_results()
+        stored = await self.blobs.keys("batches")
+        live = await self.store.batches.live_ids()
+        for key in stored:
+            parts = key.split("/")
+            if len(parts) >= 3 and (parts[1], parts[2]) not in live:
+                await self.blobs.delete(key)
+        return changed
+
+    # Running ----------------------------------------------------------------------------------------------------
+    async def _run_job(self, job: Job) -> None:
+        record = await self.store.batches.get(job.payload["project_id"], job.payload["batch_id"])
+        if record is None or record.state not in LIVE:
+            return
+        if record.cancel_requested:
+            await self._end(record, CANCELLED)
+            return
+        if record.expire_time <= utcnow():
+            await self._end(record, EXPIRED)
+            return
+        try:
+            run = self._request_runner(record)
+        except ApiError as err:  # the batch's model is no longer served
+            await self._end(record, FAILED, error=_status(err))
+            return
+        if record.state == PENDING and not await self.store.batches.move(record.project_id, record.id, RUNNING,
+                                                                         came_from=(PENDING,)):
+            return  # cancelled, deleted or expired in the meantime
+        outcome = await _Run(self, record, run).go()
+        if outcome is not None:
+            fresh = await self.store.batches.get(record.project_id, record.id)
+            if fresh is not None:
+                await self._end(fresh, outcome)
+
+    def _request_runner(self, record: BatchRecord) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+        """What runs one request of this batch (its JSON object) and returns the response's JSON object."""
+        if record.kind == EMBED:
+            model = self.embeddings.resolve(record.model, "v1beta", "embedContent")
+
+            async def embed(request: dict[str, Any]) -> dict[str, Any]:
+                req = parse(EmbedContentRequest, orjson.dumps(request))
+                where = "EmbedContentRequest."
+                item = EmbedInput(content_text(req.content, where), req.task_type, req.title,
+                                  req.output_dimensionality, where)
+                result = await self.embeddings.embed(model, [item], "EmbedContentRequest.content")
+                return {"embedding": embedding_json(result.vectors[0])}
+            return embed
+        model = self.generate.resolve(record.model, "v1beta", "generateContent")
+
+        async def generate(request: dict[str, Any]) -> dict[str, Any]:
+            req = parse(GenerateContentRequest, orjson.dumps(request))
+            return reply_json(await self.generate.generate(model, req, record.project_id))
+        return generate
+
+    async def _end(self, record: BatchRecord, state: str, error: dict[str, Any] | None = None) -> bool:
+        """End a live batch: its responses file written (a batch of an input file; what was done, when cancelled or
+        expired), then the state set, if no other change came first. Its input is no longer needed."""
+        output_file = None
+        if record.input_file is not None and error is None:
+            output_file = await self._write_responses(record)
+        now = utcnow()
+        moved = await self.store.batches.move(
+            record.project_id, record.id, state, end_time=now, output_file=output_file, error=error,
+            expire_time=now + timedelta(seconds=self.limits.batch_ttl_seconds))
+        if moved:
+            await self.blobs.delete(record.input_blob)
+            log.info("batch %s: %s", record.id, state)
+        return moved
+
+    async def _write_responses(self, record: BatchRecord) -> str:
+        """The results as a generated file, one line per request in input order, each with its key. Written once:
+        a run that finds it written (it crashed after writing) keeps it."""
+        file_id = f"batch-{record.id}"
+        if await self.store.files.get(record.project_id, file_id) is not None:
+            return file_id
+
+        async def lines() -> AsyncIterator[bytes]:
+            after = -1
+            while True:
+                page = await self.store.batches.results(record.project_id, record.id, after, 2000)
+                if not page:
+                    return
+                yield "".join(r.body + "\n" for r in page).encode()
+                after = page[-1].idx
+
+        written = await self.blobs.write(file_blob(record.project_id, file_id), lines())
+        row = self.files.new_row(record.project_id, file_id, f"batch-{record.id}", "application/jsonl",
+                                 written.size, written.sha256, source="GENERATED")
+        row.update(state="ACTIVE")
+        with contextlib.suppress(Exception):  # written by another run meanwhile: one file, the same lines
+            await self.store.files.insert(row)
+        return file_id
+
+
+class _Run:
+    """One run of a batch's remaining requests."""
+
+    def __init__(self, service: BatchService, record: BatchRecord,
+                 run: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
+        self.service = service
+        self.record = record
+        self.run = run
+        self.store = service.store
+        self.pending: list[BatchResult] = []
+        self.stop: str | None = None  # why the run stops early: a state to end in, or "" (deleted, or ended)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._saving = asyncio.Lock()
+
+    async def go(self) -> str | None:
+        """Run what has no result yet. Returns the state to end in, or None when there is nothing to do."""
+        record = self.record
+        done = await self.store.batches.done(record.project_id, record.id)
+        watch = asyncio.create_task(self._watch())
+        try:
+            async for idx, line in self._lines():
+                if self.stop is not None:
+                    break
+                if idx in done:
+                    continue
+                await self.service._slots.acquire()
+                if self.stop is not None:
+                    self.service._slots.release()
+                    break
+                task = asyncio.create_task(self._one(idx, line))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            while self.tasks:
+                await asyncio.wait(set(self.tasks))
+        finally:
+            watch.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(watch, *self.tasks, return_exceptions=True)
+        if self.stop == "":
+            return None  # deleted (its results would have no batch) or ended by another change
+        await self._save()
+        return self.stop or SUCCEEDED
+
+    async def _lines(self) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        buffer = b""
+        idx = 0
+        async for block in self.service.blobs.read(self.record.input_blob):
+            buffer += block
+            *whole, buffer = buffer.split(b"\n")
+            for raw in whole:
+                if raw:
+                    line = orjson.loads(raw) if len(raw) < _BIG_LINE else await asyncio.to_thread(orjson.loads, raw)
+                    yield idx, line
+                    idx += 1
+        if buffer.strip():
+            yield idx, orjson.loads(buffer)
+
+    async def _one(self, idx: int, line: dict[str, Any]) -> None:
+        try:
+            ok, value = await self._attempt(line)
+            entry: dict[str, Any] = {"response" if ok else "error": value}
+            if self.record.input_file is not None:
+                if "k" in line:
+                    entry["key"] = line["k"]
+            elif "m" in line:
+                entry["metadata"] = line["m"]
+            body = orjson.dumps(entry, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+            self.pending.append(BatchResult(idx, ok, body))
+            if len(self.pending) >= _SAVE_EVERY:
+                await self._save()
+        finally:
+            self.service._slots.release()
+
+    async def _attempt(self, line: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        if "e" in line:
+            return False, {"code": _GRPC["INVALID_ARGUMENT"], "message": line["e"]}
+        for pause in (*_RETRY_PAUSES, None):
+            try:
+                return True, await self.run(line["r"])
+            except ApiError as err:
+                if err.status in _TRANSIENT and pause is not None:
+                    await asyncio.sleep(pause)
+                    continue
+                return False, _status(err)
+            except (StoreUnavailable, BlobUnavailable):
+                raise  # not the request's fault: the job is tried again later, with the results saved so far
+            except Exception:  # noqa: BLE001 - a bug met by one request fails that request alone
+                log.exception("batch %s: a request failed", self.record.id)
+                return False, {"code": _GRPC["INTERNAL"], "message": "An internal error has occurred."}
+        raise AssertionError("unreachable")
+
+    async def _save(self) -> None:
+        async with self._saving:
+            results, self.pending = self.pending, []
+            try:
+                await self.store.batches.save(self.record.project_id, self.record.id, results)
+            except BaseException:
+                self.pending = results + self.pending
+                raise
+
+    async def _watch(self) -> None:
+        """Save results every half second, and stop the run once the batch is cancelled, deleted or expired."""
+        record = self.record
+        while True:
+            await asyncio.sleep(_WATCH_SECONDS)
+            await self._save()
+            fresh = await self.store.batches.get(record.project_id, record.id)
+            if fresh is None or fresh.state not in LIVE:
+                self.stop = ""
+            elif fresh.cancel_requested:
+                self.stop = CANCELLED
+            elif fresh.expire_time <= utcnow():
+                self.stop = EXPIRED
+            if self.stop is not None:
+                log.info("batch %s: stopping (%s)", record.id, self.stop or "deleted or ended")
+                for task in list(self.tasks):
+                    task.cancel()
+                return
+
+
+def _status(err: ApiError) -> dict[str, Any]:
+    status: dict[str, Any] = {"code": _GRPC.get(err.status, 2), "message": err.message}
+    if err.details:
+        status["details"] = err.details
+    return status
+
+
+def _model_named(request: dict[str, Any]) -> str | None:
+    named = request.get("model")
+    return named.removeprefix("models/") if isinstance(named, str) and named else None
+
+
+def _inline_lines(items: list[Any], model_id: str) -> tuple[bytes, int]:
+    """The inline requests as input lines: `{"m": metadata, "r": request}`, or `{"e": why}` for one without a
+    request. A request for another model fails the creation."""
+    out: list[bytes] = []
+    for i, item in enumerate(items):
+        line: dict[str, Any] = {}
+        if item.metadata is not None:
+            line["m"] = item.metadata
+        if item.request is None:
+            line["e"] = f"* batch.input_config.requests.requests[{i}].request: a request is required.\n"
+        else:
+            named = _model_named(item.request)
+            if named is not None and named != model_id:
+                raise ApiError.invalid(f"* batch.input_config.requests.requests[{i}].request.model: the batch runs "
+                                       f"models/{model_id}; this request names models/{named}.\n")
+            line["r"] = item.request
+        out.append(orjson.dumps(line))
+    return b"\n".join(out) + b"\n", len(out)
+
+
+def _file_lines(source: Path, dest: Path, model_id: str, file_id: str, max_line: int) -> int:
+    """An input file's lines (`{"key", "request"}` each) as input lines: `{"k": key, "r": request}`, or `{"e": why}`
+    for a line that is not one. A file with no request at all is not a batch input; one naming another model fails
+    the creation. Runs in a thread: it reads the whole file."""
+    count = valid = 0
+    with open(source, "rb") as src, open(dest, "wb") as out:
+        number = 0
+        while True:
+            raw = src.readline(max_line + 1)
+            if not raw:
+                break
+            number += 1
+            line: dict[str, Any] = {}
+            if len(raw) > max_line and not raw.endswith(b"\n"):
+                while (rest := src.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass  # the rest of an overlong line
+                line["e"] = f"Line {number} is longer than {max_line} bytes."
+            elif not raw.strip():
+                continue
+            else:
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    line["e"] = f"Line {number} is not valid JSON: {exc}."
+                else:
+                    if not isinstance(obj, dict):
+                        line["e"] = f"Line {number} is not a JSON object."
+                    else:
+                        if "key" in obj:
+                            line["k"] = obj["key"]
+                        request = obj.get("request")
+                        if not isinstance(request, dict):
+                            line["e"] = f"Line {number} has no request object."
+                        else:
+                            named = _model_named(request)
+                            if named is not None and named != model_id:
+                                raise ApiError.invalid(f"Line {number} of files/{file_id} names models/{named}; the "
+                                                       f"batch runs models/{model_id}.")
+                            line["r"] = request
+                            valid += 1
+            out.write(orjson.dumps(line) + b"\n")
+            count += 1
+    if not valid:
+        raise ApiError.invalid(f"files/{file_id} is not a batch input file: it must be JSONL, one "
+                               '{"key": ..., "request": {...}} object per line.')
+    return count
+
+
+async def _read_file(path: Path) -> AsyncIterator[bytes]:
+    with open(path, "rb") as fh:
+        while block := await asyncio.to_thread(fh.read, 1 << 20):
+            yield block
