@@ -43,6 +43,7 @@ from .images.service import ImageService
 from .jobs import JobRunner
 from .models import router as models_router
 from .models.service import ModelService
+from .openai import batches as openai_batches
 from .openai import chat as openai_chat_router
 from .openai import images as openai_images
 from .openai import models as openai_models
@@ -271,6 +272,24 @@ async def batch(request: Request) -> Response:
 
 
 @authorized
+async def openai_create_batch(request: Request) -> Response:
+    services = _services(request)
+    body = await _request_body(request, services)
+    return await openai_batches.create(request, services.batches, request.state.project_id, body)
+
+
+@authorized
+async def openai_list_batches(request: Request) -> Response:
+    return await openai_batches.list_batches(request, _services(request).batches, request.state.project_id)
+
+
+@authorized
+async def openai_batch(request: Request) -> Response:
+    return await openai_batches.batch(request, _services(request).batches, request.state.project_id,
+                                      request.path_params["name"])
+
+
+@authorized
 async def openai_embeddings(request: Request) -> Response:
     services = _services(request)
     return await embed_openai.embeddings(request, services.embeddings, await _request_body(request, services))
@@ -372,6 +391,9 @@ def _routes() -> list[Route]:
         Route(f"/{VERSIONS}/chat/completions", openai_chat, methods=["POST"]),  # the docs' cached_content base URL
         Route(f"/{VERSIONS}/openai/images/generations", openai_images_generations, methods=["POST"]),
         Route(f"/{VERSIONS}/openai/models", openai_list_models, methods=["GET"]),
+        Route(f"/{VERSIONS}/openai/batches", openai_create_batch, methods=["POST"]),
+        Route(f"/{VERSIONS}/openai/batches", openai_list_batches, methods=["GET"]),
+        Route(f"/{VERSIONS}/openai/batches/{{name:path}}", openai_batch, methods=["GET", "POST"]),
         Route(f"/{VERSIONS}/openai/models/{{name:path}}", openai_get_model, methods=["GET"]),
     ]
     return routes

@@ -20,22 +20,25 @@ import base64
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
 from ..config import Limits, ModelSpec
-from ..embeddings.protocol import EmbedContentRequest, embedding_json
+from ..embeddings import openai as openai_embeddings
+from ..embeddings.protocol import EmbedContentRequest, OpenAIEmbeddingsRequest, embedding_json
 from ..embeddings.service import EmbedInput, EmbedService, content_text
 from ..errors import ApiError
 from ..files.service import FileService
 from ..generate.protocol import GenerateContentRequest, reply_json
 from ..generate.service import GenerateService
 from ..jobs import JobRunner
-from ..store import Store, StoreUnavailable
+from ..openai import chat as openai_chat
+from ..openai.protocol import ChatCompletionRequest
+from ..store import NameTaken, Store, StoreUnavailable
 from ..store.batches import LIVE, PENDING, RUNNING
 from ..store.blobs import BlobStore, BlobUnavailable
 from ..store.db import utcnow
@@ -47,6 +50,9 @@ log = logging.getLogger("pollux.batches")
 
 RUN_JOB = "batch"
 GENERATE, EMBED = "generate", "embed"
+CHAT, EMBEDDINGS = "chat", "embeddings"  # OpenAI's batches: /v1/chat/completions and /v1/embeddings lines
+OPENAI_KINDS = (CHAT, EMBEDDINGS)
+OPENAI_ENDPOINTS = {"/v1/chat/completions": CHAT, "/v1/embeddings": EMBEDDINGS}
 
 # google.rpc.Code numbers: a result's error is a google.rpc.Status, as in the real API's batch output.
 _GRPC = {"CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
@@ -110,31 +116,75 @@ class BatchService:
             await self.blobs.write(record_blob, data)
         else:
             assert file_name is not None
-            record = await self.files.usable(project_id, file_name)
-            input_file = record.id
-            if record.size_bytes > self.limits.max_file_bytes:
-                raise ApiError.invalid(f"The input file files/{record.id} has {record.size_bytes} bytes; a batch "
-                                       f"input file has at most {self.limits.max_file_bytes}.")
-            source = await self.files.local_path(record)
-            self.scratch.mkdir(parents=True, exist_ok=True)
-            normal = self.scratch / f"{batch_id}.input"
-            try:
-                count = await asyncio.to_thread(_file_lines, source, normal, model.id, record.id,
-                                                self.limits.max_request_bytes)
-                await self.blobs.write(record_blob, _read_file(normal))
-            finally:
-                normal.unlink(missing_ok=True)
+            input_file, count, _ = await self._file_input(
+                project_id, file_name, record_blob,
+                lambda src, dest, file_id, limit: (_file_lines(src, dest, model.id, file_id, limit), None))
+        return await self._insert(project_id, batch_id, kind, model.id, batch.display_name or "", input_file, count,
+                                  batch.priority or 0, None)
+
+    async def create_openai(self, project_id: str, input_file_id: str, endpoint: str, window: str,
+                            metadata: dict[str, str] | None) -> BatchRecord:
+        """OpenAI's `batches.create`: an uploaded file of `{"custom_id", "method", "url", "body"}` lines, all for
+        `endpoint` and one model."""
+        kind = OPENAI_ENDPOINTS.get(endpoint)
+        if kind is None:
+            raise ApiError.invalid(f"* endpoint: {endpoint!r} is not supported; batches run "
+                                   f"{' and '.join(OPENAI_ENDPOINTS)}.\n")
+        if window != "24h":
+            raise ApiError.invalid(f"* completion_window: must be \"24h\", got {window!r}.\n")
+        if metadata is not None and (len(metadata) > 16 or any(
+                not isinstance(v, str) or len(k) > 64 or len(v) > 512 for k, v in metadata.items())):
+            raise ApiError.invalid("* metadata: at most 16 pairs, keys of at most 64 characters and string values of "
+                                   "at most 512.\n")
+        batch_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(36))
+        input_file, count, model_id = await self._file_input(
+            project_id, input_file_id, f"batches/{project_id}/{batch_id}/input",
+            lambda src, dest, file_id, limit: _openai_lines(src, dest, endpoint, file_id, limit))
+        try:
+            if kind == CHAT:
+                model = self.generate.resolve(model_id or "", "v1beta", "generateContent")
+            else:
+                model = self.embeddings.resolve(model_id or "", "v1beta", "embedContent")
+        except ApiError:
+            await self.blobs.delete(f"batches/{project_id}/{batch_id}/input")
+            raise
+        options = {"endpoint": endpoint, "completion_window": window, "metadata": metadata}
+        return await self._insert(project_id, batch_id, kind, model.id, "", input_file, count, 0, options)
+
+    async def _file_input(self, project_id: str, name: str, blob: str, read: Callable[[Path, Path, str, int],
+                                                                          tuple[int, str | None]]
+                          ) -> tuple[str, int, str | None]:
+        """An uploaded input file, read line by line (off the event loop) into the batch's input blob: its id, how
+        many lines, and what `read` found besides (an OpenAI batch's model)."""
+        record = await self.files.usable(project_id, name)
+        if record.size_bytes > self.limits.max_file_bytes:
+            raise ApiError.invalid(f"The input file files/{record.id} has {record.size_bytes} bytes; a batch input "
+                                   f"file has at most {self.limits.max_file_bytes}.")
+        source = await self.files.local_path(record)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        normal = self.scratch / f"{secrets.token_hex(8)}.input"
+        try:
+            count, found = await asyncio.to_thread(read, source, normal, record.id, self.limits.max_request_bytes)
+            await self.blobs.write(blob, _read_file(normal))
+        finally:
+            normal.unlink(missing_ok=True)
+        return record.id, count, found
+
+    async def _insert(self, project_id: str, batch_id: str, kind: str, model_id: str, display_name: str,
+                      input_file: str | None, count: int, priority: int, options: dict[str, Any] | None
+                      ) -> BatchRecord:
+        """The batch's row and its job, then the job started here."""
         now = utcnow()
-        row = {"project_id": project_id, "id": batch_id, "kind": kind, "model": model.id,
-               "display_name": batch.display_name or "", "state": PENDING, "input_file": input_file,
-               "request_count": count, "priority": batch.priority or 0, "options": None, "output_file": None,
-               "error": None, "cancel_requested": 0, "create_time": now, "update_time": now, "end_time": None,
+        row = {"project_id": project_id, "id": batch_id, "kind": kind, "model": model_id,
+               "display_name": display_name, "state": PENDING, "input_file": input_file, "request_count": count,
+               "priority": priority, "options": options, "output_file": None, "error": None, "cancel_requested": 0,
+               "create_time": now, "update_time": now, "end_time": None,
                "expire_time": now + timedelta(seconds=self.limits.batch_ttl_seconds)}
         job = self.jobs.new(RUN_JOB, {"project_id": project_id, "batch_id": batch_id}, project_id)
         try:
             await self.store.batches.create(row, job)
         except BaseException:
-            await self.blobs.delete(record_blob)
+            await self.blobs.delete(f"batches/{project_id}/{batch_id}/input")
             raise
         self.jobs.run_soon(Job(job["id"], job["kind"], job["project_id"], job["payload"], job["attempts"],
                                job["lease_owner"]))
@@ -258,6 +308,24 @@ class BatchService:
 
     def _request_runner(self, record: BatchRecord) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
         """What runs one request of this batch (its JSON object) and returns the response's JSON object."""
+        if record.kind == CHAT:
+            self.generate.resolve(record.model, "v1beta", "generateContent")  # still served
+
+            async def chat(request: dict[str, Any]) -> dict[str, Any]:
+                req = parse(ChatCompletionRequest, orjson.dumps(request))
+                if req.model.removeprefix("models/") != record.model:
+                    raise ApiError.invalid(f"* model: every request of this batch is for {record.model}.\n")
+                return await openai_chat.complete(self.generate, record.project_id, req, "v1beta")
+            return chat
+        if record.kind == EMBEDDINGS:
+            self.embeddings.resolve(record.model, "v1beta", "embedContent")
+
+            async def embeddings(request: dict[str, Any]) -> dict[str, Any]:
+                req = parse(OpenAIEmbeddingsRequest, orjson.dumps(request))
+                if (req.model or "").removeprefix("models/") != record.model:
+                    raise ApiError.invalid(f"* model: every request of this batch is for {record.model}.\n")
+                return await openai_embeddings.embed(self.embeddings, req, "v1beta")
+            return embeddings
         if record.kind == EMBED:
             model = self.embeddings.resolve(record.model, "v1beta", "embedContent")
 
@@ -277,41 +345,54 @@ class BatchService:
         return generate
 
     async def _end(self, record: BatchRecord, state: str, error: dict[str, Any] | None = None) -> bool:
-        """End a live batch: its responses file written (a batch of an input file; what was done, when cancelled or
+        """End a live batch: its output files written (a batch of an input file; what was done, when cancelled or
         expired), then the state set, if no other change came first. Its input is no longer needed."""
-        output_file = None
+        values: dict[str, Any] = {}
         if record.input_file is not None and error is None:
-            output_file = await self._write_responses(record)
+            if record.kind in OPENAI_KINDS:  # OpenAI's: the answers in one file, the failures in another
+                values["output_file"] = await self._write_file(record, f"batch-{record.id}", ok=True)
+                failures = await self._write_file(record, f"batch-{record.id}-errors", ok=False)
+                values["options"] = {**record.options, "error_file": failures}
+            else:
+                values["output_file"] = await self._write_file(record, f"batch-{record.id}")
         now = utcnow()
         moved = await self.store.batches.move(
-            record.project_id, record.id, state, end_time=now, output_file=output_file, error=error,
-            expire_time=now + timedelta(seconds=self.limits.batch_ttl_seconds))
+            record.project_id, record.id, state, end_time=now, error=error,
+            expire_time=now + timedelta(seconds=self.limits.batch_ttl_seconds), **values)
         if moved:
             await self.blobs.delete(record.input_blob)
             log.info("batch %s: %s", record.id, state)
         return moved
 
-    async def _write_responses(self, record: BatchRecord) -> str:
-        """The results as a generated file, one line per request in input order, each with its key. Written once:
-        a run that finds it written (it crashed after writing) keeps it."""
-        file_id = f"batch-{record.id}"
+    async def _write_file(self, record: BatchRecord, file_id: str, ok: bool | None = None) -> str | None:
+        """Results as a generated file, one line each in input order (only the answers, `ok`, or only the failures);
+        None when there is none of them for a file of failures. Written once: a run that finds it written (it crashed
+        after writing) keeps it."""
         if await self.store.files.get(record.project_id, file_id) is not None:
             return file_id
+        count = 0
 
         async def lines() -> AsyncIterator[bytes]:
+            nonlocal count
             after = -1
             while True:
                 page = await self.store.batches.results(record.project_id, record.id, after, 2000)
                 if not page:
                     return
-                yield "".join(r.body + "\n" for r in page).encode()
+                chosen = [r for r in page if ok is None or r.ok == ok]
+                count += len(chosen)
+                yield "".join(r.body + "\n" for r in chosen).encode()
                 after = page[-1].idx
 
-        written = await self.blobs.write(file_blob(record.project_id, file_id), lines())
-        row = self.files.new_row(record.project_id, file_id, f"batch-{record.id}", "application/jsonl",
-                                 written.size, written.sha256, source="GENERATED")
+        blob = file_blob(record.project_id, file_id)
+        written = await self.blobs.write(blob, lines())
+        if not count and ok is False:
+            await self.blobs.delete(blob)
+            return None
+        row = self.files.new_row(record.project_id, file_id, file_id, "application/jsonl", written.size,
+                                 written.sha256, source="GENERATED")
         row.update(state="ACTIVE")
-        with contextlib.suppress(Exception):  # written by another run meanwhile: one file, the same lines
+        with contextlib.suppress(NameTaken):  # written by another run meanwhile: one file, the same lines
             await self.store.files.insert(row)
         return file_id
 
@@ -376,36 +457,31 @@ class _Run:
 
     async def _one(self, idx: int, line: dict[str, Any]) -> None:
         try:
-            ok, value = await self._attempt(line)
-            entry: dict[str, Any] = {"response" if ok else "error": value}
-            if self.record.input_file is not None:
-                if "k" in line:
-                    entry["key"] = line["k"]
-            elif "m" in line:
-                entry["metadata"] = line["m"]
-            body = orjson.dumps(entry, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-            self.pending.append(BatchResult(idx, ok, body))
+            outcome = await self._attempt(line)
+            body = orjson.dumps(_entry(self.record, idx, line, outcome), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+            self.pending.append(BatchResult(idx, not isinstance(outcome, ApiError), body))
             if len(self.pending) >= _SAVE_EVERY:
                 await self._save()
         finally:
             self.service._slots.release()
 
-    async def _attempt(self, line: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    async def _attempt(self, line: dict[str, Any]) -> dict[str, Any] | ApiError:
+        """The request's response, or the error it ends with."""
         if "e" in line:
-            return False, {"code": _GRPC["INVALID_ARGUMENT"], "message": line["e"]}
+            return ApiError.invalid(line["e"])
         for pause in (*_RETRY_PAUSES, None):
             try:
-                return True, await self.run(line["r"])
+                return await self.run(line["r"])
             except ApiError as err:
                 if err.status in _TRANSIENT and pause is not None:
                     await asyncio.sleep(pause)
                     continue
-                return False, _status(err)
+                return err
             except (StoreUnavailable, BlobUnavailable):
                 raise  # not the request's fault: the job is tried again later, with the results saved so far
             except Exception:  # noqa: BLE001 - a bug met by one request fails that request alone
                 log.exception("batch %s: a request failed", self.record.id)
-                return False, {"code": _GRPC["INTERNAL"], "message": "An internal error has occurred."}
+                return ApiError("INTERNAL", "An internal error has occurred.")
         raise AssertionError("unreachable")
 
     async def _save(self) -> None:
@@ -435,6 +511,30 @@ class _Run:
                 for task in list(self.tasks):
                     task.cancel()
                 return
+
+
+def _entry(record: BatchRecord, idx: int, line: dict[str, Any], outcome: dict[str, Any] | ApiError
+           ) -> dict[str, Any]:
+    """A request's result as its batch's output carries it: an OpenAI batch's output line, a line of the native
+    responses file (with the input's key) or an inline response (with the request's metadata)."""
+    failed = isinstance(outcome, ApiError)
+    if record.kind in OPENAI_KINDS:
+        request_id = f"batch_req_{record.id[:12]}_{idx}"
+        out: dict[str, Any] = {"id": request_id, "custom_id": line.get("k")}
+        if failed and "e" in line:  # not a request at all
+            out.update(response=None, error={"code": "invalid_request", "message": line["e"]})
+        else:
+            body = outcome.body() if failed else outcome
+            out.update(response={"status_code": outcome.code if failed else 200, "request_id": request_id,
+                                 "body": body}, error=None)
+        return out
+    entry: dict[str, Any] = {"error": _status(outcome)} if failed else {"response": outcome}
+    if record.input_file is not None:
+        if "k" in line:
+            entry["key"] = line["k"]
+    elif "m" in line:
+        entry["metadata"] = line["m"]
+    return entry
 
 
 def _status(err: ApiError) -> dict[str, Any]:
@@ -475,46 +575,93 @@ def _file_lines(source: Path, dest: Path, model_id: str, file_id: str, max_line:
     the creation. Runs in a thread: it reads the whole file."""
     count = valid = 0
     with open(source, "rb") as src, open(dest, "wb") as out:
-        number = 0
-        while True:
-            raw = src.readline(max_line + 1)
-            if not raw:
-                break
-            number += 1
+        for number, raw in _raw_lines(src, max_line):
             line: dict[str, Any] = {}
-            if len(raw) > max_line and not raw.endswith(b"\n"):
-                while (rest := src.readline(1 << 20)) and not rest.endswith(b"\n"):
-                    pass  # the rest of an overlong line
-                line["e"] = f"Line {number} is longer than {max_line} bytes."
-            elif not raw.strip():
-                continue
-            else:
-                try:
-                    obj = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    line["e"] = f"Line {number} is not valid JSON: {exc}."
+            obj = _json_object(raw, number, max_line, line)
+            if obj is not None:
+                if "key" in obj:
+                    line["k"] = obj["key"]
+                request = obj.get("request")
+                if not isinstance(request, dict):
+                    line["e"] = f"Line {number} has no request object."
                 else:
-                    if not isinstance(obj, dict):
-                        line["e"] = f"Line {number} is not a JSON object."
-                    else:
-                        if "key" in obj:
-                            line["k"] = obj["key"]
-                        request = obj.get("request")
-                        if not isinstance(request, dict):
-                            line["e"] = f"Line {number} has no request object."
-                        else:
-                            named = _model_named(request)
-                            if named is not None and named != model_id:
-                                raise ApiError.invalid(f"Line {number} of files/{file_id} names models/{named}; the "
-                                                       f"batch runs models/{model_id}.")
-                            line["r"] = request
-                            valid += 1
+                    named = _model_named(request)
+                    if named is not None and named != model_id:
+                        raise ApiError.invalid(f"Line {number} of files/{file_id} names models/{named}; the batch "
+                                               f"runs models/{model_id}.")
+                    line["r"] = request
+                    valid += 1
             out.write(orjson.dumps(line) + b"\n")
             count += 1
     if not valid:
         raise ApiError.invalid(f"files/{file_id} is not a batch input file: it must be JSONL, one "
                                '{"key": ..., "request": {...}} object per line.')
     return count
+
+
+def _raw_lines(src: BinaryIO, max_line: int) -> Iterator[tuple[int, bytes | None]]:
+    """The file's non-blank lines with their numbers; None for one longer than `max_line` (never read whole)."""
+    number = 0
+    while raw := src.readline(max_line + 1):
+        number += 1
+        if len(raw) > max_line and not raw.endswith(b"\n"):
+            while (rest := src.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass  # the rest of an overlong line
+            yield number, None
+        elif raw.strip():
+            yield number, raw
+
+
+def _json_object(raw: bytes | None, number: int, max_line: int, line: dict[str, Any]) -> dict[str, Any] | None:
+    """The line's JSON object, or None with why in `line["e"]`."""
+    if raw is None:
+        line["e"] = f"Line {number} is longer than {max_line} bytes."
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        line["e"] = f"Line {number} is not valid JSON: {exc}."
+        return None
+    if not isinstance(obj, dict):
+        line["e"] = f"Line {number} is not a JSON object."
+        return None
+    return obj
+
+
+def _openai_lines(source: Path, dest: Path, endpoint: str, file_id: str, max_line: int) -> tuple[int, str | None]:
+    """An OpenAI batch file's lines (`{"custom_id", "method", "url", "body"}`) as input lines: `{"k": custom_id, "r":
+    body}`, or `{"e": why}`. Every line must be for `endpoint` and one model, which is returned. Runs in a thread."""
+    count = 0
+    model: str | None = None
+    with open(source, "rb") as src, open(dest, "wb") as out:
+        for number, raw in _raw_lines(src, max_line):
+            line: dict[str, Any] = {}
+            obj = _json_object(raw, number, max_line, line)
+            if obj is not None:
+                if "custom_id" in obj:
+                    line["k"] = obj["custom_id"]
+                body = obj.get("body")
+                url = obj.get("url")
+                if url is not None and url != endpoint:
+                    raise ApiError.invalid(f"Line {number} of files/{file_id} is for {url}; the batch's endpoint is "
+                                           f"{endpoint}.")
+                named = body.get("model") if isinstance(body, dict) else None
+                if not isinstance(body, dict):
+                    line["e"] = f"Line {number} has no body object."
+                elif not isinstance(named, str) or not named:
+                    line["e"] = f"Line {number}: the body names no model."
+                elif model is not None and named.removeprefix("models/") != model:
+                    raise ApiError.invalid(f"Line {number} of files/{file_id} is for {named}; a batch runs one model "
+                                           f"and its first request is for {model}.")
+                else:
+                    model = named.removeprefix("models/")
+                    line["r"] = body
+            out.write(orjson.dumps(line) + b"\n")
+            count += 1
+    if model is None:
+        raise ApiError.invalid(f"files/{file_id} is not a batch input file: it must be JSONL, one "
+                               '{"custom_id": ..., "method": "POST", "url": ..., "body": {...}} object per line.')
+    return count, model
 
 
 async def _read_file(path: Path) -> AsyncIterator[bytes]:

@@ -4,6 +4,7 @@ leave in the compat layer's array shape through the app's exception handlers).""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import numpy as np
 from starlette.requests import Request
@@ -34,23 +35,27 @@ def _encode(vector: np.ndarray, encoding: str) -> np.ndarray | str:
 
 
 async def embeddings(request: Request, service: EmbedService, body: bytes) -> Response:
-    req = parse(OpenAIEmbeddingsRequest, body)
+    return JSONResponse(await embed(service, parse(OpenAIEmbeddingsRequest, body), request.path_params["version"]))
+
+
+async def embed(service: EmbedService, req: OpenAIEmbeddingsRequest, version: str) -> dict[str, Any]:
+    """OpenAI's embeddings answer: the route's, and a line of an OpenAI batch."""
     if not req.model:
         raise ApiError.invalid("* model: model is required.\n")
     encoding = req.encoding_format or "float"
     if encoding not in ("float", "base64"):
         raise ApiError.invalid(f"* encoding_format: must be \"float\" or \"base64\", got {encoding!r}.\n")
-    model = service.resolve(req.model, request.path_params["version"], "embedContent")
+    model = service.resolve(req.model, version, "embedContent")
     texts = _texts(req.input)
     inputs = [EmbedInput(text, output_dimensionality=req.dimensions,
                          text_field=f"input[{i}]" if len(texts) > 1 else "input", dims_field="dimensions")
               for i, text in enumerate(texts)]
     result = await service.embed(model, inputs, "input")
     tokens = sum(result.tokens)
-    return JSONResponse({
+    return {
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": _encode(v, encoding)}
                  for i, v in enumerate(result.vectors)],
         "model": req.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    }

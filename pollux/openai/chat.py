@@ -369,19 +369,32 @@ def completion_json(reply: Reply, model: str, created: int, marker: str) -> dict
             "choices": choices, "usage": _usage(reply.usage)}
 
 
+async def complete(service: GenerateService, project_id: str, req: ChatCompletionRequest, version: str
+                   ) -> dict[str, Any]:
+    """A chat completion, not streamed: the route's answer, and a line of an OpenAI batch."""
+    if req.stream:
+        raise ApiError.invalid("* stream: a batch request cannot be streamed.\n")
+    model = service.resolve(req.model, version, "generateContent")
+    google = _google(req)
+    gemini = to_gemini(req, google, model)
+    reply = await service.generate(model, gemini, project_id)
+    return completion_json(reply, req.model, int(time.time()), str(google.get("thought_tag_marker") or "thought"))
+
+
 async def chat_completions(request: Request, service: GenerateService, project_id: str, body: bytes) -> Response:
     req = parse(ChatCompletionRequest, body)
+    if not req.stream:
+        try:
+            answer = await until_disconnected(request, complete(service, project_id, req,
+                                                                request.path_params["version"]))
+        except ClientGone:
+            return Response(status_code=499)
+        return JSONResponse(answer)
     model = service.resolve(req.model, request.path_params["version"], "generateContent")
     google = _google(req)
     gemini = to_gemini(req, google, model)
     marker = str(google.get("thought_tag_marker") or "thought")
     created = int(time.time())
-    if not req.stream:
-        try:
-            reply = await until_disconnected(request, service.generate(model, gemini, project_id))
-        except ClientGone:
-            return Response(status_code=499)
-        return JSONResponse(completion_json(reply, req.model, created, marker))
     replies = await service.stream(model, gemini, project_id)
     try:
         first = await anext(replies, None)  # an error before any output is still a plain HTTP error

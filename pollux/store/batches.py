@@ -46,9 +46,12 @@ class Batches:
                                                             batches.c.id == batch_id))).first()
         return _batch(row) if row else None
 
-    async def list(self, project_id: str, limit: int, before: tuple[datetime, str] | None) -> list[BatchRecord]:
-        """Newest first; `before` is the (create time, id) the previous page ended at."""
+    async def list(self, project_id: str, limit: int, before: tuple[datetime, str] | None,
+                   kinds: tuple[str, ...] | None = None) -> list[BatchRecord]:
+        """Newest first; `before` is the (create time, id) the previous page ended at; only `kinds` when given."""
         query = select(batches).where(batches.c.project_id == project_id)
+        if kinds is not None:
+            query = query.where(batches.c.kind.in_(kinds))
         if before is not None:
             created, batch_id = before
             query = query.where(or_(batches.c.create_time < created,
