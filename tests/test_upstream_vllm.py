@@ -10,7 +10,7 @@ import json
 
 import httpx
 import pytest
-from conftest import free_port, start_server
+from conftest import eventually, free_port, start_server
 from fake_vllm import CONTENT_PREFIX, REASONING_PREFIX, FakeVLLM
 from google import genai
 from google.genai import errors, types
@@ -536,3 +536,29 @@ engine_options = {{ base_url = "{busy.base_url}", model = "Qwen/Qwen3-0.6B", fla
             # Once the stream ended its connection serves the next request: the server was never taken out.
             assert httpx.post(f"{url}:generateContent", headers=headers, timeout=30,
                               json={"contents": [{"parts": [{"text": "Hi there"}]}]}).status_code == 200
+
+
+def test_batch_requests_go_at_the_configured_priority(tmp_path):
+    """A batch job's requests carry `batch_priority` (for a vLLM with priority scheduling); online ones do not, nor
+    does anything when the option is not set. The batch's answers are the server's."""
+    with FakeVLLM() as upstream:
+        config = f"""
+[models."{MODEL}"]
+engine = "openai"
+engine_options = {{ base_url = "{upstream.base_url}", model = "Qwen/Qwen3-0.6B", batch_priority = 5 }}
+"""
+        with start_server(tmp_path / "data", config=config) as srv:
+            client = genai.Client(api_key=srv.api_key, http_options=types.HttpOptions(base_url=srv.base_url))
+            online = client.models.generate_content(model=MODEL, contents="online question")
+            job = client.batches.create(model=MODEL, src=[{"contents": [{"parts": [{"text": f"batch question {i}"}],
+                                                                         "role": "user"}]} for i in range(3)])
+            assert eventually(lambda: client.batches.get(name=job.name).state == types.JobState.JOB_STATE_SUCCEEDED)
+            answers = [r.response.text for r in client.batches.get(name=job.name).dest.inlined_responses]
+            assert answers == [f"{CONTENT_PREFIX}batch question {i}" for i in range(3)]
+            assert online.text == f"{CONTENT_PREFIX}online question"
+            sent = {body["messages"][-1]["content"]: body.get("priority") for body in upstream.bodies()}
+            assert sent["online question"] is None
+            assert [sent[f"batch question {i}"] for i in range(3)] == [5, 5, 5]
+    with pytest.raises(ValueError, match="batch_priority must be a whole number"):
+        from pollux.engines.upstream.pool import UpstreamOptions
+        UpstreamOptions.from_dict({"base_url": "http://x/v1", "batch_priority": "high"})

@@ -315,7 +315,7 @@ class BatchService:
                 req = parse(ChatCompletionRequest, orjson.dumps(request))
                 if req.model.removeprefix("models/") != record.model:
                     raise ApiError.invalid(f"* model: every request of this batch is for {record.model}.\n")
-                return await openai_chat.complete(self.generate, record.project_id, req, "v1beta")
+                return await openai_chat.complete(self.generate, record.project_id, req, "v1beta", background=True)
             return chat
         if record.kind == EMBEDDINGS:
             self.embeddings.resolve(record.model, "v1beta", "embedContent")
@@ -341,7 +341,7 @@ class BatchService:
 
         async def generate(request: dict[str, Any]) -> dict[str, Any]:
             req = parse(GenerateContentRequest, orjson.dumps(request))
-            return reply_json(await self.generate.generate(model, req, record.project_id))
+            return reply_json(await self.generate.generate(model, req, record.project_id, background=True))
         return generate
 
     async def _end(self, record: BatchRecord, state: str, error: dict[str, Any] | None = None) -> bool:

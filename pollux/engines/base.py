@@ -122,6 +122,8 @@ class GenerateRequest:
     # Opaque, per project, made by the service (never by the client): an engine that keeps KV state between
     # requests (a prefix cache) keeps it apart per tenant, e.g. as vLLM's `cache_salt`.
     tenant: str | None = None
+    # A batch job's request: an engine whose server schedules by priority may serve it after online requests.
+    background: bool = False
 
 
 # Events -------------------------------------------------------------------------------------------------------------

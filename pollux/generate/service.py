@@ -126,8 +126,10 @@ class GenerateService:
         return find_model(self.settings, name, version, method)
 
     # Entry points -----------------------------------------------------------------------------------------------
-    async def generate(self, model: ModelSpec, req: GenerateContentRequest, project_id: str) -> Reply:
-        prepared = await self.prepare(model, req, project_id, stream=False)
+    async def generate(self, model: ModelSpec, req: GenerateContentRequest, project_id: str, *,
+                       background: bool = False) -> Reply:
+        """A whole answer; `background` for a batch job's request (see `GenerateRequest.background`)."""
+        prepared = await self.prepare(model, req, project_id, stream=False, background=background)
         candidates = [Candidate(i) for i in range(prepared.candidates)]
 
         async def run(cand: Candidate) -> None:
@@ -268,13 +270,15 @@ class GenerateService:
             raise ApiError("UNAVAILABLE", f"The engine {model.engine!r} for {model.name} is not running.")
         return engine
 
-    async def prepare(self, model: ModelSpec, req: GenerateContentRequest, project_id: str, stream: bool) -> Prepared:
+    async def prepare(self, model: ModelSpec, req: GenerateContentRequest, project_id: str, stream: bool,
+                      background: bool = False) -> Prepared:
         check_request(req, model)
         self._check_signatures(req.contents or [], model)
         if req.cached_content:
             # No cache can exist yet for any project: the real API's answer to an unknown cache.
             raise ApiError("PERMISSION_DENIED", "CachedContent not found (or permission denied)")
         request = await self._engine_request(model, req, project_id, stream)
+        request.background = background
         engine = self._engine(model)
         if engine.capabilities.reports_usage:
             prompt = TokenCount({"TEXT": 0})  # the generation says; the engine enforces its own context length

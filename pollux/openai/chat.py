@@ -369,15 +369,15 @@ def completion_json(reply: Reply, model: str, created: int, marker: str) -> dict
             "choices": choices, "usage": _usage(reply.usage)}
 
 
-async def complete(service: GenerateService, project_id: str, req: ChatCompletionRequest, version: str
-                   ) -> dict[str, Any]:
-    """A chat completion, not streamed: the route's answer, and a line of an OpenAI batch."""
+async def complete(service: GenerateService, project_id: str, req: ChatCompletionRequest, version: str, *,
+                   background: bool = False) -> dict[str, Any]:
+    """A chat completion, not streamed: the route's answer, and (`background`) a line of an OpenAI batch."""
     if req.stream:
         raise ApiError.invalid("* stream: a batch request cannot be streamed.\n")
     model = service.resolve(req.model, version, "generateContent")
     google = _google(req)
     gemini = to_gemini(req, google, model)
-    reply = await service.generate(model, gemini, project_id)
+    reply = await service.generate(model, gemini, project_id, background=background)
     return completion_json(reply, req.model, int(time.time()), str(google.get("thought_tag_marker") or "thought"))
 
 

@@ -75,7 +75,8 @@ class UpstreamEngine:
             try:
                 # The body is not kept here: the request holds it only until it is sent.
                 async with self.pool.send(server, f"{server.url}/chat/completions", await self._encode(
-                        translate.body, request, server, stream=request.stream, n=n)) as response:
+                        translate.body, request, server, stream=request.stream, n=n,
+                        batch_priority=self.options.batch_priority)) as response:
                     if response.status != 200:
                         error = http_error(response, await response.read(), server)
                         if isinstance(error, Overloaded) or response.status >= 500:

@@ -37,6 +37,10 @@ class UpstreamOptions:
     timeout: float = 600.0               # seconds without a byte from the server, then 504
     retry_after: float = 5.0             # seconds a server that failed stays out (and RetryInfo's delay)
     max_connections: int = 1024          # per Pollux process, all servers together
+    # Sent as `priority` with batch jobs' requests, for servers started with priority scheduling (vLLM's
+    # --scheduling-policy priority, where a larger number is served later; SGLang's --enable-priority-scheduling).
+    # None: not sent (a vLLM without priority scheduling refuses any priority but 0).
+    batch_priority: int | None = None
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> UpstreamOptions:
@@ -54,6 +58,9 @@ class UpstreamOptions:
         if options.get("api_key_env") and options["api_key_env"] not in os.environ:
             raise ValueError(f"openai engine: the environment variable {options['api_key_env']} (api_key_env) is "
                              "not set")
+        priority = options.get("batch_priority")
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise ValueError(f"openai engine: batch_priority must be a whole number, got {priority!r}")
         return cls(**options)
 
     @property

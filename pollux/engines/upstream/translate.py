@@ -152,7 +152,7 @@ def tools(request: GenerateRequest, flavor: Flavor) -> tuple[list[dict[str, Any]
 
 
 def body(request: GenerateRequest, flavor: Flavor, model: str, *, stream: bool,
-         context_length: int | None = None, n: int = 1) -> dict[str, Any]:
+         context_length: int | None = None, n: int = 1, batch_priority: int | None = None) -> dict[str, Any]:
     s = request.sampling
     out: dict[str, Any] = {"model": model, "messages": messages(request, flavor), "stream": stream}
     if n > 1:
@@ -190,6 +190,8 @@ def body(request: GenerateRequest, flavor: Flavor, model: str, *, stream: bool,
     _thinking(request, flavor, out)
     if request.tenant and flavor.cache_salt:
         out["cache_salt"] = request.tenant
+    if request.background and batch_priority is not None:
+        out["priority"] = batch_priority  # vLLM and SGLang with priority scheduling on (see UpstreamOptions)
     return out
 
 
