@@ -93,6 +93,8 @@ class Limits:
     batch_ttl_seconds: int = 48 * 3600
     # Requests of batch jobs one process runs at once: online requests are never queued behind more than these.
     batch_concurrency: int = 4
+    # Batches pending or running in one project at once (the real API's 100 concurrent batch requests).
+    max_live_batches: int = 100
     batches_page_default: int = 10
     batches_page_max: int = 100
 

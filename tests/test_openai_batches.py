@@ -207,3 +207,21 @@ def test_curl_shapes(server, tmp_path):
     assert got["status"] == "completed" and got["output_file_id"] == f"files/batch-{made['id'].split('/')[1]}"
     r = httpx.get(base, params={"limit": 0}, headers=headers, timeout=TIMEOUT)
     assert r.status_code == 400 and isinstance(r.json(), list)  # the compat layer's error array
+
+
+def test_live_batches_per_project_are_bounded(tmp_path):
+    config = "[emulator]\nstream_delay = 0.05\n[limits]\nmax_live_batches = 1\nbatch_concurrency = 1\n"
+    with start_server(tmp_path / "data", config=config) as server:
+        client, oai = genai_client(server), openai_client(server)
+        file_id = upload(client, tmp_path, [chat_line(f"r{i}", f"Question {i}", max_tokens=40) for i in range(50)])
+        first = oai.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+        with pytest.raises(openai.RateLimitError) as err:
+            oai.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert "as many as it may (1)" in err.value.body[0]["error"]["message"]
+        with pytest.raises(genai.errors.ClientError) as native:  # native and OpenAI batches count together
+            client.batches.create(model="gemini-2.5-flash", src=[{"contents": [{"parts": [{"text": "hi"}]}]}])
+        assert native.value.code == 429
+        oai.batches.cancel(first.id)
+        assert wait(oai, first.id).status == "cancelled"
+        again = oai.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert again.status in ("validating", "in_progress")

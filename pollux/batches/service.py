@@ -39,7 +39,7 @@ from ..jobs import JobRunner
 from ..openai import chat as openai_chat
 from ..openai.protocol import ChatCompletionRequest
 from ..store import NameTaken, Store, StoreUnavailable
-from ..store.batches import LIVE, PENDING, RUNNING
+from ..store.batches import LIVE, PENDING, RUNNING, TooManyBatches
 from ..store.blobs import BlobStore, BlobUnavailable
 from ..store.db import utcnow
 from ..store.records import BatchRecord, BatchResult, Job, file_blob
@@ -182,9 +182,13 @@ class BatchService:
                "expire_time": now + timedelta(seconds=self.limits.batch_ttl_seconds)}
         job = self.jobs.new(RUN_JOB, {"project_id": project_id, "batch_id": batch_id}, project_id)
         try:
-            await self.store.batches.create(row, job)
-        except BaseException:
+            await self.store.batches.create(row, job, self.limits.max_live_batches)
+        except BaseException as exc:
             await self.blobs.delete(f"batches/{project_id}/{batch_id}/input")
+            if isinstance(exc, TooManyBatches):
+                raise ApiError("RESOURCE_EXHAUSTED", f"The project has {exc.args[0]} batches pending or running, "
+                               f"as many as it may ({self.limits.max_live_batches}). Wait for one to end, or cancel "
+                               "one.") from None
             raise
         self.jobs.run_soon(Job(job["id"], job["kind"], job["project_id"], job["payload"], job["attempts"],
                                job["lease_owner"]))
@@ -442,18 +446,24 @@ class _Run:
         return self.stop or SUCCEEDED
 
     async def _lines(self) -> AsyncIterator[tuple[int, dict[str, Any]]]:
-        buffer = b""
+        """The input's lines in order. Only each new block is searched for line ends, so a long line (an inline
+        request with a large image) costs its length once, not once per block."""
         idx = 0
+        pieces: list[bytes] = []
         async for block in self.service.blobs.read(self.record.input_blob):
-            buffer += block
-            *whole, buffer = buffer.split(b"\n")
-            for raw in whole:
+            start = 0
+            while (end := block.find(b"\n", start)) != -1:
+                pieces.append(block[start:end])
+                raw = b"".join(pieces)
+                pieces = []
+                start = end + 1
                 if raw:
-                    line = orjson.loads(raw) if len(raw) < _BIG_LINE else await asyncio.to_thread(orjson.loads, raw)
-                    yield idx, line
+                    yield idx, await _loads(raw)
                     idx += 1
-        if buffer.strip():
-            yield idx, orjson.loads(buffer)
+            pieces.append(block[start:])
+        raw = b"".join(pieces)
+        if raw.strip():
+            yield idx, await _loads(raw)
 
     async def _one(self, idx: int, line: dict[str, Any]) -> None:
         try:
@@ -511,6 +521,10 @@ class _Run:
                 for task in list(self.tasks):
                     task.cancel()
                 return
+
+
+async def _loads(raw: bytes) -> dict[str, Any]:
+    return orjson.loads(raw) if len(raw) < _BIG_LINE else await asyncio.to_thread(orjson.loads, raw)
 
 
 def _entry(record: BatchRecord, idx: int, line: dict[str, Any], outcome: dict[str, Any] | ApiError

@@ -12,10 +12,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .db import Database, aware, batch_results, batches, jobs, utcnow
+from .files import lock_project
 from .records import BatchCounts, BatchRecord, BatchResult
 
 PENDING, RUNNING = "BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"
 LIVE = (PENDING, RUNNING)
+
+
+class TooManyBatches(Exception):
+    """The project has as many batches pending or running as it may."""
 
 
 def _batch(row: Any) -> BatchRecord:
@@ -34,9 +39,16 @@ class Batches:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, row: dict[str, Any], job: dict[str, Any]) -> None:
-        """The batch and the job that runs it, in one transaction: no batch is left without its job."""
+    async def create(self, row: dict[str, Any], job: dict[str, Any], max_live: int) -> None:
+        """The batch and the job that runs it, in one transaction: no batch is left without its job. Refused
+        (`TooManyBatches`) when the project already has `max_live` batches pending or running, whichever processes
+        create them at once (the project's row is held while counting)."""
         async with self.db.begin() as conn:
+            await lock_project(conn, row["project_id"])
+            live = (await conn.execute(select(func.count()).select_from(batches).where(
+                batches.c.project_id == row["project_id"], batches.c.state.in_(LIVE)))).scalar_one()
+            if live >= max_live:
+                raise TooManyBatches(live)
             await conn.execute(batches.insert().values(**row))
             await conn.execute(jobs.insert().values(**job))
 

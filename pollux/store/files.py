@@ -41,7 +41,7 @@ def _open() -> ColumnElement[bool]:
     return and_(uploads.c.state == "active", uploads.c.expire_time > utcnow(), _owner_live())
 
 
-async def _lock_project(conn: AsyncConnection, project_id: str) -> None:
+async def lock_project(conn: AsyncConnection, project_id: str) -> None:
     """Hold the project's row until the transaction ends: quota checks and the writes they allow are one step
     against every other process (Postgres: a row lock; SQLite: the database's write lock, taken now, not later)."""
     await conn.execute(update(projects).where(projects.c.id == project_id).values(id=projects.c.id))
@@ -82,7 +82,7 @@ class Files:
         try:
             async with self.db.begin() as conn:
                 if max_project_bytes is not None:
-                    await _lock_project(conn, row["project_id"])
+                    await lock_project(conn, row["project_id"])
                     if await _project_bytes(conn, row["project_id"]) + row["size_bytes"] > max_project_bytes:
                         raise QuotaExceeded
                 await conn.execute(files.insert().values(**row))
@@ -164,7 +164,7 @@ class Uploads:
         """Open an upload, reserving its file name and (with a declared size) its storage, atomically."""
         try:
             async with self.db.begin() as conn:
-                await _lock_project(conn, row["project_id"])
+                await lock_project(conn, row["project_id"])
                 if await _name_taken(conn, row["project_id"], row["file_id"]):
                     raise NameTaken
                 declared = row["declared_size"] or 0
@@ -191,7 +191,7 @@ class Uploads:
         start (compare-and-set: of two chunks racing at one offset, one wins); each chunk keeps the upload alive."""
         async with self.db.begin() as conn:
             if upload.declared_size is None:  # its storage was not reserved at the start: check it now
-                await _lock_project(conn, upload.project_id)
+                await lock_project(conn, upload.project_id)
                 current = (await conn.execute(select(uploads.c.committed).where(uploads.c.id == upload.id))).first()
                 others = await _project_bytes(conn, upload.project_id) - (current[0] if current else 0)
                 if others + piece.start + piece.size > max_project_bytes:
