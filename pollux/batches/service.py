@@ -88,6 +88,7 @@ class BatchService:
         self.embeddings = embeddings
         self.scratch = scratch
         self._slots = asyncio.Semaphore(limits.batch_concurrency)
+        self._unowned: set[str] = set()  # inputs without a batch at the last sweep
         jobs.handle(RUN_JOB, self._run_job)
 
     # Creation ---------------------------------------------------------------------------------------------------
@@ -277,12 +278,21 @@ class BatchService:
             elif await self.store.batches.delete(record.project_id, record.id):
                 changed += 1
         await self.store.batches.drop_orphan_results()
+        # An input is written just before its batch's row: one without a row is deleted only when it still has none
+        # at this process's next sweep, so a batch being created is never robbed of its input.
         stored = await self.blobs.keys("batches")
-        live = await self.store.batches.live_ids()
+        rows = await self.store.batches.states()
+        unowned = set()
         for key in stored:
             parts = key.split("/")
-            if len(parts) >= 3 and (parts[1], parts[2]) not in live:
+            if len(parts) < 3:
+                continue
+            state = rows.get((parts[1], parts[2]))
+            if state is None:
+                unowned.add(key)
+            if (state is None and key in self._unowned) or (state is not None and state not in LIVE):
                 await self.blobs.delete(key)
+        self._unowned = unowned
         return changed
 
     # Running ----------------------------------------------------------------------------------------------------

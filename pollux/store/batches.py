@@ -145,11 +145,11 @@ class Batches:
             return [_batch(r) for r in await conn.execute(
                 select(batches).where(batches.c.expire_time <= utcnow()).limit(limit))]
 
-    async def live_ids(self) -> set[tuple[str, str]]:
-        """(project, id) of the batches pending or running."""
+    async def states(self) -> dict[tuple[str, str], str]:
+        """The state of every batch, by (project, id)."""
         async with self.db.connect() as conn:
-            return {(r[0], r[1]) for r in await conn.execute(
-                select(batches.c.project_id, batches.c.id).where(batches.c.state.in_(LIVE)))}
+            return {(r[0], r[1]): r[2] for r in await conn.execute(
+                select(batches.c.project_id, batches.c.id, batches.c.state))}
 
     async def drop_orphan_results(self) -> int:
         """Results whose batch is gone (a run that saved as its batch was being deleted)."""
