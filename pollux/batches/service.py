@@ -179,6 +179,7 @@ class BatchService:
         row = {"project_id": project_id, "id": batch_id, "kind": kind, "model": model_id,
                "display_name": display_name, "state": PENDING, "input_file": input_file, "request_count": count,
                "priority": priority, "options": options, "output_file": None, "error": None, "cancel_requested": 0,
+               "ending": None,
                "create_time": now, "update_time": now, "end_time": None,
                "expire_time": now + timedelta(seconds=self.limits.batch_ttl_seconds)}
         job = self.jobs.new(RUN_JOB, {"project_id": project_id, "batch_id": batch_id}, project_id)
@@ -277,6 +278,10 @@ class BatchService:
                     changed += 1
             elif await self.store.batches.delete(record.project_id, record.id):
                 changed += 1
+        for record in await self.store.batches.stalled_endings(
+                utcnow() - timedelta(seconds=2 * self.limits.job_lease_seconds)):
+            if await self._end(record, record.ending or FAILED):  # its ender died mid-way
+                changed += 1
         await self.store.batches.drop_orphan_results()
         # An input is written just before its batch's row: one without a row is deleted only when it still has none
         # at this process's next sweep, so a batch being created is never robbed of its input.
@@ -299,6 +304,9 @@ class BatchService:
     async def _run_job(self, job: Job) -> None:
         record = await self.store.batches.get(job.payload["project_id"], job.payload["batch_id"])
         if record is None or record.state not in LIVE:
+            return
+        if record.ending is not None:  # an end that a crash interrupted
+            await self._end(record, record.ending)
             return
         if record.cancel_requested:
             await self._end(record, CANCELLED)
@@ -359,8 +367,12 @@ class BatchService:
         return generate
 
     async def _end(self, record: BatchRecord, state: str, error: dict[str, Any] | None = None) -> bool:
-        """End a live batch: its output files written (a batch of an input file; what was done, when cancelled or
-        expired), then the state set, if no other change came first. Its input is no longer needed."""
+        """End a live batch in `state`: first closed to new results (a runner elsewhere stops at its next save), then
+        its output files written from the results stored (a batch of an input file; what was done, when cancelled or
+        expired), then settled. False if another change ended it first. A crash in between leaves it ending, which
+        the next sweep (or its job) finishes."""
+        if not await self.store.batches.start_ending(record.project_id, record.id, state):
+            return False
         values: dict[str, Any] = {}
         if record.input_file is not None and error is None:
             if record.kind in OPENAI_KINDS:  # OpenAI's: the answers in one file, the failures in another
@@ -370,13 +382,13 @@ class BatchService:
             else:
                 values["output_file"] = await self._write_file(record, f"batch-{record.id}")
         now = utcnow()
-        moved = await self.store.batches.move(
-            record.project_id, record.id, state, end_time=now, error=error,
+        ended = await self.store.batches.end(
+            record.project_id, record.id, end_time=now, update_time=now, error=error,
             expire_time=now + timedelta(seconds=self.limits.batch_ttl_seconds), **values)
-        if moved:
+        if ended:
             await self.blobs.delete(record.input_blob)
             log.info("batch %s: %s", record.id, state)
-        return moved
+        return ended
 
     async def _write_file(self, record: BatchRecord, file_id: str, ok: bool | None = None) -> str | None:
         """Results as a generated file, one line each in input order (only the answers, `ok`, or only the failures);
@@ -450,9 +462,10 @@ class _Run:
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(watch, *self.tasks, return_exceptions=True)
+        if self.stop != "":
+            await self._save()  # refused (and the stop set) if the batch ended meanwhile
         if self.stop == "":
-            return None  # deleted (its results would have no batch) or ended by another change
-        await self._save()
+            return None  # deleted, or ended by another change
         return self.stop or SUCCEEDED
 
     async def _lines(self) -> AsyncIterator[tuple[int, dict[str, Any]]]:
@@ -508,29 +521,33 @@ class _Run:
         async with self._saving:
             results, self.pending = self.pending, []
             try:
-                await self.store.batches.save(self.record.project_id, self.record.id, results)
+                kept = await self.store.batches.save(self.record.project_id, self.record.id, results)
             except BaseException:
                 self.pending = results + self.pending
                 raise
+        if not kept:  # the batch is ending, has ended or is gone: what is not stored is not its result any more
+            self._halt("")
+
+    def _halt(self, why: str) -> None:
+        if self.stop is None:
+            self.stop = why
+            log.info("batch %s: stopping (%s)", self.record.id, why or "ended elsewhere or deleted")
+        for task in list(self.tasks):
+            task.cancel()
 
     async def _watch(self) -> None:
         """Save results every half second, and stop the run once the batch is cancelled, deleted or expired."""
         record = self.record
-        while True:
+        while self.stop is None:
             await asyncio.sleep(_WATCH_SECONDS)
             await self._save()
             fresh = await self.store.batches.get(record.project_id, record.id)
-            if fresh is None or fresh.state not in LIVE:
-                self.stop = ""
+            if fresh is None or fresh.state not in LIVE or fresh.ending is not None:
+                self._halt("")
             elif fresh.cancel_requested:
-                self.stop = CANCELLED
+                self._halt(CANCELLED)
             elif fresh.expire_time <= utcnow():
-                self.stop = EXPIRED
-            if self.stop is not None:
-                log.info("batch %s: stopping (%s)", record.id, self.stop or "deleted or ended")
-                for task in list(self.tasks):
-                    task.cancel()
-                return
+                self._halt(EXPIRED)
 
 
 async def _loads(raw: bytes) -> dict[str, Any]:

@@ -26,7 +26,7 @@ class TooManyBatches(Exception):
 def _batch(row: Any) -> BatchRecord:
     return BatchRecord(row.project_id, row.id, row.kind, row.model, row.display_name, row.state, row.input_file,
                        row.request_count, int(row.priority), row.options or {}, row.output_file, row.error,
-                       bool(row.cancel_requested), aware(row.create_time), aware(row.update_time),
+                       bool(row.cancel_requested), row.ending, aware(row.create_time), aware(row.update_time),
                        aware(row.end_time) if row.end_time else None, aware(row.expire_time))
 
 
@@ -74,12 +74,30 @@ class Batches:
 
     async def move(self, project_id: str, batch_id: str, to: str, *, came_from: tuple[str, ...] = LIVE,
                    **values: Any) -> bool:
-        """Set the state to `to` if it is one of `came_from` now; False if another change came first."""
+        """Set the state to `to` if it is one of `came_from` now and the batch is not ending; False if another change
+        came first."""
         now = utcnow()
         async with self.db.begin() as conn:
             result = await conn.execute(update(batches).where(
-                batches.c.project_id == project_id, batches.c.id == batch_id, batches.c.state.in_(came_from))
-                .values(state=to, update_time=now, **values))
+                batches.c.project_id == project_id, batches.c.id == batch_id, batches.c.state.in_(came_from),
+                batches.c.ending.is_(None)).values(state=to, update_time=now, **values))
+        return result.rowcount == 1
+
+    async def start_ending(self, project_id: str, batch_id: str, to: str) -> bool:
+        """Close a live batch to new results, as it ends in state `to` (its output files are written next). True for
+        the one change that does so; a batch already ending in `to` (an end that a crash interrupted) is True too."""
+        async with self.db.begin() as conn:
+            result = await conn.execute(update(batches).where(
+                batches.c.project_id == project_id, batches.c.id == batch_id, batches.c.state.in_(LIVE),
+                or_(batches.c.ending.is_(None), batches.c.ending == to)).values(ending=to, update_time=utcnow()))
+        return result.rowcount == 1
+
+    async def end(self, project_id: str, batch_id: str, **values: Any) -> bool:
+        """Settle an ending batch in the state it is ending in, with its end time, output and error."""
+        async with self.db.begin() as conn:
+            result = await conn.execute(update(batches).where(
+                batches.c.project_id == project_id, batches.c.id == batch_id, batches.c.state.in_(LIVE),
+                batches.c.ending.is_not(None)).values(state=batches.c.ending, ending=None, **values))
         return result.rowcount == 1
 
     async def request_cancel(self, project_id: str, batch_id: str) -> bool:
@@ -102,14 +120,21 @@ class Batches:
         return result.rowcount == 1
 
     # Results ----------------------------------------------------------------------------------------------------
-    async def save(self, project_id: str, batch_id: str, results: list[BatchResult]) -> None:
-        """Store results in one transaction; one already stored (a run before a crash wrote it) is kept."""
-        if not results:
-            return
+    async def save(self, project_id: str, batch_id: str, results: list[BatchResult]) -> bool:
+        """Store results in one transaction, if the batch is still live and not ending (its row is held meanwhile, so
+        that its end waits for them); one already stored (a run before a crash wrote it) is kept. False when the batch
+        takes no more results: it is ending, has ended or is gone."""
         async with self.db.begin() as conn:
-            await conn.execute(_insert_ignore(conn, batch_results), [
-                {"project_id": project_id, "batch_id": batch_id, "idx": r.idx, "ok": int(r.ok), "body": r.body}
-                for r in results])
+            held = await conn.execute(update(batches).where(
+                batches.c.project_id == project_id, batches.c.id == batch_id, batches.c.state.in_(LIVE),
+                batches.c.ending.is_(None)).values(id=batches.c.id))
+            if held.rowcount != 1:
+                return False
+            if results:
+                await conn.execute(_insert_ignore(conn, batch_results), [
+                    {"project_id": project_id, "batch_id": batch_id, "idx": r.idx, "ok": int(r.ok), "body": r.body}
+                    for r in results])
+        return True
 
     async def done(self, project_id: str, batch_id: str) -> set[int]:
         """The places of the requests that have a result."""
@@ -144,6 +169,12 @@ class Batches:
         async with self.db.connect() as conn:
             return [_batch(r) for r in await conn.execute(
                 select(batches).where(batches.c.expire_time <= utcnow()).limit(limit))]
+
+    async def stalled_endings(self, before: datetime) -> list[BatchRecord]:
+        """Batches whose end began before `before` and was never settled (the process ending them died)."""
+        async with self.db.connect() as conn:
+            return [_batch(r) for r in await conn.execute(select(batches).where(
+                batches.c.state.in_(LIVE), batches.c.ending.is_not(None), batches.c.update_time < before))]
 
     async def states(self) -> dict[tuple[str, str], str]:
         """The state of every batch, by (project, id)."""

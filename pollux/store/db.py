@@ -138,8 +138,8 @@ Index("ix_jobs_due", jobs.c.state, jobs.c.run_at)
 # Batch jobs (Batch Mode, both surfaces). The inputs are a blob written at creation (`batches/{project}/{id}/input`);
 # each request's result is a row of `batch_results`, written once (its primary key), so a job resumed by another
 # process after a crash skips what is done and never writes a result twice. `cancel_requested` is how a cancel
-# reaches the process running the job; `expire_time` is when a pending or running job expires, and once it has
-# ended, when it is forgotten.
+# reaches the process running the job; `ending` closes it to new results while its output files are written;
+# `expire_time` is when a pending or running job expires, and once it has ended, when it is forgotten.
 batches = Table(
     "batches", metadata,
     Column("project_id", String, ForeignKey("projects.id"), primary_key=True),
@@ -155,6 +155,7 @@ batches = Table(
     Column("output_file", String),               # the generated responses file's id, once written
     Column("error", JSON),                       # why the whole job FAILED
     Column("cancel_requested", Integer, nullable=False, server_default="0"),
+    Column("ending", String),                    # the state it is ending in, while its output files are written
     Column("create_time", DateTime(timezone=True), nullable=False),
     Column("update_time", DateTime(timezone=True), nullable=False),
     Column("end_time", DateTime(timezone=True)),

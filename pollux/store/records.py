@@ -116,6 +116,7 @@ class BatchRecord:
     output_file: str | None
     error: dict[str, Any] | None
     cancel_requested: bool
+    ending: str | None  # the state it is ending in, while its output files are written (it takes no more results)
     create_time: datetime
     update_time: datetime
     end_time: datetime | None

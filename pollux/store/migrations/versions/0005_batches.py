@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("output_file", sa.String),
         sa.Column("error", sa.JSON),
         sa.Column("cancel_requested", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("ending", sa.String),
         sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("end_time", sa.DateTime(timezone=True)),
