@@ -21,6 +21,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,7 +30,11 @@ import orjson
 
 from ..config import Limits, ModelSpec
 from ..embeddings import openai as openai_embeddings
-from ..embeddings.protocol import EmbedContentRequest, OpenAIEmbeddingsRequest, embedding_json
+from ..embeddings.protocol import (
+    EmbedContentRequest,
+    OpenAIEmbeddingsRequest,
+    embedding_json,
+)
 from ..embeddings.service import EmbedInput, EmbedService, content_text
 from ..errors import ApiError
 from ..files.service import FileService
@@ -44,7 +49,15 @@ from ..store.blobs import BlobStore, BlobUnavailable
 from ..store.db import utcnow
 from ..store.records import BatchRecord, BatchResult, Job, file_blob
 from ..wire import parse
-from .protocol import CANCELLED, ENDED, EXPIRED, FAILED, SUCCEEDED, CreateBatchRequest, operation_bytes
+from .protocol import (
+    CANCELLED,
+    ENDED,
+    EXPIRED,
+    FAILED,
+    SUCCEEDED,
+    CreateBatchRequest,
+    operation_bytes,
+)
 
 log = logging.getLogger("pollux.batches")
 
@@ -435,6 +448,7 @@ class _Run:
         self.pending: list[BatchResult] = []
         self.stop: str | None = None  # why the run stops early: a state to end in, or "" (deleted, or ended)
         self.tasks: set[asyncio.Task[None]] = set()
+        self._halted = asyncio.Event()
         self._saving = asyncio.Lock()
 
     async def go(self) -> str | None:
@@ -443,18 +457,18 @@ class _Run:
         done = await self.store.batches.done(record.project_id, record.id)
         watch = asyncio.create_task(self._watch())
         try:
-            async for idx, line in self._lines():
-                if self.stop is not None:
-                    break
-                if idx in done:
-                    continue
-                await self.service._slots.acquire()
-                if self.stop is not None:
-                    self.service._slots.release()
-                    break
-                task = asyncio.create_task(self._one(idx, line))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+            async with aclosing(self._lines()) as lines:
+                async for idx, line in lines:
+                    if self.stop is not None:
+                        break
+                    if idx in done:
+                        continue
+                    if not await self._slot():
+                        break
+                    task = asyncio.create_task(self._one(idx, line))
+                    self.tasks.add(task)
+                    # Released when the task ends, even one cancelled before it started.
+                    task.add_done_callback(self._finished)
             while self.tasks:
                 await asyncio.wait(set(self.tasks))
         finally:
@@ -467,6 +481,28 @@ class _Run:
         if self.stop == "":
             return None  # deleted, or ended by another change
         return self.stop or SUCCEEDED
+
+    async def _slot(self) -> bool:
+        """One of the process's `batch_concurrency` places for a request of this run; False (and no place held) once
+        the run is stopping, even while it waits for one."""
+        slots = self.service._slots
+        if self.stop is not None:
+            return False
+        acquire = asyncio.ensure_future(slots.acquire())
+        halted = asyncio.ensure_future(self._halted.wait())
+        try:
+            await asyncio.wait({acquire, halted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halted.cancel()
+            acquire.cancel()  # no effect once it has acquired
+            held = acquire.done() and not acquire.cancelled()
+            if held and self.stop is not None:
+                slots.release()
+        return held and self.stop is None
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.service._slots.release()
 
     async def _lines(self) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """The input's lines in order. Only each new block is searched for line ends, so a long line (an inline
@@ -489,14 +525,11 @@ class _Run:
             yield idx, await _loads(raw)
 
     async def _one(self, idx: int, line: dict[str, Any]) -> None:
-        try:
-            outcome = await self._attempt(line)
-            body = orjson.dumps(_entry(self.record, idx, line, outcome), option=orjson.OPT_SERIALIZE_NUMPY).decode()
-            self.pending.append(BatchResult(idx, not isinstance(outcome, ApiError), body))
-            if len(self.pending) >= _SAVE_EVERY:
-                await self._save()
-        finally:
-            self.service._slots.release()
+        outcome = await self._attempt(line)
+        body = orjson.dumps(_entry(self.record, idx, line, outcome), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        self.pending.append(BatchResult(idx, not isinstance(outcome, ApiError), body))
+        if len(self.pending) >= _SAVE_EVERY:
+            await self._save()
 
     async def _attempt(self, line: dict[str, Any]) -> dict[str, Any] | ApiError:
         """The request's response, or the error it ends with."""
@@ -529,6 +562,7 @@ class _Run:
             self._halt("")
 
     def _halt(self, why: str) -> None:
+        self._halted.set()
         if self.stop is None:
             self.stop = why
             log.info("batch %s: stopping (%s)", self.record.id, why or "ended elsewhere or deleted")
