@@ -36,6 +36,8 @@ def batch_json(record: BatchRecord, counts: BatchCounts) -> dict[str, Any]:
     state = record.state
     status = {PENDING: "validating", RUNNING: "cancelling" if record.cancel_requested else "in_progress",
               SUCCEEDED: "completed", FAILED: "failed", CANCELLED: "cancelled", EXPIRED: "expired"}[state]
+    if record.ending is not None:  # its output files are being written
+        status = "cancelling" if record.ending == CANCELLED else "finalizing"
     ended = _seconds(record.end_time)
     errors = None
     if record.error:

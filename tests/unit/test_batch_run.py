@@ -60,3 +60,21 @@ def test_a_run_waiting_for_a_place_stops_waiting_when_halted():
         return got, places._value, free
 
     assert asyncio.run(scenario()) == (False, 0, True)
+
+
+def test_openai_status_follows_the_batch_through_its_end():
+    from dataclasses import replace
+
+    from pollux.openai.batches import batch_json
+    from pollux.store.records import BatchCounts
+
+    running = replace(record(), kind="chat", input_file="in", options={"endpoint": "/v1/chat/completions"})
+    counts = BatchCounts(1, 0)
+    assert batch_json(replace(running, state="BATCH_STATE_PENDING"), counts)["status"] == "validating"
+    assert batch_json(running, counts)["status"] == "in_progress"
+    assert batch_json(replace(running, cancel_requested=True), counts)["status"] == "cancelling"
+    assert batch_json(replace(running, ending="BATCH_STATE_SUCCEEDED"), counts)["status"] == "finalizing"
+    assert batch_json(replace(running, ending="BATCH_STATE_CANCELLED"), counts)["status"] == "cancelling"
+    done = batch_json(replace(running, state="BATCH_STATE_SUCCEEDED", end_time=NOW, output_file="batch-x"), counts)
+    assert (done["status"], done["completed_at"], done["output_file_id"]) == ("completed", int(NOW.timestamp()),
+                                                                            "files/batch-x")
