@@ -14,6 +14,13 @@ from ..wire import ProtoModel
 
 _TYPES = "type.googleapis.com/google.ai.generativelanguage.v1main."
 
+# What a batch runs: generateContent or embedContent requests (Batch Mode), or OpenAI's chat completions or
+# embeddings (its Batch API).
+GENERATE, EMBED = "generate", "embed"
+CHAT, EMBEDDINGS = "chat", "embeddings"
+OPENAI_KINDS = (CHAT, EMBEDDINGS)
+OPENAI_ENDPOINTS = {"/v1/chat/completions": CHAT, "/v1/embeddings": EMBEDDINGS}
+
 SUCCEEDED, FAILED = "BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED"
 CANCELLED, EXPIRED = "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"
 ENDED = (SUCCEEDED, FAILED, CANCELLED, EXPIRED)

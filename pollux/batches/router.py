@@ -9,8 +9,8 @@ from starlette.responses import Response
 
 from ..errors import ApiError
 from ..wire import JSONResponse, parse
-from .protocol import CreateBatchRequest
-from .service import EMBED, GENERATE, BatchService
+from .protocol import EMBED, GENERATE, CreateBatchRequest
+from .service import BatchService
 
 _OPERATION = "application/json; charset=UTF-8"
 

@@ -11,6 +11,9 @@ A request that fails (a malformed line, a request that fails validation, a model
 key; the batch still succeeds. What fails a creation: no requests, an input file that is not JSONL, too large, or
 that names another model. Cancel stops the job within a second and keeps what was done; an ended batch is kept for
 `batch_ttl_seconds`, a batch pending or running that long expires.
+
+Here: the resource (creation, reading, cancel, delete, expiry) and a batch's end (its output files). `inputs.py` turns
+inline requests and input files into the input's lines; `run.py` runs them.
 """
 
 from __future__ import annotations
@@ -20,21 +23,16 @@ import base64
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
 from ..config import Limits, ModelSpec
 from ..embeddings import openai as openai_embeddings
-from ..embeddings.protocol import (
-    EmbedContentRequest,
-    OpenAIEmbeddingsRequest,
-    embedding_json,
-)
+from ..embeddings.protocol import EmbedContentRequest, OpenAIEmbeddingsRequest, embedding_json
 from ..embeddings.service import EmbedInput, EmbedService, content_text
 from ..errors import ApiError
 from ..files.service import FileService
@@ -43,41 +41,21 @@ from ..generate.service import GenerateService
 from ..jobs import JobRunner
 from ..openai import chat as openai_chat
 from ..openai.protocol import ChatCompletionRequest
-from ..store import NameTaken, Store, StoreUnavailable
+from ..store import NameTaken, Store
 from ..store.batches import LIVE, PENDING, RUNNING, TooManyBatches
-from ..store.blobs import BlobStore, BlobUnavailable
+from ..store.blobs import BlobStore
 from ..store.db import utcnow
-from ..store.records import BatchRecord, BatchResult, Job, file_blob
+from ..store.records import BatchRecord, Job, file_blob
 from ..wire import parse
-from .protocol import (
-    CANCELLED,
-    ENDED,
-    EXPIRED,
-    FAILED,
-    SUCCEEDED,
-    CreateBatchRequest,
-    operation_bytes,
-)
+from .inputs import file_lines, inline_lines, openai_lines, read_file
+from .protocol import (CANCELLED, CHAT, EMBED, EMBEDDINGS, ENDED, EXPIRED, FAILED, OPENAI_ENDPOINTS, OPENAI_KINDS,
+                       CreateBatchRequest, operation_bytes)
+from .run import Run, status
 
 log = logging.getLogger("pollux.batches")
 
 RUN_JOB = "batch"
-GENERATE, EMBED = "generate", "embed"
-CHAT, EMBEDDINGS = "chat", "embeddings"  # OpenAI's batches: /v1/chat/completions and /v1/embeddings lines
-OPENAI_KINDS = (CHAT, EMBEDDINGS)
-OPENAI_ENDPOINTS = {"/v1/chat/completions": CHAT, "/v1/embeddings": EMBEDDINGS}
 
-# google.rpc.Code numbers: a result's error is a google.rpc.Status, as in the real API's batch output.
-_GRPC = {"CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
-         "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
-         "ABORTED": 10, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}
-# Errors that say "later", not "never": the request is tried again after a pause (the engine was overloaded by
-# online traffic, say) before it gets an error entry.
-_TRANSIENT = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
-_RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0)
-_SAVE_EVERY = 256     # results saved in one transaction
-_WATCH_SECONDS = 0.5  # how often a running batch saves its results and looks for a cancel, a delete or expiry
-_BIG_LINE = 64 * 1024  # lines longer than this are parsed off the event loop
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -126,13 +104,13 @@ class BatchService:
             items = inline.requests or []
             if not items:
                 raise ApiError.invalid("* batch.input_config.requests.requests: a batch needs at least one request.\n")
-            data, count = await asyncio.to_thread(_inline_lines, items, model.id)
+            data, count = await asyncio.to_thread(inline_lines, items, model.id)
             await self.blobs.write(record_blob, data)
         else:
             assert file_name is not None
             input_file, count, _ = await self._file_input(
                 project_id, file_name, record_blob,
-                lambda src, dest, file_id, limit: (_file_lines(src, dest, model.id, file_id, limit), None))
+                lambda src, dest, file_id, limit: (file_lines(src, dest, model.id, file_id, limit), None))
         return await self._insert(project_id, batch_id, kind, model.id, batch.display_name or "", input_file, count,
                                   batch.priority or 0, None)
 
@@ -153,7 +131,7 @@ class BatchService:
         batch_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(36))
         input_file, count, model_id = await self._file_input(
             project_id, input_file_id, f"batches/{project_id}/{batch_id}/input",
-            lambda src, dest, file_id, limit: _openai_lines(src, dest, endpoint, file_id, limit))
+            lambda src, dest, file_id, limit: openai_lines(src, dest, endpoint, file_id, limit))
         try:
             if kind == CHAT:
                 model = self.generate.resolve(model_id or "", "v1beta", "generateContent")
@@ -179,7 +157,7 @@ class BatchService:
         normal = self.scratch / f"{secrets.token_hex(8)}.input"
         try:
             count, found = await asyncio.to_thread(read, source, normal, record.id, self.limits.max_request_bytes)
-            await self.blobs.write(blob, _read_file(normal))
+            await self.blobs.write(blob, read_file(normal))
         finally:
             normal.unlink(missing_ok=True)
         return record.id, count, found
@@ -330,12 +308,12 @@ class BatchService:
         try:
             run = self._request_runner(record)
         except ApiError as err:  # the batch's model is no longer served
-            await self._end(record, FAILED, error=_status(err))
+            await self._end(record, FAILED, error=status(err))
             return
         if record.state == PENDING and not await self.store.batches.move(record.project_id, record.id, RUNNING,
                                                                          came_from=(PENDING,)):
             return  # cancelled, deleted or expired in the meantime
-        outcome = await _Run(self, record, run).go()
+        outcome = await Run(self.store, self.blobs, self._slots, record, run).go()
         if outcome is not None:
             fresh = await self.store.batches.get(record.project_id, record.id)
             if fresh is not None:
@@ -434,312 +412,3 @@ class BatchService:
         with contextlib.suppress(NameTaken):  # written by another run meanwhile: one file, the same lines
             await self.store.files.insert(row)
         return file_id
-
-
-class _Run:
-    """One run of a batch's remaining requests."""
-
-    def __init__(self, service: BatchService, record: BatchRecord,
-                 run: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
-        self.service = service
-        self.record = record
-        self.run = run
-        self.store = service.store
-        self.pending: list[BatchResult] = []
-        self.stop: str | None = None  # why the run stops early: a state to end in, or "" (deleted, or ended)
-        self.tasks: set[asyncio.Task[None]] = set()
-        self._halted = asyncio.Event()
-        self._saving = asyncio.Lock()
-
-    async def go(self) -> str | None:
-        """Run what has no result yet. Returns the state to end in, or None when there is nothing to do."""
-        record = self.record
-        done = await self.store.batches.done(record.project_id, record.id)
-        watch = asyncio.create_task(self._watch())
-        try:
-            async with aclosing(self._lines()) as lines:
-                async for idx, line in lines:
-                    if self.stop is not None:
-                        break
-                    if idx in done:
-                        continue
-                    if not await self._slot():
-                        break
-                    task = asyncio.create_task(self._one(idx, line))
-                    self.tasks.add(task)
-                    # Released when the task ends, even one cancelled before it started.
-                    task.add_done_callback(self._finished)
-            while self.tasks:
-                await asyncio.wait(set(self.tasks))
-        finally:
-            watch.cancel()
-            for task in list(self.tasks):
-                task.cancel()
-            await asyncio.gather(watch, *self.tasks, return_exceptions=True)
-        if self.stop != "":
-            await self._save()  # refused (and the stop set) if the batch ended meanwhile
-        if self.stop == "":
-            return None  # deleted, or ended by another change
-        return self.stop or SUCCEEDED
-
-    async def _slot(self) -> bool:
-        """One of the process's `batch_concurrency` places for a request of this run; False (and no place held) once
-        the run is stopping, even while it waits for one."""
-        slots = self.service._slots
-        if self.stop is not None:
-            return False
-        acquire = asyncio.ensure_future(slots.acquire())
-        halted = asyncio.ensure_future(self._halted.wait())
-        try:
-            await asyncio.wait({acquire, halted}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            halted.cancel()
-            acquire.cancel()  # no effect once it has acquired
-            held = acquire.done() and not acquire.cancelled()
-            if held and self.stop is not None:
-                slots.release()
-        return held and self.stop is None
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        self.service._slots.release()
-
-    async def _lines(self) -> AsyncIterator[tuple[int, dict[str, Any]]]:
-        """The input's lines in order. Only each new block is searched for line ends, so a long line (an inline
-        request with a large image) costs its length once, not once per block."""
-        idx = 0
-        pieces: list[bytes] = []
-        async for block in self.service.blobs.read(self.record.input_blob):
-            start = 0
-            while (end := block.find(b"\n", start)) != -1:
-                pieces.append(block[start:end])
-                raw = b"".join(pieces)
-                pieces = []
-                start = end + 1
-                if raw:
-                    yield idx, await _loads(raw)
-                    idx += 1
-            pieces.append(block[start:])
-        raw = b"".join(pieces)
-        if raw.strip():
-            yield idx, await _loads(raw)
-
-    async def _one(self, idx: int, line: dict[str, Any]) -> None:
-        outcome = await self._attempt(line)
-        body = orjson.dumps(_entry(self.record, idx, line, outcome), option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        self.pending.append(BatchResult(idx, not isinstance(outcome, ApiError), body))
-        if len(self.pending) >= _SAVE_EVERY:
-            await self._save()
-
-    async def _attempt(self, line: dict[str, Any]) -> dict[str, Any] | ApiError:
-        """The request's response, or the error it ends with."""
-        if "e" in line:
-            return ApiError.invalid(line["e"])
-        for pause in (*_RETRY_PAUSES, None):
-            try:
-                return await self.run(line["r"])
-            except ApiError as err:
-                if err.status in _TRANSIENT and pause is not None:
-                    await asyncio.sleep(pause)
-                    continue
-                return err
-            except (StoreUnavailable, BlobUnavailable):
-                raise  # not the request's fault: the job is tried again later, with the results saved so far
-            except Exception:  # noqa: BLE001 - a bug met by one request fails that request alone
-                log.exception("batch %s: a request failed", self.record.id)
-                return ApiError("INTERNAL", "An internal error has occurred.")
-        raise AssertionError("unreachable")
-
-    async def _save(self) -> None:
-        async with self._saving:
-            results, self.pending = self.pending, []
-            try:
-                kept = await self.store.batches.save(self.record.project_id, self.record.id, results)
-            except BaseException:
-                self.pending = results + self.pending
-                raise
-        if not kept:  # the batch is ending, has ended or is gone: what is not stored is not its result any more
-            self._halt("")
-
-    def _halt(self, why: str) -> None:
-        self._halted.set()
-        if self.stop is None:
-            self.stop = why
-            log.info("batch %s: stopping (%s)", self.record.id, why or "ended elsewhere or deleted")
-        for task in list(self.tasks):
-            task.cancel()
-
-    async def _watch(self) -> None:
-        """Save results every half second, and stop the run once the batch is cancelled, deleted or expired."""
-        record = self.record
-        while self.stop is None:
-            await asyncio.sleep(_WATCH_SECONDS)
-            await self._save()
-            fresh = await self.store.batches.get(record.project_id, record.id)
-            if fresh is None or fresh.state not in LIVE or fresh.ending is not None:
-                self._halt("")
-            elif fresh.cancel_requested:
-                self._halt(CANCELLED)
-            elif fresh.expire_time <= utcnow():
-                self._halt(EXPIRED)
-
-
-async def _loads(raw: bytes) -> dict[str, Any]:
-    return orjson.loads(raw) if len(raw) < _BIG_LINE else await asyncio.to_thread(orjson.loads, raw)
-
-
-def _entry(record: BatchRecord, idx: int, line: dict[str, Any], outcome: dict[str, Any] | ApiError
-           ) -> dict[str, Any]:
-    """A request's result as its batch's output carries it: an OpenAI batch's output line, a line of the native
-    responses file (with the input's key) or an inline response (with the request's metadata)."""
-    failed = isinstance(outcome, ApiError)
-    if record.kind in OPENAI_KINDS:
-        request_id = f"batch_req_{record.id[:12]}_{idx}"
-        out: dict[str, Any] = {"id": request_id, "custom_id": line.get("k")}
-        if failed and "e" in line:  # not a request at all
-            out.update(response=None, error={"code": "invalid_request", "message": line["e"]})
-        else:
-            body = outcome.body() if failed else outcome
-            out.update(response={"status_code": outcome.code if failed else 200, "request_id": request_id,
-                                 "body": body}, error=None)
-        return out
-    entry: dict[str, Any] = {"error": _status(outcome)} if failed else {"response": outcome}
-    if record.input_file is not None:
-        if "k" in line:
-            entry["key"] = line["k"]
-    elif "m" in line:
-        entry["metadata"] = line["m"]
-    return entry
-
-
-def _status(err: ApiError) -> dict[str, Any]:
-    status: dict[str, Any] = {"code": _GRPC.get(err.status, 2), "message": err.message}
-    if err.details:
-        status["details"] = err.details
-    return status
-
-
-def _model_named(request: dict[str, Any]) -> str | None:
-    named = request.get("model")
-    return named.removeprefix("models/") if isinstance(named, str) and named else None
-
-
-def _inline_lines(items: list[Any], model_id: str) -> tuple[bytes, int]:
-    """The inline requests as input lines: `{"m": metadata, "r": request}`, or `{"e": why}` for one without a
-    request. A request for another model fails the creation."""
-    out: list[bytes] = []
-    for i, item in enumerate(items):
-        line: dict[str, Any] = {}
-        if item.metadata is not None:
-            line["m"] = item.metadata
-        if item.request is None:
-            line["e"] = f"* batch.input_config.requests.requests[{i}].request: a request is required.\n"
-        else:
-            named = _model_named(item.request)
-            if named is not None and named != model_id:
-                raise ApiError.invalid(f"* batch.input_config.requests.requests[{i}].request.model: the batch runs "
-                                       f"models/{model_id}; this request names models/{named}.\n")
-            line["r"] = item.request
-        out.append(orjson.dumps(line))
-    return b"\n".join(out) + b"\n", len(out)
-
-
-def _file_lines(source: Path, dest: Path, model_id: str, file_id: str, max_line: int) -> int:
-    """An input file's lines (`{"key", "request"}` each) as input lines: `{"k": key, "r": request}`, or `{"e": why}`
-    for a line that is not one. A file with no request at all is not a batch input; one naming another model fails
-    the creation. Runs in a thread: it reads the whole file."""
-    count = valid = 0
-    with open(source, "rb") as src, open(dest, "wb") as out:
-        for number, raw in _raw_lines(src, max_line):
-            line: dict[str, Any] = {}
-            obj = _json_object(raw, number, max_line, line)
-            if obj is not None:
-                if "key" in obj:
-                    line["k"] = obj["key"]
-                request = obj.get("request")
-                if not isinstance(request, dict):
-                    line["e"] = f"Line {number} has no request object."
-                else:
-                    named = _model_named(request)
-                    if named is not None and named != model_id:
-                        raise ApiError.invalid(f"Line {number} of files/{file_id} names models/{named}; the batch "
-                                               f"runs models/{model_id}.")
-                    line["r"] = request
-                    valid += 1
-            out.write(orjson.dumps(line) + b"\n")
-            count += 1
-    if not valid:
-        raise ApiError.invalid(f"files/{file_id} is not a batch input file: it must be JSONL, one "
-                               '{"key": ..., "request": {...}} object per line.')
-    return count
-
-
-def _raw_lines(src: BinaryIO, max_line: int) -> Iterator[tuple[int, bytes | None]]:
-    """The file's non-blank lines with their numbers; None for one longer than `max_line` (never read whole)."""
-    number = 0
-    while raw := src.readline(max_line + 1):
-        number += 1
-        if len(raw) > max_line and not raw.endswith(b"\n"):
-            while (rest := src.readline(1 << 20)) and not rest.endswith(b"\n"):
-                pass  # the rest of an overlong line
-            yield number, None
-        elif raw.strip():
-            yield number, raw
-
-
-def _json_object(raw: bytes | None, number: int, max_line: int, line: dict[str, Any]) -> dict[str, Any] | None:
-    """The line's JSON object, or None with why in `line["e"]`."""
-    if raw is None:
-        line["e"] = f"Line {number} is longer than {max_line} bytes."
-        return None
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        line["e"] = f"Line {number} is not valid JSON: {exc}."
-        return None
-    if not isinstance(obj, dict):
-        line["e"] = f"Line {number} is not a JSON object."
-        return None
-    return obj
-
-
-def _openai_lines(source: Path, dest: Path, endpoint: str, file_id: str, max_line: int) -> tuple[int, str | None]:
-    """An OpenAI batch file's lines (`{"custom_id", "method", "url", "body"}`) as input lines: `{"k": custom_id, "r":
-    body}`, or `{"e": why}`. Every line must be for `endpoint` and one model, which is returned. Runs in a thread."""
-    count = 0
-    model: str | None = None
-    with open(source, "rb") as src, open(dest, "wb") as out:
-        for number, raw in _raw_lines(src, max_line):
-            line: dict[str, Any] = {}
-            obj = _json_object(raw, number, max_line, line)
-            if obj is not None:
-                if "custom_id" in obj:
-                    line["k"] = obj["custom_id"]
-                body = obj.get("body")
-                url = obj.get("url")
-                if url is not None and url != endpoint:
-                    raise ApiError.invalid(f"Line {number} of files/{file_id} is for {url}; the batch's endpoint is "
-                                           f"{endpoint}.")
-                named = body.get("model") if isinstance(body, dict) else None
-                if not isinstance(body, dict):
-                    line["e"] = f"Line {number} has no body object."
-                elif not isinstance(named, str) or not named:
-                    line["e"] = f"Line {number}: the body names no model."
-                elif model is not None and named.removeprefix("models/") != model:
-                    raise ApiError.invalid(f"Line {number} of files/{file_id} is for {named}; a batch runs one model "
-                                           f"and its first request is for {model}.")
-                else:
-                    model = named.removeprefix("models/")
-                    line["r"] = body
-            out.write(orjson.dumps(line) + b"\n")
-            count += 1
-    if model is None:
-        raise ApiError.invalid(f"files/{file_id} is not a batch input file: it must be JSONL, one "
-                               '{"custom_id": ..., "method": "POST", "url": ..., "body": {...}} object per line.')
-    return count, model
-
-
-async def _read_file(path: Path) -> AsyncIterator[bytes]:
-    with open(path, "rb") as fh:
-        while block := await asyncio.to_thread(fh.read, 1 << 20):
-            yield block

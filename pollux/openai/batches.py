@@ -10,8 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..batches.protocol import CANCELLED, EXPIRED, FAILED, SUCCEEDED
-from ..batches.service import OPENAI_KINDS, BatchService, batch_id_of, not_found
+from ..batches.protocol import CANCELLED, EXPIRED, FAILED, OPENAI_KINDS, SUCCEEDED
+from ..batches.service import BatchService, batch_id_of, not_found
 from ..errors import ApiError
 from ..store.batches import PENDING, RUNNING
 from ..store.records import BatchCounts, BatchRecord

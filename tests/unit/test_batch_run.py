@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from types import SimpleNamespace
 
 from pollux.batches.protocol import CANCELLED
-from pollux.batches.service import _Run
+from pollux.batches.run import Run
 from pollux.store.records import BatchRecord
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -20,12 +19,12 @@ def record() -> BatchRecord:
                        None, False, None, NOW, NOW, None, NOW)
 
 
-def new_run(places: asyncio.Semaphore) -> _Run:
+def new_run(places: asyncio.Semaphore) -> Run:
     async def answer(request: dict) -> dict:
         await asyncio.sleep(3600)  # never answers: the run is stopped first
         return {}
 
-    return _Run(SimpleNamespace(_slots=places, store=None), record(), answer)
+    return Run(None, None, places, record(), answer)  # type: ignore[arg-type] - no store: nothing is saved
 
 
 def test_requests_cancelled_before_they_start_give_their_places_back():
