@@ -30,6 +30,7 @@ Handler = Callable[[Job], Awaitable[None]]
 class _Kind:
     handler: Handler
     every: float | None  # seconds between runs of a recurring job
+    slots: asyncio.Semaphore  # the jobs of this process it shares its bound with
 
 
 class LeaseLost(Exception):
@@ -37,19 +38,24 @@ class LeaseLost(Exception):
 
 
 class JobRunner:
-    def __init__(self, store: Store, lease: float = 30.0, poll: float = 1.0, concurrency: int = 4) -> None:
+    def __init__(self, store: Store, lease: float = 30.0, poll: float = 1.0, concurrency: int = 4,
+                 long_concurrency: int = 16) -> None:
         self.store = store
         self.lease = lease
         self.poll = poll
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._kinds: dict[str, _Kind] = {}
+        # Claimed jobs at once: short ones (housekeeping, file processing), and apart, long ones (batches, which
+        # bound their own work), so that resumed batches never keep housekeeping from running.
         self._slots = asyncio.Semaphore(concurrency)
+        self._long_slots = asyncio.Semaphore(long_concurrency)
         self._loop: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
-    def handle(self, kind: str, handler: Handler, every: float | None = None) -> None:
-        """Run `handler` for jobs of `kind`; with `every`, one such job recurs at that interval."""
-        self._kinds[kind] = _Kind(handler, every)
+    def handle(self, kind: str, handler: Handler, every: float | None = None, long: bool = False) -> None:
+        """Run `handler` for jobs of `kind`; with `every`, one such job recurs at that interval. `long` jobs (minutes
+        or hours) are claimed within a bound of their own."""
+        self._kinds[kind] = _Kind(handler, every, self._long_slots if long else self._slots)
 
     def new(self, kind: str, payload: dict, project_id: str | None = None) -> dict:
         """The row of a job of `kind` leased to this process, for a caller that inserts it in its own transaction
@@ -125,28 +131,29 @@ class JobRunner:
                 return
 
     async def _claim_forever(self) -> None:
-        kinds = list(self._kinds)
         while True:
             # Jittered, so that processes started together do not poll in step.
             await asyncio.sleep(self.poll * random.uniform(0.5, 1.5))
-            await self._slots.acquire()
+            kinds = [kind for kind, spec in self._kinds.items() if not spec.slots.locked()]
+            if not kinds:
+                continue
             try:
                 job = await self.store.jobs.claim(self.owner, self.lease, kinds)
             except Exception:  # noqa: BLE001 - the database is down: try again later
-                self._slots.release()
                 log.warning("claiming jobs failed", exc_info=True)
                 continue
             if job is None:
-                self._slots.release()
                 continue
-            task = asyncio.create_task(self._run_claimed(job))
+            slots = self._kinds[job.kind].slots
+            await slots.acquire()  # free: only this loop takes them, and it saw room for this kind
+            task = asyncio.create_task(self._run_claimed(job, slots))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run_claimed(self, job: Job) -> None:
+    async def _run_claimed(self, job: Job, slots: asyncio.Semaphore) -> None:
         try:
             await self.run(job)
         except Exception:  # noqa: BLE001
             log.exception("job %s (%s) could not be finished", job.id, job.kind)
         finally:
-            self._slots.release()
+            slots.release()

@@ -80,7 +80,7 @@ class BatchService:
         self.scratch = scratch
         self._slots = asyncio.Semaphore(limits.batch_concurrency)
         self._unowned: set[str] = set()  # inputs without a batch at the last sweep
-        jobs.handle(RUN_JOB, self._run_job)
+        jobs.handle(RUN_JOB, self._run_job, long=True)
 
     # Creation ---------------------------------------------------------------------------------------------------
     async def create(self, project_id: str, kind: str, model: ModelSpec, req: CreateBatchRequest,

@@ -99,3 +99,38 @@ async def test_a_worker_that_loses_its_lease_stops_working(store):
         await asyncio.wait_for(work, 30)
     assert cancelled.is_set()
     assert (await store.jobs.get("long"))["lease_owner"] == "usurper"  # not finished by the loser
+
+
+async def test_long_jobs_do_not_keep_short_ones_waiting(store):
+    """Long jobs (batches) are claimed within a bound of their own: while as many as it allows run, the claim loop
+    still takes and runs short jobs (housekeeping, file processing), and no more long ones."""
+    runner = JobRunner(store, lease=30, poll=0.02, concurrency=1, long_concurrency=1)
+    running, release, short_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def long(job):
+        running.set()
+        await release.wait()
+
+    async def short(job):
+        short_done.set()
+
+    runner.handle("batch", long, long=True)
+    runner.handle("sweep", short)
+    await store.jobs.add(job_row("batch", {}, job_id="first"))
+    await store.jobs.add(job_row("batch", {}, job_id="second"))
+    await runner.start()
+    try:
+        await asyncio.wait_for(running.wait(), 30)
+        await store.jobs.add(job_row("sweep", {}, job_id="sweep"))
+        await asyncio.wait_for(short_done.wait(), 30)
+        held = [(await store.jobs.get(j))["lease_owner"] for j in ("first", "second")]
+        assert held.count(runner.owner) == 1  # the other long job waits for a place
+        release.set()
+        for _ in range(300):  # then it runs too (bounded wait)
+            states = [(await store.jobs.get(j))["state"] for j in ("first", "second")]
+            if states == ["done", "done"]:
+                break
+            await asyncio.sleep(0.05)
+        assert states == ["done", "done"]
+    finally:
+        await runner.stop()
