@@ -113,10 +113,11 @@ class Batches:
     async def delete(self, project_id: str, batch_id: str) -> bool:
         """Delete a batch with its results: True for the one caller that did."""
         async with self.db.begin() as conn:
-            await conn.execute(delete(batch_results).where(batch_results.c.project_id == project_id,
-                                                           batch_results.c.batch_id == batch_id))
+            # The batch's row first, as `save` takes it first: the two never wait on each other in turn.
             result = await conn.execute(delete(batches).where(batches.c.project_id == project_id,
                                                               batches.c.id == batch_id))
+            await conn.execute(delete(batch_results).where(batch_results.c.project_id == project_id,
+                                                           batch_results.c.batch_id == batch_id))
         return result.rowcount == 1
 
     # Results ----------------------------------------------------------------------------------------------------
