@@ -52,8 +52,8 @@ class Projects:
                 if r[1] == "active"]
             gone_files = [r[0] for r in await conn.execute(
                 delete(files).where(files.c.project_id == project_id).returning(files.c.id))]
+            await conn.execute(delete(batches).where(batches.c.project_id == project_id))  # rows before results
             await conn.execute(delete(batch_results).where(batch_results.c.project_id == project_id))
-            await conn.execute(delete(batches).where(batches.c.project_id == project_id))
             gone_keys = [r[0] for r in await conn.execute(
                 delete(api_keys).where(api_keys.c.project_id == project_id).returning(api_keys.c.id))]
             if (await conn.execute(delete(projects).where(projects.c.id == project_id))).rowcount != 1:
