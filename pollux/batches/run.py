@@ -6,6 +6,7 @@ elsewhere. A run that stops returns every place it held, even those of requests 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -49,6 +50,7 @@ class Run:
         self.pending: list[BatchResult] = []
         self.stop: str | None = None  # why the run stops early: a state to end in, or "" (deleted, or ended)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.failure: BaseException | None = None  # what failed the run (not a request): the job is tried again
         self._halted = asyncio.Event()
         self._saving = asyncio.Lock()
 
@@ -77,10 +79,19 @@ class Run:
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(watch, *self.tasks, return_exceptions=True)
+        if self.failure is not None:  # the store failed under a request: the job runs again later, from the saved
+            with contextlib.suppress(Exception):
+                await self._save()
+            raise self.failure
         if self.stop != "":
             await self._save()  # refused (and the stop set) if the batch ended meanwhile
         if self.stop == "":
             return None  # deleted, or ended by another change
+        if self.stop is None:  # every request ran: each must have its result before the batch can succeed
+            counts = (await self.store.batches.counts(record.project_id, [record.id]))[record.id]
+            if counts.succeeded + counts.failed < record.request_count:
+                raise RuntimeError(f"batch {record.id}: {counts.succeeded + counts.failed} results of "
+                                   f"{record.request_count} stored; the job runs again for the rest")
         return self.stop or SUCCEEDED
 
     async def _slot(self) -> bool:
@@ -104,6 +115,9 @@ class Run:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.places.release()
+        if not task.cancelled() and (error := task.exception()) is not None and self.failure is None:
+            self.failure = error  # StoreUnavailable or BlobUnavailable (a request's own errors are its results)
+            self._halt("")
 
     async def _lines(self) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """The input's lines in order. Only each new block is searched for line ends, so a long line (an inline

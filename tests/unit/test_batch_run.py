@@ -77,3 +77,76 @@ def test_openai_status_follows_the_batch_through_its_end():
     done = batch_json(replace(running, state="BATCH_STATE_SUCCEEDED", end_time=NOW, output_file="batch-x"), counts)
     assert (done["status"], done["completed_at"], done["output_file_id"]) == ("completed", int(NOW.timestamp()),
                                                                             "files/batch-x")
+
+
+class _FakeBatches:
+    """The little of `store.batches` a run uses: results kept in memory."""
+
+    def __init__(self, batch: BatchRecord) -> None:
+        self.batch = batch
+        self.saved: dict[int, str] = {}
+
+    async def done(self, project_id: str, batch_id: str) -> set[int]:
+        return set(self.saved)
+
+    async def save(self, project_id: str, batch_id: str, results: list) -> bool:
+        self.saved.update({r.idx: r.body for r in results})
+        return True
+
+    async def get(self, project_id: str, batch_id: str) -> BatchRecord:
+        return self.batch
+
+    async def counts(self, project_id: str, batch_ids: list[str]) -> dict:
+        from pollux.store.records import BatchCounts
+        return {batch_ids[0]: BatchCounts(len(self.saved), 0)}
+
+
+class _FakeBlobs:
+    def __init__(self, lines: list[bytes]) -> None:
+        self.data = b"".join(line + b"\n" for line in lines)
+
+    async def read(self, key: str):
+        for i in range(0, len(self.data), 7):  # small blocks: lines arrive in pieces
+            yield self.data[i:i + 7]
+
+
+def test_a_store_failure_fails_the_run_not_the_request():
+    """A request that meets an unreachable store is not a result: the run raises (its job is tried again later, from
+    the results saved), instead of ending the batch with that request missing."""
+    from pollux.store import StoreUnavailable
+
+    async def scenario():
+        batch = record()
+        batches = _FakeBatches(batch)
+
+        async def answer(request: dict) -> dict:
+            if request["n"] == 1:
+                raise StoreUnavailable("database gone")
+            return {"n": request["n"]}
+
+        lines = [b'{"r": {"n": %d}}' % n for n in range(3)]
+        run = Run(type("S", (), {"batches": batches})(), _FakeBlobs(lines), asyncio.Semaphore(1), batch, answer)
+        try:
+            await run.go()
+        except StoreUnavailable:
+            return "raised", sorted(batches.saved)
+        return "returned", sorted(batches.saved)
+
+    outcome, saved = asyncio.run(scenario())
+    assert outcome == "raised" and 1 not in saved and 0 in saved
+
+
+def test_a_complete_run_succeeds_with_every_result():
+    async def scenario():
+        batch = record()
+        batches = _FakeBatches(batch)
+
+        async def answer(request: dict) -> dict:
+            return {"n": request["n"]}
+
+        lines = [b'{"r": {"n": %d}}' % n for n in range(3)]
+        outcome = await Run(type("S", (), {"batches": batches})(), _FakeBlobs(lines), asyncio.Semaphore(2), batch,
+                            answer).go()
+        return outcome, sorted(batches.saved)
+
+    assert asyncio.run(scenario()) == ("BATCH_STATE_SUCCEEDED", [0, 1, 2])
