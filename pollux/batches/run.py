@@ -167,6 +167,8 @@ class Run:
 
     async def _save(self) -> None:
         async with self._saving:
+            if not self.pending:  # nothing to write: no transaction (the watch reads the batch's state anyway)
+                return
             results, self.pending = self.pending, []
             try:
                 kept = await self.store.batches.save(self.record.project_id, self.record.id, results)
