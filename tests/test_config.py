@@ -131,6 +131,7 @@ def test_a_bad_store_fails_at_start(tmp_path, store, message):
     ('max_batch_size = "32"', "max_batch_size must be a positive whole number"),
     ("max_batch_tokens = -5", "max_batch_tokens must be a positive whole number"),
     ("max_queue = -1", "max_queue must be a whole number"),
+    ("media_workers = 0", "media_workers must be a positive whole number"),
 ])
 def test_bad_transformers_options_fail_at_start(tmp_path, option, message):
     source = tiny_models.build_llama(tiny_models.models_root())

@@ -298,3 +298,47 @@ def test_an_image_request_decodes_beside_the_batch_of_a_vision_model(models):
     alone, together = run(engine, scenario)
     for a, b in zip(alone, together, strict=True):
         assert isinstance(a[-1], Finish) and same(a, b), (a, b)
+
+
+def test_image_requests_take_turns_instead_of_waiting_for_each_other(models):
+    """Several requests with images decode at once beside the batch, their forward passes taking turns: a short one
+    sent beside a long one ends first, and each answers as it does alone."""
+    import io
+
+    from PIL import Image
+
+    from pollux.engines.base import Media
+    from pollux.media import inspect_bytes
+
+    def with_image(color: tuple[int, int, int], tokens: int) -> GenerateRequest:
+        picture = io.BytesIO()
+        Image.new("RGB", (64, 48), color).save(picture, format="PNG")
+        image = Media("image/png", "IMAGE", data=picture.getvalue(),
+                      info=inspect_bytes(picture.getvalue(), "image/png"))
+        return GenerateRequest(model="m", turns=[Turn("user", [image, Text("What is this?")])],
+                               sampling=Sampling(temperature=0, max_output_tokens=tokens))
+
+    long, short = with_image((200, 30, 30), 300), with_image((30, 200, 30), 4)
+    engine = TransformersEngine(HFOptions(source=models["vision"], threads=1, media_workers=2))
+    ended: list[str] = []
+
+    async def timed(name: str, request: GenerateRequest) -> list:
+        events = await collect(engine, request)
+        ended.append(name)
+        return events
+
+    async def scenario():
+        alone = [await collect(engine, r) for r in (long, short)]
+        ended.clear()
+        turns = engine._turns.given
+        first = asyncio.create_task(timed("long", long))
+        # Once the long one is generating (it has had a turn), the short one comes.
+        assert await asyncio.to_thread(eventually, lambda: engine._turns.given > turns or bool(ended))
+        second = await timed("short", short)
+        return alone, [await first, second]
+
+    alone, together = run(engine, scenario)
+    for a, b in zip(alone, together, strict=True):
+        assert isinstance(a[-1], Finish) and same(a, b), (a, b)
+    assert sum(1 for e in alone[0] if isinstance(e, TextDelta)) > 4  # the long one really is long
+    assert ended == ["short", "long"], ended

@@ -3,8 +3,9 @@
 Text requests join the model's shared batch (`batching.SharedBatch`, transformers' continuous batching) at its next
 step and leave it as soon as they end, so no request waits for another's whole generation. Each request's
 `decoding.Sequence` chooses its own tokens there: its sampling parameters, seed, grammar, thinking budget and stops.
-Requests with images decode beside the batch, one at a time, through `model.generate` (the library's batching takes
-token ids only, not pixels), each of their forward passes between two of the batch's steps. Events go back to each
+Requests with images decode beside the batch through `model.generate` (the library's batching takes token ids only,
+not pixels), up to `media_workers` at once, their forward passes taking turns in order, each between two of the
+batch's steps: an image request never waits for another's whole generation either. Events go back to each
 request's asyncio queue as they are made, so streams are token by token. A sequence whose step fails (sampling,
 grammar, stops, detokenizing) ends with an error for its own request; the others decode on.
 """
@@ -20,6 +21,7 @@ import os
 import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -62,9 +64,10 @@ class HFOptions:
                                     # 1024 MiB; on a GPU sized from the free memory
     max_batch_tokens: int | None = None  # tokens one step holds (long prompts prefill in chunks of it); CPU: 512
     threads: int = 0              # torch threads; 0: all cores but one, which stays free for HTTP
+    media_workers: int = 4        # requests with images decoded at once beside the batch, taking turns per token
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "kv_cache_mb", "max_batch_tokens"):
+        for name in ("max_batch_size", "kv_cache_mb", "max_batch_tokens", "media_workers"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"transformers engine option {name} must be a positive whole number, not {value!r}")
@@ -230,6 +233,46 @@ def _failed(exc: Exception) -> Failure:
     return Failure(f"The model failed to generate: {exc}")
 
 
+class _Turns:
+    """The model's forward passes for requests with images: one at a time, in the order their threads ask (so each of
+    several image requests gets a token in turn, and none waits for another's whole generation), each between two of
+    the shared batch's steps (transformers' models are not safe to run from two threads at once)."""
+
+    def __init__(self, batch: SharedBatch) -> None:
+        self._batch = batch
+        self._changed = threading.Condition()
+        self._waiting: deque[int] = deque()
+        self._holder: int | None = None
+        self._resume: Callable[[], None] | None = None
+        self.given = 0  # turns so far
+
+    def take(self) -> None:
+        me = threading.get_ident()
+        with self._changed:
+            if self._holder == me:
+                return
+            self._waiting.append(me)
+            while self._holder is not None or self._waiting[0] != me:
+                self._changed.wait()
+            self._waiting.popleft()
+            self._holder = me
+            self.given += 1
+        self._resume = self._batch.hold()
+
+    def give(self) -> None:
+        """End this thread's turn, if it has one (also after a forward pass that raised)."""
+        me = threading.get_ident()
+        with self._changed:
+            if self._holder != me:
+                return
+            resume, self._resume = self._resume, None
+        if resume is not None:
+            resume()
+        with self._changed:
+            self._holder = None
+            self._changed.notify_all()
+
+
 def _step(seq: Sequence, logits: Any) -> int | None:
     """One token of one sequence: chosen, then folded in. A failure ends this sequence alone (None)."""
     try:
@@ -317,24 +360,29 @@ class TransformersEngine:
         # A request's prompt and answer must fit in the KV cache, or the batch could never hold it.
         self.context_length = min(self.context_length, self._batch.capacity)
         self.capabilities = replace(self.capabilities, context_length=self.context_length)
-        # Requests with images: one at a time beside the batch.
+        # Requests with images: up to `media_workers` at once beside the batch, each in a thread of its own through
+        # `model.generate`, their forward passes taking turns in order, each between two of the batch's steps.
         self._media: queue.Queue[_Job | None] = queue.Queue()
         self._media_pending = 0
         self._media_lock = threading.Lock()
-        self._media_worker = threading.Thread(target=self._work, name="pollux-hf-media", daemon=True)
-        self._held: list[Callable[[], None]] = []
-        # Each forward pass of an image request takes its turn between two of the batch's steps.
+        self._turns = _Turns(self._batch)
+        self._media_workers = [threading.Thread(target=self._work, name=f"pollux-hf-media-{i}", daemon=True)
+                               for i in range(options.media_workers)]
+        self._media_threads = frozenset(self._media_workers)
         model.register_forward_pre_hook(self._take_turn)
         model.register_forward_hook(self._end_turn)
-        self._media_worker.start()
+        for worker in self._media_workers:
+            worker.start()
 
     def stats(self) -> dict[str, Any]:
         """What the shared batch holds now (`SharedBatch.stats`)."""
         return self._batch.stats()
 
     async def close(self) -> None:
-        self._media.put(None)
-        await asyncio.to_thread(self._media_worker.join, 10)
+        for _ in self._media_workers:
+            self._media.put(None)
+        for worker in self._media_workers:
+            await asyncio.to_thread(worker.join, 10)
         await self._batch.close()
 
     # Prompts ----------------------------------------------------------------------------------------------------
@@ -611,16 +659,12 @@ class TransformersEngine:
 
     # Requests with images ---------------------------------------------------------------------------------------
     def _take_turn(self, module: Any, args: Any) -> None:
-        if threading.current_thread() is self._media_worker and not self._held:
-            self._held.append(self._batch.hold())
+        if threading.current_thread() in self._media_threads:
+            self._turns.take()
 
     def _end_turn(self, module: Any, args: Any, output: Any) -> None:
-        if threading.current_thread() is self._media_worker:
-            self._let_go()
-
-    def _let_go(self) -> None:
-        while self._held:
-            self._held.pop()()
+        if threading.current_thread() in self._media_threads:
+            self._turns.give()
 
     def _work(self) -> None:
         import torch
@@ -636,7 +680,7 @@ class TransformersEngine:
                 log.exception("generation failed")
                 job.sequence.fail(_failed(exc))
             finally:
-                self._let_go()  # a forward pass that raised did not reach its end-of-turn hook
+                self._turns.give()  # a forward pass that raised did not reach its end-of-turn hook
 
     def _generate_alone(self, job: _Job) -> None:
         """One request with images through `model.generate`, its sequence choosing each token."""
