@@ -7,10 +7,13 @@ JSON name) or snake_case (its proto name) at any depth, an unknown one is a 400 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -240,3 +243,19 @@ def error_response(err: ApiError) -> JSONResponse:
 def sse_event(obj: Any) -> bytes:
     """One server-sent event: `data: <one-line JSON>` and a blank line (the only framing both SDKs accept)."""
     return b"data: " + orjson.dumps(obj) + b"\r\n\r\n"
+
+
+def page_token(created: datetime, key: str) -> str:
+    """A list's next-page token: where the page ended, in the order the list is read (creation time, then id)."""
+    return base64.urlsafe_b64encode(f"{created.isoformat()}|{key}".encode()).decode()
+
+
+def page_position(token: str | None) -> tuple[datetime, str] | None:
+    """The (creation time, id) a `page_token` names; None for the first page; a 400 for a token it did not make."""
+    if not token:
+        return None
+    try:
+        created, _, key = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        return datetime.fromisoformat(created), key
+    except (ValueError, binascii.Error):
+        raise ApiError.invalid("Invalid page token.") from None

@@ -19,12 +19,11 @@ inline requests and input files into the input's lines; `run.py` runs them.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from ..store.batches import LIVE, PENDING, RUNNING, TooManyBatches
 from ..store.blobs import BlobStore
 from ..store.db import utcnow
 from ..store.records import BatchRecord, Job, file_blob
-from ..wire import parse
+from ..wire import page_position, page_token, parse
 from .inputs import file_lines, inline_lines, openai_lines, read_file
 from .protocol import (CANCELLED, CHAT, EMBED, EMBEDDINGS, ENDED, EXPIRED, FAILED, OPENAI_ENDPOINTS, OPENAI_KINDS,
                        CreateBatchRequest, operation_bytes)
@@ -207,27 +206,19 @@ class BatchService:
             return await asyncio.to_thread(operation_bytes, record, counts, inline)
         return operation_bytes(record, counts, inline)
 
-    async def list(self, project_id: str, page_size: int | None, page_token: str | None
+    async def list(self, project_id: str, page_size: int | None, token: str | None
                    ) -> tuple[list[bytes], str | None]:
         if page_size is not None and page_size < 0:
             raise ApiError.invalid("* ListBatchesRequest.page_size: page_size must not be negative\n")
         size = min(page_size or self.limits.batches_page_default, self.limits.batches_page_max)
-        before = None
-        if page_token:
-            try:
-                created, _, batch_id = base64.urlsafe_b64decode(page_token.encode()).decode().partition("|")
-                before = (datetime.fromisoformat(created), batch_id)
-            except ValueError:
-                raise ApiError.invalid("Invalid page token.") from None
-        records = await self.store.batches.list(project_id, size + 1, before)
-        token = None
+        records = await self.store.batches.list(project_id, size + 1, page_position(token))
+        next_token = None
         if len(records) > size:
             records = records[:size]
-            last = records[-1]
-            token = base64.urlsafe_b64encode(f"{last.create_time.isoformat()}|{last.id}".encode()).decode()
+            next_token = page_token(records[-1].create_time, records[-1].id)
         counts = await self.store.batches.counts(project_id, [r.id for r in records])
         # Listings leave inline results out: a page of large batches would be one enormous response.
-        return [operation_bytes(r, counts[r.id], None) for r in records], token
+        return [operation_bytes(r, counts[r.id], None) for r in records], next_token
 
     async def _bodies(self, record: BatchRecord) -> list[str]:
         bodies: list[str] = []

@@ -6,7 +6,6 @@ Every lookup is by (project, id): another project's file is answered exactly as 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import logging
 import re
@@ -22,6 +21,7 @@ from ..media import MediaError, inspect
 from ..store import Store, StoreUnavailable
 from ..store.blobs import BlobMissing, BlobStore, BlobUnavailable, LocalBlobs
 from ..store.records import FileRecord, Job, file_blob
+from ..wire import page_position, page_token
 from .local_copies import LocalCopies
 
 log = logging.getLogger("pollux.files")
@@ -82,24 +82,16 @@ class FileService:
             raise not_found(file_id)
         return record
 
-    async def list(self, project_id: str, page_size: int | None, page_token: str | None
+    async def list(self, project_id: str, page_size: int | None, token: str | None
                    ) -> tuple[list[FileRecord], str | None]:
         if page_size is not None and page_size < 0:
             raise ApiError.invalid("* ListFilesRequest.page_size: page_size must not be negative\n")
         size = min(page_size or self.limits.files_page_default, self.limits.files_page_max)
-        after = None
-        if page_token:
-            try:
-                created, _, file_id = base64.urlsafe_b64decode(page_token.encode()).decode().partition("|")
-                after = (datetime.fromisoformat(created), file_id)
-            except ValueError:
-                raise ApiError.invalid("Invalid page token.") from None
-        records = await self.store.files.list(project_id, size + 1, after)
+        records = await self.store.files.list(project_id, size + 1, page_position(token))
         if len(records) <= size:
             return records, None  # never an empty page that carries a token
         last = records[size - 1]
-        token = base64.urlsafe_b64encode(f"{last.create_time.isoformat()}|{last.id}".encode()).decode()
-        return records[:size], token
+        return records[:size], page_token(last.create_time, last.id)
 
     async def delete(self, project_id: str, name: str) -> None:
         file_id = file_id_of(name)
