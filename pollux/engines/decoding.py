@@ -164,9 +164,10 @@ class Sequence:
             self._logprob = None
             return forced
         penalties = bool(self._counts and (p.presence_penalty or p.frequency_penalty))
-        masked = (penalties or (self._phase != "thinking" and self.answer_matcher is not None)
-                  or (self._phase == "tool" and self._call is not None)
-                  or (self._phase == "start" and p.thinking_budget == 0 and s.think_open is not None))
+        answer_mask = self._phase != "thinking" and self.answer_matcher is not None
+        call_mask = self._phase == "tool" and self._call is not None
+        no_thinking = self._phase == "start" and p.thinking_budget == 0 and s.think_open is not None
+        masked = penalties or answer_mask or call_mask or no_thinking
         logits = logits.float()
         if masked:  # the row is the batch's: changed only in a copy
             logits = logits.clone()
@@ -175,14 +176,14 @@ class Sequence:
             counts = torch.tensor(list(self._counts.values()), dtype=logits.dtype)
             logits[ids] -= p.presence_penalty + p.frequency_penalty * counts
         may_think = self._phase == "start" and p.thinking_budget != 0 and s.think_open is not None
-        if self._phase != "thinking" and self.answer_matcher is not None:
+        if answer_mask:
             think_logit = logits[s.think_open].clone() if may_think else None
             self.answer_matcher.mask(logits)
             if think_logit is not None:  # thinking may still come before the constrained answer
                 logits[s.think_open] = think_logit
-        if self._phase == "tool" and self._call is not None:
+        if call_mask:
             self._call.mask(logits)
-        if self._phase == "start" and p.thinking_budget == 0 and s.think_open is not None:
+        if no_thinking:
             logits[s.think_open] = float("-inf")
         if (masked or p.temperature > 0) and not bool((logits > float("-inf")).any()):
             raise GrammarError(_NO_TOKEN)
