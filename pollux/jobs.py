@@ -77,18 +77,22 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    def run_soon(self, job: Job) -> None:
-        """Run a job this process holds (one it has just inserted, leased to itself: see `new`) in the background,
-        as one of this process's running jobs: `stop` cancels it, and its lease then runs out for another process."""
-        task = asyncio.create_task(self._run_logged(job))
+    def run_soon(self, job: Job, slots: asyncio.Semaphore | None = None) -> None:
+        """Run a job this process holds (one it has just inserted, leased to itself: see `new`; or one it claimed,
+        holding one of `slots`) in the background, as one of this process's running jobs: `stop` cancels it, and its
+        lease then runs out for another process."""
+        task = asyncio.create_task(self._run_logged(job, slots))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run_logged(self, job: Job) -> None:
+    async def _run_logged(self, job: Job, slots: asyncio.Semaphore | None) -> None:
         try:
             await self.run(job)
         except Exception:  # noqa: BLE001
             log.exception("job %s (%s) could not be finished", job.id, job.kind)
+        finally:
+            if slots is not None:
+                slots.release()
 
     async def run(self, job: Job) -> None:
         """Run a job this process holds: its handler with heartbeats, then finish it (or queue it again)."""
@@ -146,14 +150,4 @@ class JobRunner:
                 continue
             slots = self._kinds[job.kind].slots
             await slots.acquire()  # free: only this loop takes them, and it saw room for this kind
-            task = asyncio.create_task(self._run_claimed(job, slots))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run_claimed(self, job: Job, slots: asyncio.Semaphore) -> None:
-        try:
-            await self.run(job)
-        except Exception:  # noqa: BLE001
-            log.exception("job %s (%s) could not be finished", job.id, job.kind)
-        finally:
-            slots.release()
+            self.run_soon(job, slots)
