@@ -6,7 +6,7 @@ line of more than the request limit at once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -44,29 +44,43 @@ def file_lines(source: Path, dest: Path, model_id: str, file_id: str, max_line: 
     """An input file's lines (`{"key", "request"}` each) as input lines: `{"k": key, "r": request}`, or `{"e": why}`
     for a line that is not one. A file with no request at all is not a batch input; one naming another model fails
     the creation. Runs in a thread: it reads the whole file."""
-    count = valid = 0
+    valid = 0
+
+    def fill(obj: dict[str, Any], number: int, line: dict[str, Any]) -> None:
+        nonlocal valid
+        if "key" in obj:
+            line["k"] = obj["key"]
+        request = obj.get("request")
+        if not isinstance(request, dict):
+            line["e"] = f"Line {number} has no request object."
+            return
+        named = _model_named(request)
+        if named is not None and named != model_id:
+            raise ApiError.invalid(f"Line {number} of files/{file_id} names models/{named}; the batch runs "
+                                   f"models/{model_id}.")
+        line["r"] = request
+        valid += 1
+
+    count = _convert(source, dest, max_line, fill)
+    if not valid:
+        raise ApiError.invalid(f"files/{file_id} is not a batch input file: it must be JSONL, one "
+                               '{"key": ..., "request": {...}} object per line.')
+    return count
+
+
+def _convert(source: Path, dest: Path, max_line: int,
+             fill: Callable[[dict[str, Any], int, dict[str, Any]], None]) -> int:
+    """Each line of `source` as an input line of `dest`: what `fill(object, line number, line)` makes of a JSON
+    object, or `{"e": why}` for a line that is none. Returns how many lines."""
+    count = 0
     with open(source, "rb") as src, open(dest, "wb") as out:
         for number, raw in _raw_lines(src, max_line):
             line: dict[str, Any] = {}
             obj = _json_object(raw, number, max_line, line)
             if obj is not None:
-                if "key" in obj:
-                    line["k"] = obj["key"]
-                request = obj.get("request")
-                if not isinstance(request, dict):
-                    line["e"] = f"Line {number} has no request object."
-                else:
-                    named = _model_named(request)
-                    if named is not None and named != model_id:
-                        raise ApiError.invalid(f"Line {number} of files/{file_id} names models/{named}; the batch "
-                                               f"runs models/{model_id}.")
-                    line["r"] = request
-                    valid += 1
+                fill(obj, number, line)
             out.write(orjson.dumps(line) + b"\n")
             count += 1
-    if not valid:
-        raise ApiError.invalid(f"files/{file_id} is not a batch input file: it must be JSONL, one "
-                               '{"key": ..., "request": {...}} object per line.')
     return count
 
 
@@ -102,33 +116,30 @@ def _json_object(raw: bytes | None, number: int, max_line: int, line: dict[str, 
 def openai_lines(source: Path, dest: Path, endpoint: str, file_id: str, max_line: int) -> tuple[int, str | None]:
     """An OpenAI batch file's lines (`{"custom_id", "method", "url", "body"}`) as input lines: `{"k": custom_id, "r":
     body}`, or `{"e": why}`. Every line must be for `endpoint` and one model, which is returned. Runs in a thread."""
-    count = 0
     model: str | None = None
-    with open(source, "rb") as src, open(dest, "wb") as out:
-        for number, raw in _raw_lines(src, max_line):
-            line: dict[str, Any] = {}
-            obj = _json_object(raw, number, max_line, line)
-            if obj is not None:
-                if "custom_id" in obj:
-                    line["k"] = obj["custom_id"]
-                body = obj.get("body")
-                url = obj.get("url")
-                if url is not None and url != endpoint:
-                    raise ApiError.invalid(f"Line {number} of files/{file_id} is for {url}; the batch's endpoint is "
-                                           f"{endpoint}.")
-                named = body.get("model") if isinstance(body, dict) else None
-                if not isinstance(body, dict):
-                    line["e"] = f"Line {number} has no body object."
-                elif not isinstance(named, str) or not named:
-                    line["e"] = f"Line {number}: the body names no model."
-                elif model is not None and named.removeprefix("models/") != model:
-                    raise ApiError.invalid(f"Line {number} of files/{file_id} is for {named}; a batch runs one model "
-                                           f"and its first request is for {model}.")
-                else:
-                    model = named.removeprefix("models/")
-                    line["r"] = body
-            out.write(orjson.dumps(line) + b"\n")
-            count += 1
+
+    def fill(obj: dict[str, Any], number: int, line: dict[str, Any]) -> None:
+        nonlocal model
+        if "custom_id" in obj:
+            line["k"] = obj["custom_id"]
+        body = obj.get("body")
+        url = obj.get("url")
+        if url is not None and url != endpoint:
+            raise ApiError.invalid(f"Line {number} of files/{file_id} is for {url}; the batch's endpoint is "
+                                   f"{endpoint}.")
+        named = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            line["e"] = f"Line {number} has no body object."
+        elif not isinstance(named, str) or not named:
+            line["e"] = f"Line {number}: the body names no model."
+        elif model is not None and named.removeprefix("models/") != model:
+            raise ApiError.invalid(f"Line {number} of files/{file_id} is for {named}; a batch runs one model and its "
+                                   f"first request is for {model}.")
+        else:
+            model = named.removeprefix("models/")
+            line["r"] = body
+
+    count = _convert(source, dest, max_line, fill)
     if model is None:
         raise ApiError.invalid(f"files/{file_id} is not a batch input file: it must be JSONL, one "
                                '{"custom_id": ..., "method": "POST", "url": ..., "body": {...}} object per line.')

@@ -44,7 +44,7 @@ from ..store import NameTaken, Store
 from ..store.batches import LIVE, PENDING, RUNNING, TooManyBatches
 from ..store.blobs import BlobStore
 from ..store.db import utcnow
-from ..store.records import BatchRecord, Job, file_blob
+from ..store.records import BatchCounts, BatchRecord, BatchResult, Job, batch_input_blob, file_blob
 from ..wire import page_position, page_token, parse
 from .inputs import file_lines, inline_lines, openai_lines, read_file
 from .protocol import (CANCELLED, CHAT, EMBED, EMBEDDINGS, ENDED, EXPIRED, FAILED, OPENAI_ENDPOINTS, OPENAI_KINDS,
@@ -60,6 +60,11 @@ _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 def not_found() -> ApiError:
     return ApiError.not_found("Requested entity was not found.")
+
+
+def _new_id() -> str:
+    """36 lowercase letters and digits, as the real API's batch ids."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(36))
 
 
 def batch_id_of(name: str) -> str:
@@ -92,8 +97,8 @@ class BatchService:
         file_name = config.file_name if config is not None else None
         if (inline is None) == (file_name is None):
             raise ApiError.invalid("* batch.input_config: exactly one of requests and file_name must be set.\n")
-        batch_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(36))
-        record_blob = f"batches/{project_id}/{batch_id}/input"
+        batch_id = _new_id()
+        record_blob = batch_input_blob(project_id, batch_id)
         input_file: str | None = None
         if inline is not None:
             if body_bytes > self.limits.batch_inline_bytes:
@@ -127,9 +132,9 @@ class BatchService:
                 not isinstance(v, str) or len(k) > 64 or len(v) > 512 for k, v in metadata.items())):
             raise ApiError.invalid("* metadata: at most 16 pairs, keys of at most 64 characters and string values of "
                                    "at most 512.\n")
-        batch_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(36))
+        batch_id = _new_id()
         input_file, count, model_id = await self._file_input(
-            project_id, input_file_id, f"batches/{project_id}/{batch_id}/input",
+            project_id, input_file_id, batch_input_blob(project_id, batch_id),
             lambda src, dest, file_id, limit: openai_lines(src, dest, endpoint, file_id, limit))
         try:
             if kind == CHAT:
@@ -137,7 +142,7 @@ class BatchService:
             else:
                 model = self.embeddings.resolve(model_id or "", "v1beta", "embedContent")
         except ApiError:
-            await self.blobs.delete(f"batches/{project_id}/{batch_id}/input")
+            await self.blobs.delete(batch_input_blob(project_id, batch_id))
             raise
         options = {"endpoint": endpoint, "completion_window": window, "metadata": metadata}
         return await self._insert(project_id, batch_id, kind, model.id, "", input_file, count, 0, options)
@@ -176,7 +181,7 @@ class BatchService:
         try:
             await self.store.batches.create(row, job, self.limits.max_live_batches)
         except BaseException as exc:
-            await self.blobs.delete(f"batches/{project_id}/{batch_id}/input")
+            await self.blobs.delete(batch_input_blob(project_id, batch_id))
             if isinstance(exc, TooManyBatches):
                 raise ApiError("RESOURCE_EXHAUSTED", f"The project has {exc.args[0]} batches pending or running, "
                                f"as many as it may ({self.limits.max_live_batches}). Wait for one to end, or cancel "
@@ -196,12 +201,16 @@ class BatchService:
             raise not_found()
         return record
 
-    async def operation(self, record: BatchRecord, with_results: bool = True) -> bytes:
+    async def counts(self, record: BatchRecord) -> BatchCounts:
+        """How many of its requests have answered and failed so far."""
+        return (await self.store.batches.counts(record.project_id, [record.id]))[record.id]
+
+    async def operation(self, record: BatchRecord) -> bytes:
         """The batch as an Operation; an ended batch of inline requests carries its results."""
-        counts = (await self.store.batches.counts(record.project_id, [record.id]))[record.id]
+        counts = await self.counts(record)
         inline: list[str] | None = None
-        if with_results and record.state in ENDED and record.input_file is None and not record.error:
-            inline = await self._bodies(record)
+        if record.state in ENDED and record.input_file is None and not record.error:
+            inline = [r.body async for page in self._result_pages(record) for r in page]
         if inline is not None and len(inline) > 1000:  # a large output is encoded off the event loop
             return await asyncio.to_thread(operation_bytes, record, counts, inline)
         return operation_bytes(record, counts, inline)
@@ -220,15 +229,26 @@ class BatchService:
         # Listings leave inline results out: a page of large batches would be one enormous response.
         return [operation_bytes(r, counts[r.id], None) for r in records], next_token
 
-    async def _bodies(self, record: BatchRecord) -> list[str]:
-        bodies: list[str] = []
+    async def _result_pages(self, record: BatchRecord) -> AsyncIterator[list[BatchResult]]:
+        """Its stored results in input order, a page at a time."""
         after = -1
-        while True:
-            page = await self.store.batches.results(record.project_id, record.id, after, 2000)
-            if not page:
-                return bodies
-            bodies.extend(r.body for r in page)
+        while page := await self.store.batches.results(record.project_id, record.id, after, 2000):
+            yield page
             after = page[-1].idx
+
+    async def list_openai(self, project_id: str, after: str | None, limit: int
+                          ) -> tuple[list[tuple[BatchRecord, BatchCounts]], bool]:
+        """OpenAI's listing: its batches only, newest first, after the batch named `after`; and whether more follow."""
+        before = None
+        if after:
+            try:
+                cursor = await self.get(project_id, after)
+            except ApiError:
+                raise ApiError.invalid(f"* after: no batch {after!r}.\n") from None
+            before = (cursor.create_time, cursor.id)
+        records = await self.store.batches.list(project_id, limit + 1, before, kinds=OPENAI_KINDS)
+        counts = await self.store.batches.counts(project_id, [r.id for r in records[:limit]])
+        return [(r, counts[r.id]) for r in records[:limit]], len(records) > limit
 
     # Changes ----------------------------------------------------------------------------------------------------
     async def cancel(self, project_id: str, name: str) -> None:
@@ -247,7 +267,7 @@ class BatchService:
         batch_id = batch_id_of(name)
         if not await self.store.batches.delete(project_id, batch_id):
             raise not_found()
-        await self.blobs.delete(f"batches/{project_id}/{batch_id}/input")
+        await self.blobs.delete(batch_input_blob(project_id, batch_id))
 
     # Housekeeping -----------------------------------------------------------------------------------------------
     async def sweep(self) -> int:
@@ -382,15 +402,10 @@ class BatchService:
 
         async def lines() -> AsyncIterator[bytes]:
             nonlocal count
-            after = -1
-            while True:
-                page = await self.store.batches.results(record.project_id, record.id, after, 2000)
-                if not page:
-                    return
+            async for page in self._result_pages(record):
                 chosen = [r for r in page if ok is None or r.ok == ok]
                 count += len(chosen)
                 yield "".join(r.body + "\n" for r in chosen).encode()
-                after = page[-1].idx
 
         blob = file_blob(record.project_id, file_id)
         written = await self.blobs.write(blob, lines())

@@ -68,8 +68,7 @@ def batch_json(record: BatchRecord, counts: BatchCounts) -> dict[str, Any]:
 
 
 async def _json(service: BatchService, record: BatchRecord) -> dict[str, Any]:
-    counts = (await service.store.batches.counts(record.project_id, [record.id]))[record.id]
-    return batch_json(record, counts)
+    return batch_json(record, await service.counts(record))
 
 
 async def create(request: Request, service: BatchService, project_id: str, body: bytes) -> Response:
@@ -84,19 +83,8 @@ async def list_batches(request: Request, service: BatchService, project_id: str)
     limit_text = params.get("limit", "20")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
         raise ApiError.invalid("* limit: must be a whole number from 1 to 100.\n")
-    after = params.get("after")
-    if after:
-        try:
-            cursor = await service.get(project_id, after)
-        except ApiError:
-            raise ApiError.invalid(f"* after: no batch {after!r}.\n") from None
-    records = await service.store.batches.list(project_id, int(limit_text) + 1,
-                                               (cursor.create_time, cursor.id) if after else None,
-                                               kinds=OPENAI_KINDS)
-    more = len(records) > int(limit_text)
-    records = records[:int(limit_text)]
-    counts = await service.store.batches.counts(project_id, [r.id for r in records])
-    data = [batch_json(r, counts[r.id]) for r in records]
+    page, more = await service.list_openai(project_id, params.get("after"), int(limit_text))
+    data = [batch_json(record, counts) for record, counts in page]
     return JSONResponse({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                          "last_id": data[-1]["id"] if data else None, "has_more": more})
 

@@ -125,7 +125,11 @@ class BatchRecord:
     @property
     def input_blob(self) -> str:
         """Where its requests are, one JSON line each, as written at creation."""
-        return f"batches/{self.project_id}/{self.id}/input"
+        return batch_input_blob(self.project_id, self.id)
+
+
+def batch_input_blob(project_id: str, batch_id: str) -> str:
+    return f"batches/{project_id}/{batch_id}/input"
 
 
 @dataclass(frozen=True)
