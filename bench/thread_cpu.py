@@ -6,8 +6,8 @@
 
 The server runs alone on CPU 0 with one torch thread, on the 27.4M-parameter random Llama of tests/tiny_models.py
 (`build_small_llama`); this client runs on CPU 1. After a warm-up burst, --rounds bursts of 16 streaming requests of
-64 greedy tokens ("Request <i>: tell me a story about the sea.", the prompts of bench/hf_bench.py: Pollux's native
-`streamGenerateContent?alt=sse`, the peer's `/v1/chat/completions` with enable_thinking false). Printed: wall time,
+64 greedy tokens (`--tokens`: 1 shows what a request costs beside its tokens) ("Request <i>: tell me a story about the
+sea.", the prompts of bench/hf_bench.py: Pollux's native `streamGenerateContent?alt=sse`, the peer's `/v1/chat/completions` with enable_thinking false). Printed: wall time,
 tokens/s, and each thread's CPU time over the bursts (from /proc/<pid>/task/<tid>/stat) per generated token; the
 main thread is the event loop (HTTP, SSE, each request's events), the busiest other thread the continuous-batching
 loop (forward passes, and in Pollux each sequence's choice of token). Run the targets alternately: this machine's
@@ -122,7 +122,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("target", choices=["pollux", "peer"])
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=TOKENS,
+                    help="tokens per request (1: what a request costs beside its tokens)")
     args = ap.parse_args()
+    global TOKENS
+    TOKENS = args.tokens
     model = tiny_models.build_small_llama(tiny_models.models_root())
     work = Path(tempfile.mkdtemp(prefix="thread-cpu-"))
     proc, base, headers = start(args.target, model, work)

@@ -132,6 +132,7 @@ def test_a_bad_store_fails_at_start(tmp_path, store, message):
     ("max_batch_tokens = -5", "max_batch_tokens must be a positive whole number"),
     ("max_queue = -1", "max_queue must be a whole number"),
     ("media_workers = 0", "media_workers must be a positive whole number"),
+    ('media_in_batch = "yes"', "media_in_batch must be true or false"),
 ])
 def test_bad_transformers_options_fail_at_start(tmp_path, option, message):
     source = tiny_models.build_llama(tiny_models.models_root())

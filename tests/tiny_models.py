@@ -877,6 +877,9 @@ def _build_gemma3_mm(root: Path | str, out: Path) -> None:
     )
     torch.manual_seed(SEED)
     model = Gemma3ForConditionalGeneration(config).eval()
+    # The projector's weight starts at zero, which would make every image the same zero embeddings to the text model.
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.5)
     model.generation_config = GenerationConfig(bos_token_id=ids["<bos>"], pad_token_id=ids["<pad>"],
                                                eos_token_id=[ids["<eos>"], ids["<end_of_turn>"]])
     image_processor = Gemma3ImageProcessorPil(size={"height": GEMMA3_IMAGE_SIZE, "width": GEMMA3_IMAGE_SIZE},
@@ -889,8 +892,9 @@ def _build_gemma3_mm(root: Path | str, out: Path) -> None:
 
 def build_gemma3_mm(root: Path | str) -> Path:
     """A random multimodal Gemma3ForConditionalGeneration (2-layer SigLIP tower, 64x64 images, 16 soft tokens per
-    image, 2-layer Gemma 3 text model) with its Gemma3Processor, in root/tiny-gemma3-mm."""
-    return _cached_build(root, "tiny-gemma3-mm", lambda out: _build_gemma3_mm(root, out))
+    image, 2-layer Gemma 3 text model) with its Gemma3Processor, in root/tiny-gemma3-mm-2 (the first recipe's images
+    all projected to zeros)."""
+    return _cached_build(root, "tiny-gemma3-mm-2", lambda out: _build_gemma3_mm(root, out))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -900,7 +904,8 @@ def build_all(root: Path | str, small: bool = True) -> dict[str, tuple[Path, flo
     """Build (or find cached) every model; returns {name: (path, seconds)}."""
     builders: list[tuple[str, Callable[[Path | str], Path]]] = [
         ("tokenizer", build_tokenizer), ("tiny-llama", build_llama), ("scripted-llama", build_scripted),
-        ("tiny-gemma3-mm", build_gemma3_mm), ("tiny-qwen3", build_qwen3), ("tiny-qwen3-thinking", build_qwen3_thinking),
+        ("tiny-gemma3-mm-2", build_gemma3_mm), ("tiny-qwen3", build_qwen3),
+        ("tiny-qwen3-thinking", build_qwen3_thinking),
     ]
     if small:
         builders.append(("small-llama", build_small_llama))

@@ -14,6 +14,12 @@ What is whose:
 - Pollux also owns admission (a bound on requests in flight, then `Overloaded`), the size of the cache (a memory
   budget, converted to blocks), and the check that a request fits in the cache at all (one that cannot would stop the
   library's loop for everyone).
+- Images: the library's requests are token ids only. A request with images comes with its vision encoder's output
+  (`MediaTokens`, computed before it joins); at each step that holds some of its image tokens, a hook before the
+  model's forward pass embeds the step's ids itself and puts those rows in place of the placeholders' (what the model
+  does with `pixel_values` in `generate`), and, for a model that attends within an image both ways (Gemma 3), opens
+  each image's square of the step's attention mask. The scheduler is the library's FIFO one, except that a prefill
+  chunk never ends inside an image (`_Scheduler`), so that each image is whole in one step.
 
 A failure in one request's `step` ends that request alone; an exception out of the processor would end the loop and
 fail every request, so none escapes it. If the loop dies anyway (the model's forward pass failed), every live request
@@ -39,6 +45,8 @@ from transformers.generation.continuous_batching.cb_logits_processors import (
     ContinuousBatchingLogitsProcessor,
     ContinuousBatchingLogitsProcessorList,
 )
+from transformers.generation.continuous_batching.requests import RequestStatus
+from transformers.generation.continuous_batching.scheduler import SCHEDULER_MAPPING, FIFOScheduler
 from transformers.generation.logits_process import LogitsProcessorList
 
 from .errors import Overloaded
@@ -60,10 +68,57 @@ DEFAULT_CPU_BATCH_TOKENS = 512
 PAGE_SIZE = 256  # tokens per cache page: the library's default
 
 
+@dataclass(frozen=True)
+class MediaTokens:
+    """What a request's prompt holds besides token ids: its image tokens' embeddings, from the vision encoder."""
+
+    positions: torch.Tensor  # prompt positions of the image tokens, ascending (int64)
+    embeddings: torch.Tensor  # one row per position: what replaces that token's embedding
+    blocks: tuple[tuple[int, int], ...]  # [start, end) of each image's run of tokens
+
+    @classmethod
+    def of(cls, prompt_ids: list[int], image_token: int, embeddings: torch.Tensor) -> MediaTokens:
+        ids = torch.tensor(prompt_ids)
+        positions = torch.nonzero(ids == image_token).flatten()
+        if positions.numel() != embeddings.shape[0]:
+            raise ValueError(f"{positions.numel()} image tokens in the prompt for {embeddings.shape[0]} embeddings")
+        blocks: list[tuple[int, int]] = []
+        for position in positions.tolist():
+            if blocks and blocks[-1][1] == position:
+                blocks[-1] = (blocks[-1][0], position + 1)
+            else:
+                blocks.append((position, position + 1))
+        return cls(positions, embeddings, tuple(blocks))
+
+
 @dataclass
 class _Entry:
     step: Callable[[Any], int | None]
     ended: Callable[[str | None], None]
+    media: MediaTokens | None = None
+
+
+class _Scheduler(FIFOScheduler):
+    """The library's FIFO scheduler, except that a prefill chunk never ends inside an image's run of tokens: the model
+    must see the whole image in one step. A chunk that would is cut before the image; when the image is next, the
+    request waits for a step whose budget holds it (decoding requests come first and each takes one token, so the
+    first prefilling request has `max_batch_tokens - max_batch_size` tokens at least)."""
+
+    blocks: dict[str, tuple[tuple[int, int], ...]] = {}  # request id -> its images' [start, end); SharedBatch's own
+
+    def _schedule_request(self, state: Any, request_tokens: list[int], token_budget: int,
+                          request_ids_to_remove_from_waiting: set[str]) -> None:
+        blocks = self.blocks.get(state.request_id)
+        if blocks and state.status != RequestStatus.DECODING and len(request_tokens) > token_budget:
+            end = state.position_offset + token_budget
+            for start, stop in blocks:
+                if start < end < stop:
+                    token_budget = max(0, start - state.position_offset)
+                    break
+        super()._schedule_request(state, request_tokens, token_budget, request_ids_to_remove_from_waiting)
+
+
+SCHEDULER_MAPPING["pollux"] = _Scheduler
 
 
 class CacheTooSmall(ValueError):
@@ -83,8 +138,9 @@ class SharedBatch:
     thread calls back into each request's `step`, and its end is reported on the loop through `ended`."""
 
     def __init__(self, model: Any, *, kv_cache_mb: int | None, max_batch_size: int, max_batch_tokens: int | None,
-                 max_queue: int, end_token: int, context_length: int) -> None:
+                 max_queue: int, end_token: int, context_length: int, images_both_ways: bool = False) -> None:
         self.model = model
+        self.images_both_ways = images_both_ways  # attention within an image runs both ways (Gemma 3)
         self.end_token = end_token
         self.max_batch_size = max_batch_size
         self.max_in_flight = max_batch_size + max_queue
@@ -103,6 +159,7 @@ class SharedBatch:
             self.num_blocks = max(1, min(DEFAULT_CPU_KV_CACHE_MB * 2**20 // block, most))
         self.max_batch_tokens = max_batch_tokens or (DEFAULT_CPU_BATCH_TOKENS if on_cpu else None)
         self._entries: dict[str, _Entry] = {}
+        self._blocks: dict[str, tuple[tuple[int, int], ...]] = {}  # the images of requests in flight, by request id
         self._lock = threading.Lock()
         self._in_flight = 0
         self._rows = 0  # sequences in the last step, logged when it changes
@@ -121,7 +178,7 @@ class SharedBatch:
             allow_block_sharing=False,
             # Double buffering runs the processor for one step while the next is prepared: Pollux's choice of a
             # token must come before the next step is built from it.
-            use_async_batching=False, use_cuda_graph=False)
+            use_async_batching=False, use_cuda_graph=False, scheduler_type="pollux")
         generation = GenerationConfig(do_sample=False, eos_token_id=[self.end_token], pad_token_id=self.end_token)
         manager = self.model.init_continuous_batching(generation_config=generation,
                                                       continuous_batching_config=config)
@@ -138,8 +195,10 @@ class SharedBatch:
             error = manager.background_thread_status.fatal_error
             manager.stop(block=True, timeout=10)
             raise RuntimeError(f"the continuous batching loop did not start: {error}")
+        processor.scheduler.blocks = self._blocks
         cache = processor.cache
         self.capacity = int(cache.num_blocks) * PAGE_SIZE  # tokens of KV state the whole cache holds
+        self.step_tokens = int(cache.max_batch_tokens)  # tokens one step holds
         self._manager = manager
         log.info("shared batch: %d KV blocks of %d tokens (%.0f MiB), up to %d sequences, %d tokens a step",
                  cache.num_blocks, PAGE_SIZE, cache.cache_tensor.numel() / 2**20, self.max_batch_size,
@@ -160,9 +219,10 @@ class SharedBatch:
 
     # Requests ---------------------------------------------------------------------------------------------------
     async def submit(self, prompt_ids: list[int], max_new_tokens: int, step: Callable[[Any], int | None],
-                     ended: Callable[[str | None], None]) -> str:
+                     ended: Callable[[str | None], None], media: MediaTokens | None = None) -> str:
         """Queue a request for the next step. `step(logits_row)` picks each token (None: the request is over);
-        `ended(error)` comes on this event loop once the library has let it go (not after `cancel`)."""
+        `ended(error)` comes on this event loop once the library has let it go (not after `cancel`). `media`: the
+        embeddings of the prompt's image tokens."""
         with self._lock:
             if self._in_flight >= self.max_in_flight:
                 raise Overloaded(retry_after=1)
@@ -173,9 +233,11 @@ class SharedBatch:
             if not manager.is_running():
                 manager = await asyncio.to_thread(self._restart)
             self._drop_strays(manager)
-            entry = _Entry(step, ended)
+            entry = _Entry(step, ended, media)
             with self._lock:
                 self._entries[rid] = entry
+                if media is not None:
+                    self._blocks[rid] = media.blocks
 
             def on_output(output: Any) -> None:
                 if output.is_finished() and self._release(rid):
@@ -189,6 +251,7 @@ class SharedBatch:
         except BaseException:
             with self._lock:
                 self._entries.pop(rid, None)
+                self._blocks.pop(rid, None)
                 self._in_flight -= 1
             raise
         return rid
@@ -205,6 +268,7 @@ class SharedBatch:
 
     def _release(self, rid: str) -> bool:
         with self._lock:
+            self._blocks.pop(rid, None)
             if self._entries.pop(rid, None) is None:
                 return False
             self._in_flight -= 1
@@ -261,6 +325,51 @@ class SharedBatch:
         chosen = torch.full_like(scores, float("-inf"))
         chosen[torch.arange(len(rids)), torch.tensor(tokens, dtype=torch.long)] = 0.0
         return chosen
+
+    def merge_media(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A forward pre-hook (with kwargs) of the model: in a step of the library's loop that holds image tokens, the
+        step's input embeddings with each image token's row replaced by its encoder's, and each whole image's square
+        of the attention mask opened where the model attends within an image both ways. Other calls pass unchanged."""
+        if not self._blocks or "cu_seq_lens_q" not in kwargs or kwargs.get("input_ids") is None:
+            return None
+        processor = self._manager.batch_processor
+        requests = processor.inputs_and_outputs.requests_in_batch if processor is not None else []
+        with self._lock:
+            media = [entry.media if (entry := self._entries.get(r.state.request_id)) is not None else None
+                     for r in requests]
+        if not any(m is not None for m in media):
+            return None
+        ids = kwargs["input_ids"]
+        embed = model.get_input_embeddings()
+        embeds = embed(torch.where(ids < embed.num_embeddings, ids, 0))
+        cu_q = kwargs["cu_seq_lens_q"].tolist()
+        positions = kwargs["position_ids"][0]
+        masks = kwargs.get("attention_mask")
+        if masks is not None and not isinstance(masks, dict):
+            masks = {next(iter(kwargs["cu_seq_lens_k"])): masks}
+        for i, tokens in enumerate(media):
+            start, length = cu_q[i], cu_q[i + 1] - cu_q[i]
+            if tokens is None or length == 0:
+                continue
+            first = int(positions[start])
+            lo, hi = (int(x) for x in torch.searchsorted(tokens.positions, torch.tensor([first, first + length])))
+            if lo == hi:
+                continue
+            embeds[0, start + tokens.positions[lo:hi] - first] = tokens.embeddings[lo:hi].to(embeds.dtype)
+            if not (self.images_both_ways and masks):
+                continue
+            for block_start, block_end in tokens.blocks:
+                if block_start < first or block_end > first + length:
+                    continue
+                rows = slice(start + block_start - first, start + block_end - first)
+                for layer_type, mask in masks.items():
+                    cu_k = kwargs["cu_seq_lens_k"][layer_type]
+                    # The request's keys end with this step's tokens: the image's are at the same offsets from the end.
+                    keys_end = int(cu_k[i + 1])
+                    mask[..., rows, keys_end - (first + length - block_start):keys_end - (first + length - block_end)] \
+                        = 0
+        kwargs = {**kwargs, "input_ids": None, "inputs_embeds": embeds}
+        return args, kwargs
 
     # Other users of the model -----------------------------------------------------------------------------------
     def hold(self) -> Callable[[], None]:

@@ -1,13 +1,14 @@
 """Hugging Face models in-process (engine `transformers`): chat templates, continuous batching, streaming.
 
-Text requests join the model's shared batch (`batching.SharedBatch`, transformers' continuous batching) at its next
-step and leave it as soon as they end, so no request waits for another's whole generation. Each request's
+Requests join the model's shared batch (`batching.SharedBatch`, transformers' continuous batching) at its next step
+and leave it as soon as they end, so no request waits for another's whole generation. Each request's
 `decoding.Sequence` chooses its own tokens there: its sampling parameters, seed, grammar, thinking budget and stops.
-Requests with images decode beside the batch through `model.generate` (the library's batching takes token ids only,
-not pixels), up to `media_workers` at once, their forward passes taking turns in order, each between two of the
-batch's steps: an image request never waits for another's whole generation either. Events go back to each
-request's asyncio queue as they are made, so streams are token by token. A sequence whose step fails (sampling,
-grammar, stops, detokenizing) ends with an error for its own request; the others decode on.
+A request with images joins it too, with its images encoded first (`batching.MediaTokens`), on the vision models
+whose positions and image attention the batch reproduces (`_IMAGES_IN_BATCH`). On the others (Qwen2-VL's 3-D
+positions, say), or with `media_in_batch = false`, it decodes beside the batch through `model.generate`, up to
+`media_workers` at once, their forward passes taking turns in order, each between two of the batch's steps. Events go
+back to each request's asyncio queue as they are made, so streams are token by token. A sequence whose step fails
+(sampling, grammar, stops, detokenizing) ends with an error for its own request; the others decode on.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..media.probe import register_heif
 from ..media.video import sample_frames
 from .base import (Capabilities, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount,
                    ToolCall, ToolResult, Turn)
-from .batching import CacheTooSmall, SharedBatch
+from .batching import CacheTooSmall, MediaTokens, SharedBatch
 from .calls import CallIds
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, parameters_grammar,
                         tool_body_grammar, tool_call_grammar)
@@ -65,8 +66,12 @@ class HFOptions:
     max_batch_tokens: int | None = None  # tokens one step holds (long prompts prefill in chunks of it); CPU: 512
     threads: int = 0              # torch threads; 0: all cores but one, which stays free for HTTP
     media_workers: int = 4        # requests with images decoded at once beside the batch, taking turns per token
+    media_in_batch: bool = True   # requests with images join the shared batch where the model allows it
 
     def __post_init__(self) -> None:
+        if not isinstance(self.media_in_batch, bool):
+            raise ValueError(f"transformers engine option media_in_batch must be true or false, not "
+                             f"{self.media_in_batch!r}")
         for name in ("max_batch_size", "kv_cache_mb", "max_batch_tokens", "media_workers"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -82,6 +87,12 @@ class HFOptions:
             del options[gone]
         return options_from(cls, options, "transformers")
 
+
+# Vision models whose requests with images join the shared batch, and whether attention within an image runs both ways
+# there (Gemma 3 lets an image's tokens see each other at prefill). The batch gives positions in one dimension and
+# causal masks (opened per image where listed so): models with other positions (Qwen2-VL's 3-D ones) or other image
+# attention decode beside it; a family joins this list once a test shows its answers equal `generate`'s.
+_IMAGES_IN_BATCH = {"gemma3": True}
 
 # Options of the static batches this engine formed before continuous batching; a config that has them still loads.
 _BEFORE_CONTINUOUS_BATCHING = {"batch_wait_ms", "batch_max_wait_ms", "workers"}
@@ -313,6 +324,7 @@ class _Job:
     prompt_ids: list[int]
     images: list[Any]
     prompt_text: str
+    media: MediaTokens | None = None  # the images, encoded, for a request that joins the shared batch
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -345,18 +357,22 @@ class TransformersEngine:
         self._encode_lock = threading.Lock()
         self._vocab_size = vocab_size
         self._backend = _plain_backend(tokenizer)
+        self._reads_thinking = not self.multimodal or "enable_thinking" in str(processor.chat_template)
         import torch
         torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 2) - 1))
         # The batch's thread gives up the interpreter's lock during each torch op; when the op ends, the event loop
         # may hold it, and Python hands it back only after the switch interval (5 ms by default) unless the loop
         # waits first. A shorter interval keeps the model's steps from waiting on HTTP work (BENCHMARKS.md).
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        both_ways = _IMAGES_IN_BATCH.get(getattr(model.config, "model_type", ""))
         try:
             self._batch = SharedBatch(model, kv_cache_mb=options.kv_cache_mb, max_batch_size=options.max_batch_size,
                                       max_batch_tokens=options.max_batch_tokens, max_queue=options.max_queue,
-                                      end_token=self.pad_id, context_length=self.context_length)
+                                      end_token=self.pad_id, context_length=self.context_length,
+                                      images_both_ways=bool(both_ways))
         except CacheTooSmall as exc:
             raise EngineLoadError(str(exc)) from None
+        self._image_token = self._images_in_batch(both_ways is not None)
         # A request's prompt and answer must fit in the KV cache, or the batch could never hold it.
         self.context_length = min(self.context_length, self._batch.capacity)
         self.capabilities = replace(self.capabilities, context_length=self.context_length)
@@ -373,6 +389,24 @@ class TransformersEngine:
         model.register_forward_hook(self._end_turn)
         for worker in self._media_workers:
             worker.start()
+
+    def _images_in_batch(self, listed: bool) -> int | None:
+        """The image placeholder token, when requests with images join the shared batch (None: they decode beside it).
+        Each image must fit in one step beside a full batch's decoding tokens (`batching._Scheduler`)."""
+        if not (self.multimodal and listed and self.options.media_in_batch):
+            return None
+        config = self.model.config
+        token = getattr(config, "image_token_id", None)
+        if token is None:
+            token = getattr(config, "image_token_index", None)
+        per_image = int(getattr(config, "mm_tokens_per_image", 0) or 0)
+        if token is None or per_image + self.options.max_batch_size > self._batch.step_tokens:
+            log.warning("requests with images decode beside the shared batch: an image's %d tokens do not fit in a "
+                        "step of %d beside %d decoding sequences", per_image, self._batch.step_tokens,
+                        self.options.max_batch_size)
+            return None
+        self.model.register_forward_pre_hook(self._batch.merge_media, with_kwargs=True)
+        return int(token)
 
     def stats(self) -> dict[str, Any]:
         """What the shared batch holds now (`SharedBatch.stats`)."""
@@ -494,8 +528,9 @@ class TransformersEngine:
                                                    "parameters": f.parameters or {"type": "object", "properties": {}}}}
                  for f in functions] or None
         target = self.processor if self.multimodal else self.tokenizer
-        return target.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False,
-                                          enable_thinking=thinking)
+        # A processor takes a variable its template does not read for one of its own (and warns at each request).
+        extra = {"enable_thinking": thinking} if self._reads_thinking else {}
+        return target.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False, **extra)
 
     def _encode(self, text: str) -> list[int]:
         # Requests are prepared in threads, and a fast tokenizer's call may reset its truncation and padding state,
@@ -574,12 +609,12 @@ class TransformersEngine:
         job = await asyncio.to_thread(self._job, request, emit)
         sequence = job.sequence
         rid = None
-        if job.images:
+        if job.images and job.media is None:
             self._submit_media(job)
         else:
             rid = await self._batch.submit(job.prompt_ids, sequence.params.max_new_tokens,
                                            lambda row: _next_token(sequence, row),
-                                           lambda error: _ended(sequence, error))
+                                           lambda error: _ended(sequence, error), job.media)
         try:
             while True:
                 event = await events.get()
@@ -602,7 +637,13 @@ class TransformersEngine:
         functions = _prompt_functions(request)
         messages, images = self._messages(request.turns, request.system)
         prompt = self._render(messages, functions, thinking=thinking.enabled)
-        prompt_ids = self._encode(prompt)
+        inputs = None
+        if images and self._image_token is not None:
+            # The processor writes each image's placeholder tokens into the prompt and prepares its pixels.
+            inputs = self.processor(text=[prompt], images=[images], return_tensors="pt")
+            prompt_ids = inputs["input_ids"][0].tolist()
+        else:
+            prompt_ids = self._encode(prompt)
         if len(prompt_ids) >= self.context_length:
             raise InvalidInput(f"The input token count ({len(prompt_ids)}) exceeds the maximum number of tokens "
                                f"allowed ({self.context_length}).")
@@ -634,7 +675,28 @@ class TransformersEngine:
                                  if not request.allowed_functions or f.name in request.allowed_functions))
         sequence = Sequence(params, self.special, self._decode, emit, matcher,
                             self._call_matchers(request) if params.tools else None)
-        return _Job(sequence, prompt_ids, images, prompt)
+        media = self._encode_images(prompt_ids, inputs) if inputs is not None else None
+        return _Job(sequence, prompt_ids, images, prompt, media)
+
+    def _encode_images(self, prompt_ids: list[int], inputs: Any) -> MediaTokens:
+        """The vision encoder's rows for the prompt's image tokens, computed between two steps of the shared batch
+        (the model is not safe to run from two threads at once)."""
+        import torch
+
+        assert self._image_token is not None
+        pixels = inputs["pixel_values"].to(self.model.device, self.model.dtype)
+        self._turns.take()
+        try:
+            with torch.inference_mode():
+                features = self.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output
+        except Exception as exc:  # noqa: BLE001 - the model failed on this request's images
+            raise _failed(exc) from None
+        finally:
+            self._turns.give()
+        try:
+            return MediaTokens.of(prompt_ids, self._image_token, features.reshape(-1, features.shape[-1]))
+        except ValueError as exc:
+            raise _failed(exc) from None
 
     def _reads_calls(self, request: GenerateRequest, functions: list[FunctionSpec]) -> bool:
         """Whether calls are read out of the answer. Under a response schema, a format without call markers cannot
