@@ -119,13 +119,13 @@ async def measure(target: str, proc: subprocess.Popen, base: str, headers: dict[
 
 
 def main() -> None:
+    global TOKENS
     ap = argparse.ArgumentParser()
     ap.add_argument("target", choices=["pollux", "peer"])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=TOKENS,
                     help="tokens per request (1: what a request costs beside its tokens)")
     args = ap.parse_args()
-    global TOKENS
     TOKENS = args.tokens
     model = tiny_models.build_small_llama(tiny_models.models_root())
     work = Path(tempfile.mkdtemp(prefix="thread-cpu-"))
