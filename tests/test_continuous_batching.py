@@ -32,7 +32,21 @@ SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength
 def models() -> dict[str, str]:
     root = tiny_models.models_root()
     return {"random": str(tiny_models.build_llama(root)), "thinking": str(tiny_models.build_qwen3_thinking(root)),
-            "vision": str(tiny_models.build_gemma3_mm(root))}
+            "vision": str(tiny_models.build_gemma3_mm(root)), "qwen2-vl": str(tiny_models.build_qwen2_vl(root))}
+
+
+def vision_engine(models: dict[str, str], name: str, **options: Any) -> TransformersEngine:
+    """The engine on a vision model: Gemma 3 loads with its processor; Qwen2-VL's processor needs torchvision (no wheel
+    for this CPU torch), so its parts are put together by `tiny_models.Qwen2VLProcessorDouble`."""
+    if name != "qwen2-vl":
+        return TransformersEngine(HFOptions(source=models[name], threads=1, **options))
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    model = AutoModelForImageTextToText.from_pretrained(models[name]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(models[name])
+    tokenizer.padding_side = "left"
+    return TransformersEngine(HFOptions(source=models[name], threads=1, **options), model, tokenizer,
+                              tiny_models.Qwen2VLProcessorDouble(tokenizer))
 
 
 @contextlib.asynccontextmanager
@@ -290,18 +304,20 @@ def with_images(*parts, tokens: int = 12, **sampling) -> GenerateRequest:
                            sampling=Sampling(max_output_tokens=tokens, logprobs=1, **sampling))
 
 
-def test_requests_with_images_join_the_batch_of_a_vision_model(models):
+@pytest.mark.parametrize("name", ["vision", "qwen2-vl"])
+def test_requests_with_images_join_the_batch_of_a_vision_model(models, name):
     """A vision model's requests with images decode in the same steps as its text requests, and each answers as it
-    does alone and as `generate` answers it (the images' embeddings in place, attention within each image both ways,
-    as Gemma 3 has it), token for token and to float rounding in log probabilities. With 20 tokens a step, prompts are
-    prefilled in chunks that end before an image, never inside one (inside, the log probabilities move by 3e-4)."""
+    does alone and as `generate` answers it, token for token and to float rounding in log probabilities: the images'
+    embeddings in place, and on Gemma 3 attention within each image both ways (with 1-D masks, the log probabilities
+    move by 2e-3), on Qwen2-VL the 3-D positions (with 1-D ones, tokens change). With 20 tokens a step, prompts are
+    prefilled in chunks that end before an image, never inside one (cut inside, Gemma 3's move by 2e-3)."""
     images = [with_images("Look:", picture((200, 30, 30)), "What is this?", picture((10, 100, 30)), temperature=0),
               with_images(picture((0, 0, 200)), "Describe it", seed=3),
               with_images("Look:", picture((200, 200, 30)), "What is this?", picture((10, 100, 230)), temperature=0)]
     texts = [ask("Tell me about the sea and the sky and the birds", temperature=0, tokens=12, logprobs=1),
              ask("Tell me a story", seed=2, tokens=12)]
     requests = [images[0], texts[0], images[1], texts[1], images[2]]
-    engine = TransformersEngine(HFOptions(source=models["vision"], threads=1, max_batch_tokens=20, max_batch_size=4))
+    engine = vision_engine(models, name, max_batch_tokens=20, max_batch_size=4)
     steps: list[list[bool]] = []  # per step: whether each request in it has images
     processors = engine._batch._manager.logit_processor
     prepare = processors.prepare_tensor_args
@@ -311,7 +327,7 @@ def test_requests_with_images_join_the_batch_of_a_vision_model(models):
         return prepare(requests_in_batch, arg_storage)
 
     processors.prepare_tensor_args = recording
-    beside = TransformersEngine(HFOptions(source=models["vision"], threads=1, media_in_batch=False))
+    beside = vision_engine(models, name, media_in_batch=False)
 
     async def scenario():
         try:
@@ -335,6 +351,25 @@ def test_requests_with_images_join_the_batch_of_a_vision_model(models):
     # Together, steps held requests with images and text requests side by side.
     assert any(len(set(step)) == 2 for step in steps), steps
     assert forgotten
+
+
+def test_an_image_too_large_for_a_step_decodes_beside_the_batch(models):
+    """With 20 tokens a step beside up to 8 decoding sequences, a 16-token image could never be whole in one step: its
+    request decodes beside the batch instead of waiting for ever, and answers as there."""
+    request = with_images(picture((200, 30, 30)), "What is this?", temperature=0)
+    small = vision_engine(models, "vision", max_batch_tokens=20, max_batch_size=8)
+    beside = vision_engine(models, "vision", media_in_batch=False)
+
+    async def scenario():
+        try:
+            reference = await collect(beside, request)
+        finally:
+            await beside.close()
+        return reference, await collect(small, request), small._turns.given
+
+    reference, events, turns = run(small, scenario)
+    assert isinstance(events[-1], Finish) and same(reference, events), (reference, events)
+    assert turns >= 12  # a turn for each of its 12 tokens beside the batch (inside it: one, to encode the image)
 
 
 def test_image_requests_take_turns_instead_of_waiting_for_each_other(models):

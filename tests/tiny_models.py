@@ -897,6 +897,94 @@ def build_gemma3_mm(root: Path | str) -> Path:
     return _cached_build(root, "tiny-gemma3-mm-2", lambda out: _build_gemma3_mm(root, out))
 
 
+
+QWEN2_VL_SPECIAL = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN2_VL_TEMPLATE = r"""
+{%- for message in messages -%}
+{{- '<|im_start|>' + message.role + '\n' -}}
+{%- if message.content is string -%}{{- message.content -}}
+{%- else -%}{%- for part in message.content -%}
+{%- if part.type == 'image' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}
+{%- elif part.type == 'text' -%}{{- part.text -}}{%- endif -%}
+{%- endfor -%}{%- endif -%}
+{{- '<|im_end|>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}
+"""
+
+
+def _qwen2_vl_image_processor() -> Any:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    # 8-pixel patches merged 2x2: a 64x48 picture is a 6x8 grid of patches, 12 tokens.
+    return Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=64 * 64, patch_size=8, merge_size=2,
+                                    temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+def _build_qwen2_vl(root: Path | str, out: Path) -> None:
+    import torch
+    from tokenizers import AddedToken
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    raw = _load_bpe(root)
+    raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in CHATML_SPECIAL + QWEN2_VL_SPECIAL])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, bos_token=None, eos_token=IM_END, pad_token=ENDOFTEXT, unk_token=None,
+        chat_template=QWEN2_VL_TEMPLATE, model_max_length=4096, padding_side="left", clean_up_tokenization_spaces=False,
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in CHATML_SPECIAL + QWEN2_VL_SPECIAL}
+    config = Qwen2VLConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                     "eos_token_id": ids[IM_END], "pad_token_id": ids[ENDOFTEXT], "bos_token_id": None},
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "patch_size": 8,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        eos_token_id=ids[IM_END], pad_token_id=ids[ENDOFTEXT], bos_token_id=None)
+    torch.manual_seed(SEED)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(pad_token_id=ids[ENDOFTEXT], eos_token_id=[ids[IM_END]])
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def build_qwen2_vl(root: Path | str) -> Path:
+    """A random Qwen2VLForConditionalGeneration (2-layer vision tower, 8-pixel patches merged 2x2, M-RoPE sections
+    [2, 3, 3]; 2-layer text model) with its ChatML tokenizer, in root/tiny-qwen2-vl. No processor is saved:
+    transformers builds Qwen2VLProcessor only with torchvision, which has no wheel for this CPU torch; tests use
+    `Qwen2VLProcessorDouble`."""
+    return _cached_build(root, "tiny-qwen2-vl", lambda out: _build_qwen2_vl(root, out))
+
+
+class Qwen2VLProcessorDouble:
+    """What Qwen2VLProcessor does with text and images, built from its parts: the chat template (the tokenizer's),
+    the PIL image processor's pixels and patch grid, each `<|image_pad|>` repeated once per merged patch, and
+    `mm_token_type_ids` (1 on image tokens), which the model's 3-D positions need."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.chat_template = tokenizer.chat_template
+        self.image_processor = _qwen2_vl_image_processor()
+
+    def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        return self.tokenizer.apply_chat_template(messages, **kwargs)
+
+    def __call__(self, text: list[str], images: list[list[Any]] | None = None, return_tensors: str = "pt") -> Any:
+        import torch
+
+        flat = [image for group in images or [] for image in group]
+        pixels = self.image_processor(images=flat, return_tensors="pt") if flat else {}
+        counts = iter(int(grid.prod()) // 4 for grid in pixels.get("image_grid_thw", []))
+        pieces = text[0].split("<|image_pad|>")
+        expanded = pieces[0] + "".join("<|image_pad|>" * next(counts) + piece for piece in pieces[1:])
+        ids = self.tokenizer(expanded, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        pad = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == pad).int()}
+        out.update(pixels)
+        return out
+
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -905,7 +993,7 @@ def build_all(root: Path | str, small: bool = True) -> dict[str, tuple[Path, flo
     builders: list[tuple[str, Callable[[Path | str], Path]]] = [
         ("tokenizer", build_tokenizer), ("tiny-llama", build_llama), ("scripted-llama", build_scripted),
         ("tiny-gemma3-mm-2", build_gemma3_mm), ("tiny-qwen3", build_qwen3),
-        ("tiny-qwen3-thinking", build_qwen3_thinking),
+        ("tiny-qwen3-thinking", build_qwen3_thinking), ("tiny-qwen2-vl", build_qwen2_vl),
     ]
     if small:
         builders.append(("small-llama", build_small_llama))

@@ -70,14 +70,18 @@ PAGE_SIZE = 256  # tokens per cache page: the library's default
 
 @dataclass(frozen=True)
 class MediaTokens:
-    """What a request's prompt holds besides token ids: its image tokens' embeddings, from the vision encoder."""
+    """What a request's prompt holds besides token ids: its image tokens' embeddings, from the vision encoder, and for
+    a model with positions in three dimensions (Qwen2-VL's M-RoPE), the prompt's positions."""
 
     positions: torch.Tensor  # prompt positions of the image tokens, ascending (int64)
     embeddings: torch.Tensor  # one row per position: what replaces that token's embedding
     blocks: tuple[tuple[int, int], ...]  # [start, end) of each image's run of tokens
+    rope: torch.Tensor | None = None  # [3, prompt length]: the prompt's 3-D positions
+    rope_delta: int = 0  # what a generated token's 3-D position adds to its index
 
     @classmethod
-    def of(cls, prompt_ids: list[int], image_token: int, embeddings: torch.Tensor) -> MediaTokens:
+    def of(cls, prompt_ids: list[int], image_token: int, embeddings: torch.Tensor,
+           rope: torch.Tensor | None = None, rope_delta: int = 0) -> MediaTokens:
         ids = torch.tensor(prompt_ids)
         positions = torch.nonzero(ids == image_token).flatten()
         if positions.numel() != embeddings.shape[0]:
@@ -88,7 +92,7 @@ class MediaTokens:
                 blocks[-1] = (blocks[-1][0], position + 1)
             else:
                 blocks.append((position, position + 1))
-        return cls(positions, embeddings, tuple(blocks))
+        return cls(positions, embeddings, tuple(blocks), rope, rope_delta)
 
 
 @dataclass
@@ -327,9 +331,10 @@ class SharedBatch:
         return chosen
 
     def merge_media(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A forward pre-hook (with kwargs) of the model: in a step of the library's loop that holds image tokens, the
-        step's input embeddings with each image token's row replaced by its encoder's, and each whole image's square
-        of the attention mask opened where the model attends within an image both ways. Other calls pass unchanged."""
+        """A forward pre-hook (with kwargs) of the model: in a step of the library's loop that holds requests with
+        images, the step's input embeddings with each image token's row replaced by its encoder's, each whole image's
+        square of the attention mask opened where the model attends within an image both ways, and positions in three
+        dimensions where the model has them. Other calls pass unchanged."""
         if not self._blocks or "cu_seq_lens_q" not in kwargs or kwargs.get("input_ids") is None:
             return None
         processor = self._manager.batch_processor
@@ -339,37 +344,55 @@ class SharedBatch:
                      for r in requests]
         if not any(m is not None for m in media):
             return None
-        ids = kwargs["input_ids"]
-        embed = model.get_input_embeddings()
-        embeds = embed(torch.where(ids < embed.num_embeddings, ids, 0))
         cu_q = kwargs["cu_seq_lens_q"].tolist()
-        positions = kwargs["position_ids"][0]
-        masks = kwargs.get("attention_mask")
-        if masks is not None and not isinstance(masks, dict):
-            masks = {next(iter(kwargs["cu_seq_lens_k"])): masks}
+        flat = kwargs["position_ids"]  # [1, tokens]: each token's index in its own request
+        ids = kwargs["input_ids"]
+        embeds = rope = None
         for i, tokens in enumerate(media):
             start, length = cu_q[i], cu_q[i + 1] - cu_q[i]
             if tokens is None or length == 0:
                 continue
-            first = int(positions[start])
+            first = int(flat[0, start])
+            if tokens.rope is not None:
+                if rope is None:  # text requests' 3-D positions are their index thrice
+                    rope = flat[None].expand(3, 1, -1).clone()
+                index = torch.arange(first, first + length)
+                prompt = index < tokens.rope.shape[1]
+                rope[:, 0, start:start + length] = torch.where(
+                    prompt, tokens.rope[:, index.clamp(max=tokens.rope.shape[1] - 1)], index + tokens.rope_delta)
             lo, hi = (int(x) for x in torch.searchsorted(tokens.positions, torch.tensor([first, first + length])))
             if lo == hi:
                 continue
+            if embeds is None:
+                embed = model.get_input_embeddings()
+                embeds = embed(torch.where(ids < embed.num_embeddings, ids, 0))
             embeds[0, start + tokens.positions[lo:hi] - first] = tokens.embeddings[lo:hi].to(embeds.dtype)
-            if not (self.images_both_ways and masks):
-                continue
-            for block_start, block_end in tokens.blocks:
-                if block_start < first or block_end > first + length:
-                    continue
-                rows = slice(start + block_start - first, start + block_end - first)
-                for layer_type, mask in masks.items():
-                    cu_k = kwargs["cu_seq_lens_k"][layer_type]
-                    # The request's keys end with this step's tokens: the image's are at the same offsets from the end.
-                    keys_end = int(cu_k[i + 1])
-                    mask[..., rows, keys_end - (first + length - block_start):keys_end - (first + length - block_end)] \
-                        = 0
-        kwargs = {**kwargs, "input_ids": None, "inputs_embeds": embeds}
+            if self.images_both_ways:
+                self._open_images(kwargs, i, tokens, first, length)
+        if rope is not None:
+            kwargs = {**kwargs, "position_ids": rope}
+        if embeds is not None:
+            kwargs = {**kwargs, "input_ids": None, "inputs_embeds": embeds}
         return args, kwargs
+
+    @staticmethod
+    def _open_images(kwargs: dict[str, Any], i: int, tokens: MediaTokens, first: int, length: int) -> None:
+        """Let each image whole in the step of request `i` (its tokens `first`..`first + length`) attend within
+        itself both ways, in the step's masks of every layer type (in place: they are the library's)."""
+        masks = kwargs.get("attention_mask")
+        if masks is None:
+            return
+        if not isinstance(masks, dict):
+            masks = {next(iter(kwargs["cu_seq_lens_k"])): masks}
+        start = int(kwargs["cu_seq_lens_q"][i])
+        for block_start, block_end in tokens.blocks:
+            if block_start < first or block_end > first + length:
+                continue
+            rows = slice(start + block_start - first, start + block_end - first)
+            for layer_type, mask in masks.items():
+                # The request's keys end with this step's tokens: the image's are at the same offsets from the end.
+                keys_end = int(kwargs["cu_seq_lens_k"][layer_type][i + 1])
+                mask[..., rows, keys_end - (first + length - block_start):keys_end - (first + length - block_end)] = 0
 
     # Other users of the model -----------------------------------------------------------------------------------
     def hold(self) -> Callable[[], None]:

@@ -4,8 +4,8 @@ Requests join the model's shared batch (`batching.SharedBatch`, transformers' co
 and leave it as soon as they end, so no request waits for another's whole generation. Each request's
 `decoding.Sequence` chooses its own tokens there: its sampling parameters, seed, grammar, thinking budget and stops.
 A request with images joins it too, with its images encoded first (`batching.MediaTokens`), on the vision models
-whose positions and image attention the batch reproduces (`_IMAGES_IN_BATCH`). On the others (Qwen2-VL's 3-D
-positions, say), or with `media_in_batch = false`, it decodes beside the batch through `model.generate`, up to
+whose positions and image attention the batch reproduces (`_IMAGES_IN_BATCH`: Gemma 3, Qwen2-VL). On the others, or
+with `media_in_batch = false`, it decodes beside the batch through `model.generate`, up to
 `media_workers` at once, their forward passes taking turns in order, each between two of the batch's steps. Events go
 back to each request's asyncio queue as they are made, so streams are token by token. A sequence whose step fails
 (sampling, grammar, stops, detokenizing) ends with an error for its own request; the others decode on.
@@ -88,11 +88,12 @@ class HFOptions:
         return options_from(cls, options, "transformers")
 
 
-# Vision models whose requests with images join the shared batch, and whether attention within an image runs both ways
-# there (Gemma 3 lets an image's tokens see each other at prefill). The batch gives positions in one dimension and
-# causal masks (opened per image where listed so): models with other positions (Qwen2-VL's 3-D ones) or other image
-# attention decode beside it; a family joins this list once a test shows its answers equal `generate`'s.
-_IMAGES_IN_BATCH = {"gemma3": True}
+# Vision models whose requests with images join the shared batch, and what the batch must do for them beyond putting
+# the images' embeddings in place: "both ways", open attention within each image (Gemma 3's tokens of one image see
+# each other at prefill); "3-D positions", give the 3-D positions the model's `get_rope_index` computes (Qwen2-VL's
+# M-RoPE) instead of the library's 1-D ones. Other families decode beside the batch; one joins this list once a test
+# shows its answers inside the batch equal `generate`'s.
+_IMAGES_IN_BATCH = {"gemma3": "both ways", "qwen2_vl": "3-D positions"}
 
 # Options of the static batches this engine formed before continuous batching; a config that has them still loads.
 _BEFORE_CONTINUOUS_BATCHING = {"batch_wait_ms", "batch_max_wait_ms", "workers"}
@@ -240,6 +241,15 @@ def _prompt_functions(request: GenerateRequest) -> list[FunctionSpec]:
     return request.functions if request.tool_mode != "NONE" else []
 
 
+def _longest_run(ids: list[int], token: int) -> int:
+    """The longest run of `token` in `ids` (an image's placeholder tokens)."""
+    longest = run = 0
+    for i in ids:
+        run = run + 1 if i == token else 0
+        longest = max(longest, run)
+    return longest
+
+
 def _failed(exc: Exception) -> Failure:
     return Failure(f"The model failed to generate: {exc}")
 
@@ -364,15 +374,16 @@ class TransformersEngine:
         # may hold it, and Python hands it back only after the switch interval (5 ms by default) unless the loop
         # waits first. A shorter interval keeps the model's steps from waiting on HTTP work (BENCHMARKS.md).
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-        both_ways = _IMAGES_IN_BATCH.get(getattr(model.config, "model_type", ""))
+        images = _IMAGES_IN_BATCH.get(getattr(model.config, "model_type", ""))
         try:
             self._batch = SharedBatch(model, kv_cache_mb=options.kv_cache_mb, max_batch_size=options.max_batch_size,
                                       max_batch_tokens=options.max_batch_tokens, max_queue=options.max_queue,
                                       end_token=self.pad_id, context_length=self.context_length,
-                                      images_both_ways=bool(both_ways))
+                                      images_both_ways=images == "both ways")
         except CacheTooSmall as exc:
             raise EngineLoadError(str(exc)) from None
-        self._image_token = self._images_in_batch(both_ways is not None)
+        self._rope_3d = images == "3-D positions"
+        self._image_token = self._images_in_batch(images is not None)
         # A request's prompt and answer must fit in the KV cache, or the batch could never hold it.
         self.context_length = min(self.context_length, self._batch.capacity)
         self.capabilities = replace(self.capabilities, context_length=self.context_length)
@@ -391,19 +402,15 @@ class TransformersEngine:
             worker.start()
 
     def _images_in_batch(self, listed: bool) -> int | None:
-        """The image placeholder token, when requests with images join the shared batch (None: they decode beside it).
-        Each image must fit in one step beside a full batch's decoding tokens (`batching._Scheduler`)."""
+        """The image placeholder token, when requests with images join the shared batch (None: they decode beside
+        it)."""
         if not (self.multimodal and listed and self.options.media_in_batch):
             return None
         config = self.model.config
         token = getattr(config, "image_token_id", None)
         if token is None:
             token = getattr(config, "image_token_index", None)
-        per_image = int(getattr(config, "mm_tokens_per_image", 0) or 0)
-        if token is None or per_image + self.options.max_batch_size > self._batch.step_tokens:
-            log.warning("requests with images decode beside the shared batch: an image's %d tokens do not fit in a "
-                        "step of %d beside %d decoding sequences", per_image, self._batch.step_tokens,
-                        self.options.max_batch_size)
+        if token is None:
             return None
         self.model.register_forward_pre_hook(self._batch.merge_media, with_kwargs=True)
         return int(token)
@@ -642,6 +649,12 @@ class TransformersEngine:
             # The processor writes each image's placeholder tokens into the prompt and prepares its pixels.
             inputs = self.processor(text=[prompt], images=[images], return_tensors="pt")
             prompt_ids = inputs["input_ids"][0].tolist()
+            if _longest_run(prompt_ids, self._image_token) + self.options.max_batch_size > self._batch.step_tokens:
+                # Each image must be whole in one step beside a full batch's decoding tokens (`batching._Scheduler`):
+                # one larger than that decodes beside the batch.
+                log.info("an image of the request is too large for one step of the shared batch: beside it")
+                inputs = None
+                prompt_ids = self._encode(prompt)
         else:
             prompt_ids = self._encode(prompt)
         if len(prompt_ids) >= self.context_length:
@@ -679,22 +692,30 @@ class TransformersEngine:
         return _Job(sequence, prompt_ids, images, prompt, media)
 
     def _encode_images(self, prompt_ids: list[int], inputs: Any) -> MediaTokens:
-        """The vision encoder's rows for the prompt's image tokens, computed between two steps of the shared batch
-        (the model is not safe to run from two threads at once)."""
+        """The vision encoder's rows for the prompt's image tokens (and its 3-D positions, for a model that has them),
+        computed between two steps of the shared batch (the model is not safe to run from two threads at once)."""
         import torch
 
         assert self._image_token is not None
         pixels = inputs["pixel_values"].to(self.model.device, self.model.dtype)
+        grid = {"image_grid_thw": inputs["image_grid_thw"]} if "image_grid_thw" in inputs else {}
         self._turns.take()
         try:
             with torch.inference_mode():
-                features = self.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output
+                features = self.model.get_image_features(pixel_values=pixels, return_dict=True, **grid).pooler_output
+                rope, delta = None, 0
+                if self._rope_3d:
+                    positions, deltas = self.model.model.get_rope_index(
+                        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], **grid)
+                    rope, delta = positions[:, 0].cpu(), int(deltas.flatten()[0])
         except Exception as exc:  # noqa: BLE001 - the model failed on this request's images
             raise _failed(exc) from None
         finally:
             self._turns.give()
+        if isinstance(features, (list, tuple)):  # one tensor per image
+            features = torch.cat(list(features))
         try:
-            return MediaTokens.of(prompt_ids, self._image_token, features.reshape(-1, features.shape[-1]))
+            return MediaTokens.of(prompt_ids, self._image_token, features.reshape(-1, features.shape[-1]), rope, delta)
         except ValueError as exc:
             raise _failed(exc) from None
 
