@@ -32,13 +32,14 @@ SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength
 def models() -> dict[str, str]:
     root = tiny_models.models_root()
     return {"random": str(tiny_models.build_llama(root)), "thinking": str(tiny_models.build_qwen3_thinking(root)),
-            "vision": str(tiny_models.build_gemma3_mm(root)), "qwen2-vl": str(tiny_models.build_qwen2_vl(root))}
+            "vision": str(tiny_models.build_gemma3_mm(root)), "qwen2-vl": str(tiny_models.build_qwen2_vl(root)),
+            "qwen2.5-vl": str(tiny_models.build_qwen2_5_vl(root))}
 
 
 def vision_engine(models: dict[str, str], name: str, **options: Any) -> TransformersEngine:
-    """The engine on a vision model: Gemma 3 loads with its processor; Qwen2-VL's processor needs torchvision (no wheel
-    for this CPU torch), so its parts are put together by `tiny_models.Qwen2VLProcessorDouble`."""
-    if name != "qwen2-vl":
+    """The engine on a vision model: Gemma 3 loads with its processor; Qwen2-VL's and Qwen2.5-VL's processors need
+    torchvision (no wheel for this CPU torch), so their parts are put together by `tiny_models.Qwen2VLProcessorDouble`."""
+    if not name.startswith("qwen2"):
         return TransformersEngine(HFOptions(source=models[name], threads=1, **options))
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
@@ -304,12 +305,12 @@ def with_images(*parts, tokens: int = 12, **sampling) -> GenerateRequest:
                            sampling=Sampling(max_output_tokens=tokens, logprobs=1, **sampling))
 
 
-@pytest.mark.parametrize("name", ["vision", "qwen2-vl"])
+@pytest.mark.parametrize("name", ["vision", "qwen2-vl", "qwen2.5-vl"])
 def test_requests_with_images_join_the_batch_of_a_vision_model(models, name):
     """A vision model's requests with images decode in the same steps as its text requests, and each answers as it
     does alone and as `generate` answers it, token for token and to float rounding in log probabilities: the images'
     embeddings in place, and on Gemma 3 attention within each image both ways (with 1-D masks, the log probabilities
-    move by 2e-3), on Qwen2-VL the 3-D positions (with 1-D ones, tokens change). With 20 tokens a step, prompts are
+    move by 2e-3), on Qwen2-VL and Qwen2.5-VL the 3-D positions (with 1-D ones, they move by 1.5e-3 or more). With 20 tokens a step, prompts are
     prefilled in chunks that end before an image, never inside one (cut inside, Gemma 3's move by 2e-3)."""
     images = [with_images("Look:", picture((200, 30, 30)), "What is this?", picture((10, 100, 30)), temperature=0),
               with_images(picture((0, 0, 200)), "Describe it", seed=3),

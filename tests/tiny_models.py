@@ -921,10 +921,17 @@ def _qwen2_vl_image_processor() -> Any:
                                     temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
 
 
-def _build_qwen2_vl(root: Path | str, out: Path) -> None:
+def _build_qwen2_vl(root: Path | str, out: Path, version: str = "2") -> None:
     import torch
     from tokenizers import AddedToken
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import (
+        GenerationConfig,
+        PreTrainedTokenizerFast,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
 
     raw = _load_bpe(root)
     raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in CHATML_SPECIAL + QWEN2_VL_SPECIAL])
@@ -933,18 +940,24 @@ def _build_qwen2_vl(root: Path | str, out: Path) -> None:
         chat_template=QWEN2_VL_TEMPLATE, model_max_length=4096, padding_side="left", clean_up_tokenization_spaces=False,
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in CHATML_SPECIAL + QWEN2_VL_SPECIAL}
-    config = Qwen2VLConfig(
+    if version == "2":
+        config_class, model_class = Qwen2VLConfig, Qwen2VLForConditionalGeneration
+        vision = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2}
+    else:  # 2.5: windowed attention in the tower (4-patch windows), full attention in its last block
+        config_class, model_class = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+        vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+                  "window_size": 32, "fullatt_block_indexes": [1]}
+    config = config_class(
         text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                      "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
                      "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
                      "eos_token_id": ids[IM_END], "pad_token_id": ids[ENDOFTEXT], "bos_token_id": None},
-        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "patch_size": 8,
-                       "spatial_merge_size": 2, "temporal_patch_size": 2},
+        vision_config={**vision, "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2},
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         eos_token_id=ids[IM_END], pad_token_id=ids[ENDOFTEXT], bos_token_id=None)
     torch.manual_seed(SEED)
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    model = model_class(config).eval()
     model.generation_config = GenerationConfig(pad_token_id=ids[ENDOFTEXT], eos_token_id=[ids[IM_END]])
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -956,6 +969,11 @@ def build_qwen2_vl(root: Path | str) -> Path:
     transformers builds Qwen2VLProcessor only with torchvision, which has no wheel for this CPU torch; tests use
     `Qwen2VLProcessorDouble`."""
     return _cached_build(root, "tiny-qwen2-vl", lambda out: _build_qwen2_vl(root, out))
+
+
+def build_qwen2_5_vl(root: Path | str) -> Path:
+    """The same in Qwen2.5-VL's architecture (windowed attention in the vision tower), in root/tiny-qwen2.5-vl."""
+    return _cached_build(root, "tiny-qwen2.5-vl", lambda out: _build_qwen2_vl(root, out, "2.5"))
 
 
 class Qwen2VLProcessorDouble:
@@ -994,6 +1012,7 @@ def build_all(root: Path | str, small: bool = True) -> dict[str, tuple[Path, flo
         ("tokenizer", build_tokenizer), ("tiny-llama", build_llama), ("scripted-llama", build_scripted),
         ("tiny-gemma3-mm-2", build_gemma3_mm), ("tiny-qwen3", build_qwen3),
         ("tiny-qwen3-thinking", build_qwen3_thinking), ("tiny-qwen2-vl", build_qwen2_vl),
+        ("tiny-qwen2.5-vl", build_qwen2_5_vl),
     ]
     if small:
         builders.append(("small-llama", build_small_llama))
