@@ -33,7 +33,7 @@ def models() -> dict[str, str]:
     root = tiny_models.models_root()
     return {"random": str(tiny_models.build_llama(root)), "thinking": str(tiny_models.build_qwen3_thinking(root)),
             "vision": str(tiny_models.build_gemma3_mm(root)), "qwen2-vl": str(tiny_models.build_qwen2_vl(root)),
-            "qwen2.5-vl": str(tiny_models.build_qwen2_5_vl(root))}
+            "qwen2.5-vl": str(tiny_models.build_qwen2_5_vl(root)), "llava": str(tiny_models.build_llava(root))}
 
 
 def vision_engine(models: dict[str, str], name: str, **options: Any) -> TransformersEngine:
@@ -305,7 +305,7 @@ def with_images(*parts, tokens: int = 12, **sampling) -> GenerateRequest:
                            sampling=Sampling(max_output_tokens=tokens, logprobs=1, **sampling))
 
 
-@pytest.mark.parametrize("name", ["vision", "qwen2-vl", "qwen2.5-vl"])
+@pytest.mark.parametrize("name", ["vision", "qwen2-vl", "qwen2.5-vl", "llava"])
 def test_requests_with_images_join_the_batch_of_a_vision_model(models, name):
     """A vision model's requests with images decode in the same steps as its text requests, and each answers as it
     does alone and as `generate` answers it, token for token and to float rounding in log probabilities: the images'

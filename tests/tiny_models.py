@@ -976,6 +976,57 @@ def build_qwen2_5_vl(root: Path | str) -> Path:
     return _cached_build(root, "tiny-qwen2.5-vl", lambda out: _build_qwen2_vl(root, out, "2.5"))
 
 
+
+LLAVA_TEMPLATE = QWEN2_VL_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>\\n")
+
+
+def _build_llava(root: Path | str, out: Path) -> None:
+    import torch
+    from tokenizers import AddedToken
+    from transformers import (
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    raw = _load_bpe(root)
+    raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in [*CHATML_SPECIAL, "<image>"]])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, bos_token=None, eos_token=IM_END, pad_token=ENDOFTEXT, unk_token=None,
+        extra_special_tokens={"image_token": "<image>"}, chat_template=LLAVA_TEMPLATE, model_max_length=4096,
+        padding_side="left", clean_up_tokenization_spaces=False,
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in [*CHATML_SPECIAL, "<image>"]}
+    # 32x32 pixels in 8x8-pixel patches: 16 image tokens (the CLS one dropped, the "default" strategy).
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                       image_size=32, patch_size=8),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                                eos_token_id=ids[IM_END], pad_token_id=ids[ENDOFTEXT], bos_token_id=None),
+        image_token_index=ids["<image>"], vision_feature_select_strategy="default", vision_feature_layer=-1,
+        image_seq_length=16, pad_token_id=ids[ENDOFTEXT])
+    torch.manual_seed(SEED)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(pad_token_id=ids[ENDOFTEXT], eos_token_id=[ids[IM_END]])
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                            image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8, num_additional_image_tokens=1,
+                               vision_feature_select_strategy="default", chat_template=LLAVA_TEMPLATE)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+def build_llava(root: Path | str) -> Path:
+    """A random LlavaForConditionalGeneration (2-layer CLIP tower on 32x32 pixels in 8x8 patches: 16 tokens an image;
+    2-layer Llama) with its LlavaProcessor and ChatML tokenizer, in root/tiny-llava."""
+    return _cached_build(root, "tiny-llava", lambda out: _build_llava(root, out))
+
 class Qwen2VLProcessorDouble:
     """What Qwen2VLProcessor does with text and images, built from its parts: the chat template (the tokenizer's),
     the PIL image processor's pixels and patch grid, each `<|image_pad|>` repeated once per merged patch, and
@@ -1012,7 +1063,7 @@ def build_all(root: Path | str, small: bool = True) -> dict[str, tuple[Path, flo
         ("tokenizer", build_tokenizer), ("tiny-llama", build_llama), ("scripted-llama", build_scripted),
         ("tiny-gemma3-mm-2", build_gemma3_mm), ("tiny-qwen3", build_qwen3),
         ("tiny-qwen3-thinking", build_qwen3_thinking), ("tiny-qwen2-vl", build_qwen2_vl),
-        ("tiny-qwen2.5-vl", build_qwen2_5_vl),
+        ("tiny-qwen2.5-vl", build_qwen2_5_vl), ("tiny-llava", build_llava),
     ]
     if small:
         builders.append(("small-llama", build_small_llama))

@@ -4,8 +4,8 @@ Requests join the model's shared batch (`batching.SharedBatch`, transformers' co
 and leave it as soon as they end, so no request waits for another's whole generation. Each request's
 `decoding.Sequence` chooses its own tokens there: its sampling parameters, seed, grammar, thinking budget and stops.
 A request with images joins it too, with its images encoded first (`batching.MediaTokens`), on the vision models
-whose positions and image attention the batch reproduces (`_IMAGES_IN_BATCH`: Gemma 3, Qwen2-VL, Qwen2.5-VL). On the others, or
-with `media_in_batch = false`, it decodes beside the batch through `model.generate`, up to
+whose positions and image attention the batch reproduces (`_IMAGES_IN_BATCH`: Gemma 3, Qwen2-VL and 2.5-VL, LLaVA).
+On the others, or with `media_in_batch = false`, it decodes beside the batch through `model.generate`, up to
 `media_workers` at once, their forward passes taking turns in order, each between two of the batch's steps. Events go
 back to each request's asyncio queue as they are made, so streams are token by token. A sequence whose step fails
 (sampling, grammar, stops, detokenizing) ends with an error for its own request; the others decode on.
@@ -91,9 +91,10 @@ class HFOptions:
 # Vision models whose requests with images join the shared batch, and what the batch must do for them beyond putting
 # the images' embeddings in place: "both ways", open attention within each image (Gemma 3's tokens of one image see
 # each other at prefill); "3-D positions", give the 3-D positions the model's `get_rope_index` computes (Qwen2-VL's
-# M-RoPE) instead of the library's 1-D ones. Other families decode beside the batch; one joins this list once a test
-# shows its answers inside the batch equal `generate`'s.
-_IMAGES_IN_BATCH = {"gemma3": "both ways", "qwen2_vl": "3-D positions", "qwen2_5_vl": "3-D positions"}
+# M-RoPE) instead of the library's 1-D ones; "causal", nothing more (LLaVA). Other families decode beside the batch;
+# one joins this list once a test shows its answers inside the batch equal `generate`'s.
+_IMAGES_IN_BATCH = {"gemma3": "both ways", "qwen2_vl": "3-D positions", "qwen2_5_vl": "3-D positions",
+                    "llava": "causal"}
 
 # Options of the static batches this engine formed before continuous batching; a config that has them still loads.
 _BEFORE_CONTINUOUS_BATCHING = {"batch_wait_ms", "batch_max_wait_ms", "workers"}
