@@ -95,9 +95,14 @@ class MediaTokens:
         return cls(positions, embeddings, tuple(blocks), rope, rope_delta)
 
 
+# A request's choice of its next token: (its row of the step's logits, (that row's argmax, its maximum)) -> the token,
+# or None when the request is over.
+Step = Callable[[Any, tuple[int, float]], "int | None"]
+
+
 @dataclass
 class _Entry:
-    step: Callable[[Any], int | None]
+    step: Step
     ended: Callable[[str | None], None]
     media: MediaTokens | None = None
 
@@ -169,6 +174,8 @@ class SharedBatch:
         self._rows = 0  # sequences in the last step, logged when it changes
         self._restarting = threading.Lock()
         self._stepping = threading.local()  # on the library's thread, during a step: what `post` holds back
+        self._chosen: torch.Tensor | None = None  # `_one_hot`'s buffer, and where it holds zeros
+        self._chosen_at: tuple[torch.Tensor, torch.Tensor] | None = None
         self._manager: Any = None
         self._start()
 
@@ -222,9 +229,10 @@ class SharedBatch:
             return self._manager
 
     # Requests ---------------------------------------------------------------------------------------------------
-    async def submit(self, prompt_ids: list[int], max_new_tokens: int, step: Callable[[Any], int | None],
-                     ended: Callable[[str | None], None], media: MediaTokens | None = None) -> str:
-        """Queue a request for the next step. `step(logits_row)` picks each token (None: the request is over);
+    async def submit(self, prompt_ids: list[int], max_new_tokens: int, step: Step, ended: Callable[[str | None], None],
+                     media: MediaTokens | None = None) -> str:
+        """Queue a request for the next step. `step(logits_row, (argmax, max))` picks each token (None: the request is
+        over);
         `ended(error)` comes on this event loop once the library has let it go (not after `cancel`). `media`: the
         embeddings of the prompt's image tokens."""
         with self._lock:
@@ -302,6 +310,9 @@ class SharedBatch:
     def choose(self, rids: list[str], scores: torch.Tensor) -> torch.Tensor:
         """One step's tokens: row i of `scores` belongs to request `rids[i]`."""
         rows = scores.float().cpu()  # sampling, grammar masks and seeds all live on the CPU
+        # Each row's maximum, in one op for the step: a greedy sequence that nothing masks takes it as it is.
+        values, indices = rows.max(dim=-1)
+        best = list(zip(indices.tolist(), values.tolist(), strict=True))
         with self._lock:
             entries = [self._entries.get(rid) for rid in rids]
         tokens = [self.end_token] * len(rids)
@@ -310,7 +321,7 @@ class SharedBatch:
             for row, entry in enumerate(entries):
                 if entry is not None:
                     try:
-                        token = entry.step(rows[row])
+                        token = entry.step(rows[row], best[row])
                     except Exception:  # noqa: BLE001 - an exception out of here would end the loop for everyone
                         log.exception("a sequence's step failed")
                         token = None
@@ -326,9 +337,25 @@ class SharedBatch:
         if len(rids) != self._rows:
             self._rows = len(rids)
             log.debug("shared batch: %d sequences", len(rids))
-        chosen = torch.full_like(scores, float("-inf"))
-        chosen[torch.arange(len(rids)), torch.tensor(tokens, dtype=torch.long)] = 0.0
-        return chosen
+        return self._one_hot(tokens, scores)
+
+    def _one_hot(self, tokens: list[int], scores: torch.Tensor) -> torch.Tensor:
+        """Rows of -inf but for a 0 at each chosen token, which the library's argmax then takes (`scores` may have
+        more rows than tokens: one per request in the step, those without a new token last, all -inf). One buffer
+        serves every step: the previous step's zeros are put back to -inf (the library has read them by now)."""
+        rows, width = scores.shape
+        buffer = self._chosen
+        if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != width or buffer.dtype != scores.dtype \
+                or buffer.device != scores.device:
+            buffer = self._chosen = torch.full((max(rows, self.max_batch_size), width), float("-inf"),
+                                               dtype=scores.dtype, device=scores.device)
+        elif self._chosen_at is not None:
+            buffer[self._chosen_at] = float("-inf")
+        at = (torch.arange(len(tokens), device=scores.device),
+              torch.tensor(tokens, dtype=torch.long, device=scores.device))
+        buffer[at] = 0.0
+        self._chosen_at = at
+        return buffer[:rows]
 
     def merge_media(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A forward pre-hook (with kwargs) of the model: in a step of the library's loop that holds requests with

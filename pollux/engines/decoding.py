@@ -156,8 +156,9 @@ class Sequence:
         self._generator = torch.Generator().manual_seed(params.seed)
 
     # Choosing ---------------------------------------------------------------------------------------------------
-    def choose(self, logits: torch.Tensor) -> int:
-        """The next token, from the model's logits for this sequence (a 1-D tensor)."""
+    def choose(self, logits: torch.Tensor, best: tuple[int, float] | None = None) -> int:
+        """The next token, from the model's logits for this sequence (a 1-D tensor). `best`: the row's argmax and
+        maximum, when the caller has them (the shared batch takes all rows' in one op)."""
         p, s = self.params, self.special
         forced = self._forced()
         if forced is not None:
@@ -168,6 +169,12 @@ class Sequence:
         call_mask = self._phase == "tool" and self._call is not None
         no_thinking = self._phase == "start" and p.thinking_budget == 0 and s.think_open is not None
         masked = penalties or answer_mask or call_mask or no_thinking
+        if best is not None and not masked and p.temperature <= 0 and p.logprobs is None:
+            # Greedy, and nothing masks the row (no mask means no grammar either): its argmax as it is.
+            token, value = best
+            if not value > float("-inf"):  # every logit -inf, or a NaN (which max takes as the largest)
+                raise GrammarError(_NO_TOKEN)
+            return token
         logits = logits.float()
         if masked:  # the row is the batch's: changed only in a copy
             logits = logits.clone()

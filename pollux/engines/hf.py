@@ -295,10 +295,10 @@ class _Turns:
             self._changed.notify_all()
 
 
-def _step(seq: Sequence, logits: Any) -> int | None:
+def _step(seq: Sequence, logits: Any, best: tuple[int, float] | None = None) -> int | None:
     """One token of one sequence: chosen, then folded in. A failure ends this sequence alone (None)."""
     try:
-        token = seq.choose(logits)
+        token = seq.choose(logits, best)
         seq.accept(token)
         return token
     except Exception as exc:  # noqa: BLE001 - whatever broke, it broke for this request only
@@ -307,11 +307,11 @@ def _step(seq: Sequence, logits: Any) -> int | None:
         return None
 
 
-def _next_token(seq: Sequence, logits: Any) -> int | None:
+def _next_token(seq: Sequence, logits: Any, best: tuple[int, float]) -> int | None:
     """The token the shared batch feeds back for `seq`; None once the sequence is over (it then stops there)."""
     if seq.done:
         return None
-    token = _step(seq, logits)
+    token = _step(seq, logits, best)
     return None if seq.done else token
 
 
@@ -621,7 +621,7 @@ class TransformersEngine:
             self._submit_media(job)
         else:
             rid = await self._batch.submit(job.prompt_ids, sequence.params.max_new_tokens,
-                                           lambda row: _next_token(sequence, row),
+                                           lambda row, best: _next_token(sequence, row, best),
                                            lambda error: _ended(sequence, error), job.media)
         try:
             while True:

@@ -153,6 +153,29 @@ def test_no_allowed_token_raises_for_the_batch_loop_to_contain():
         sampled.choose(torch.full((len(VOCAB),), float("-inf")))
 
 
+def best_of(logits: torch.Tensor) -> tuple[int, float]:
+    """What the shared batch hands each row: its argmax and maximum, taken for all rows in one op."""
+    value, index = logits.max(dim=-1)
+    return int(index), float(value)
+
+
+def test_the_batchs_argmax_is_taken_only_where_nothing_changes_the_row():
+    """Greedy with no mask: the batch's argmax as it is (and no token from a row of -inf or NaN). A thinking budget of
+    0 masks <think>, and log probabilities need the row: there the row decides, whatever the batch's argmax says."""
+    plain = Sequence(SequenceParams(temperature=0), SPECIAL, decode, [].append)
+    assert plain.choose(peaked(7), best_of(peaked(7))) == 7
+    assert plain.choose(peaked(7), (3, 10.0)) == 3  # taken as given: the caller's argmax of this very row
+    for bad in (torch.full((len(VOCAB),), float("-inf")), torch.full((len(VOCAB),), float("nan"))):
+        with pytest.raises(GrammarError):
+            plain.choose(bad, best_of(bad))
+    no_thinking = Sequence(SequenceParams(temperature=0, thinking_budget=0), SPECIAL, decode, [].append)
+    thinks = peaked(11)
+    thinks[2] = 5.0
+    assert no_thinking.choose(thinks, best_of(thinks)) == 2
+    with_logprobs = Sequence(SequenceParams(temperature=0, logprobs=1), SPECIAL, decode, [].append)
+    assert with_logprobs.choose(peaked(7), (3, 10.0)) == 7
+
+
 def test_fail_ends_the_sequence_with_its_error_once():
     events: list = []
     seq = Sequence(SequenceParams(temperature=0), SPECIAL, decode, events.append)
