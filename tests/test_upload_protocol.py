@@ -236,7 +236,8 @@ def test_each_chunk_checks_the_key_that_opened_the_upload(server):
     assert upload_row(server, by_request) is not None
     assert_error(send(by_request, b"56789", 5, "upload, finalize"), 404, "NOT_FOUND", "final", GONE)
     assert upload_row(server, by_request) is None and not stored_pieces(server, by_request)
-    assert sweep(server) >= 1
+    # The server's own sweeper may get there first (it runs every minute): what counts is that one has run.
+    sweep(server)
     assert upload_row(server, by_sweep) is None and not stored_pieces(server, by_sweep)
 
 

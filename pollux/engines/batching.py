@@ -232,9 +232,8 @@ class SharedBatch:
     async def submit(self, prompt_ids: list[int], max_new_tokens: int, step: Step, ended: Callable[[str | None], None],
                      media: MediaTokens | None = None) -> str:
         """Queue a request for the next step. `step(logits_row, (argmax, max))` picks each token (None: the request is
-        over);
-        `ended(error)` comes on this event loop once the library has let it go (not after `cancel`). `media`: the
-        embeddings of the prompt's image tokens."""
+        over); `ended(error)` comes on this event loop once the library has let it go (not after `cancel`). `media`:
+        the embeddings of the prompt's image tokens."""
         with self._lock:
             if self._in_flight >= self.max_in_flight:
                 raise Overloaded(retry_after=1)
