@@ -53,7 +53,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -69,6 +68,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from upstream_bench import Proc, free_port, http_ok, log  # noqa: E402 - bench/ is on the path: this script's own dir
+
 from pollux import jsonsize  # noqa: E402
 from pollux.config import Limits  # noqa: E402
 
@@ -80,16 +81,6 @@ SERVER_CPU, CLIENT_CPU = 0, 1
 LLAMA_MODEL = os.environ.get("BATCH_BENCH_LLAMA_MODEL", "qwen3")
 SUCCEEDED = "BATCH_STATE_SUCCEEDED"
 ENDED = (SUCCEEDED, "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -129,45 +120,6 @@ def pct(values: list[float], q: float) -> float:
 # Processes
 
 
-class Proc:
-    """A server process, pinned with taskset, its output in out/<name>.log."""
-
-    def __init__(self, name: str, argv: list[str], out: Path, cpu: int | None) -> None:
-        self.name, self.log_path = name, out / f"{name}.log"
-        argv = (["taskset", "-c", str(cpu)] if cpu is not None else []) + argv
-        self.fh = open(self.log_path, "wb")  # noqa: SIM115 - open while the process runs, closed in stop()
-        self.p = subprocess.Popen(argv, stdout=self.fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT, start_new_session=True)
-        self.pid = self.p.pid  # taskset execs the program: this is the server's pid
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, url: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.p.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.p.returncode}):\n{self.text()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not ready in {timeout} s:\n{self.text()[-3000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.fh.close()
-
-
 class Pollux(Proc):
     keep_data = False
 
@@ -175,10 +127,11 @@ class Pollux(Proc):
         self.port = free_port()
         self.data = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out))
         super().__init__(name, [PY, "-m", "pollux.cli", "serve", "--port", str(self.port), "--data-dir",
-                                str(self.data), "--log-level", "warning", *extra], out, cpu)
+                                str(self.data), "--log-level", "warning", *extra], out, str(cpu),
+                         env={"PYTHONUNBUFFERED": "1"})
         self.url = f"http://127.0.0.1:{self.port}"
         try:
-            self.wait_for(self.url + "/healthz", 60)
+            self.wait_for(lambda: http_ok(self.url + "/healthz"), 60)
         except BaseException:
             self.stop()
             raise
@@ -469,11 +422,12 @@ def start_upstream(kind: str, out: Path) -> tuple[Proc, str, str]:
         proc = Proc("llama-server", [str(binary), "--model", str(gguf), "--alias", LLAMA_MODEL, "--host", "127.0.0.1",
                                      "--port", str(port), "--jinja", "--reasoning-format", "deepseek", "--ctx-size",
                                      "4096", "--parallel", "4", "--threads", "1", "--threads-batch", "1",
-                                     "--no-webui"], out, SERVER_CPU)
-        proc.wait_for(f"http://127.0.0.1:{port}/health", 120)
+                                     "--no-webui"], out, str(SERVER_CPU))
+        proc.wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 120)
         return proc, f"http://127.0.0.1:{port}/v1", LLAMA_MODEL
-    proc = Proc("fake-vllm", [PY, str(ROOT / "tests" / "fake_vllm.py"), "--port", str(port)], out, SERVER_CPU)
-    proc.wait_for(f"http://127.0.0.1:{port}/v1/models", 60)
+    proc = Proc("fake-vllm", [PY, str(ROOT / "tests" / "fake_vllm.py"), "--port", str(port)], out, str(SERVER_CPU),
+                env={"PYTHONUNBUFFERED": "1"})
+    proc.wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/v1/models"), 60)
     return proc, f"http://127.0.0.1:{port}/v1", "Qwen/Qwen3-0.6B"
 
 
