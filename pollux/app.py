@@ -22,6 +22,8 @@ from .admission import AdmitLargeBodies, OverBudget, over_budget_error
 from .batches import router as batches_router
 from .batches.service import BatchService
 from .body_timeout import BodyIdleTimeout
+from .caches import router as caches_router
+from .caches.service import CacheService
 from .compression import GzipJson
 from .config import Settings
 from .embeddings import openai as embed_openai
@@ -82,6 +84,7 @@ class Services:
     embeddings: EmbedService
     images: ImageService
     batches: BatchService
+    caches: CacheService
 
 
 def build_engines(settings: Settings) -> Engines:
@@ -124,19 +127,21 @@ async def open_services(settings: Settings, engines: Engines) -> Services:
 
     async def housekeeping(_job: Job) -> None:
         gone_files, gone_uploads = await files.sweep(), await uploads.sweep()
-        ended_batches = await batches.sweep()
+        ended_batches, gone_caches = await batches.sweep(), await caches.sweep()
         await store.jobs.purge(utcnow() - timedelta(days=1))
-        if gone_files or gone_uploads or ended_batches:
-            log.info("expired: %d files, %d uploads, %d batches", gone_files, gone_uploads, ended_batches)
+        if gone_files or gone_uploads or ended_batches or gone_caches:
+            log.info("expired: %d files, %d uploads, %d batches, %d caches", gone_files, gone_uploads, ended_batches,
+                     gone_caches)
 
     jobs.handle("housekeeping", housekeeping, every=limits.housekeeping_seconds)
     signer = Signer(await store.secrets.get_or_create("thought-signatures", lambda: legacy_key(settings.data_dir)))
-    generate = GenerateService(settings, engines.text, signer, files, engines.images)
+    caches = CacheService(store, blobs, files, limits)
+    generate = GenerateService(settings, engines.text, signer, files, caches, engines.images)
     images = ImageService(settings, engines.images)
     batches = BatchService(store, blobs, limits, jobs, files, generate, engines.embeddings,
                            scratch=settings.data_dir / "batch-scratch")
     return Services(settings, store, blobs, jobs, ModelService(settings), generate, engines.text, files, uploads,
-                    engines.embeddings, images, batches)
+                    engines.embeddings, images, batches, caches)
 
 
 def _services(request: Request) -> Services:
@@ -272,6 +277,26 @@ async def batch(request: Request) -> Response:
 
 
 @authorized
+async def create_cache(request: Request) -> Response:
+    services = _services(request)
+    body = await _request_body(request, services)
+    return await caches_router.create(request, services.caches, services.generate, request.state.project_id, body)
+
+
+@authorized
+async def list_caches(request: Request) -> Response:
+    return await caches_router.list_caches(request, _services(request).caches, request.state.project_id)
+
+
+@authorized
+async def cache(request: Request) -> Response:
+    services = _services(request)
+    body = await _request_body(request, services) if request.method == "PATCH" else None
+    return await caches_router.cache(request, services.caches, request.state.project_id, request.path_params["name"],
+                                     body)
+
+
+@authorized
 async def openai_create_batch(request: Request) -> Response:
     services = _services(request)
     body = await _request_body(request, services)
@@ -386,6 +411,9 @@ def _routes() -> list[Route]:
         Route(f"/download/{VERSIONS}/files/{{name:path}}", download_file, methods=["GET"]),
         Route(f"/{VERSIONS}/batches", list_batches, methods=["GET"]),
         Route(f"/{VERSIONS}/batches/{{name:path}}", batch, methods=["GET", "POST", "DELETE"]),
+        Route(f"/{VERSIONS}/cachedContents", create_cache, methods=["POST"]),
+        Route(f"/{VERSIONS}/cachedContents", list_caches, methods=["GET"]),
+        Route(f"/{VERSIONS}/cachedContents/{{name:path}}", cache, methods=["GET", "PATCH", "DELETE"]),
         Route(f"/{VERSIONS}/openai/embeddings", openai_embeddings, methods=["POST"]),
         Route(f"/{VERSIONS}/openai/chat/completions", openai_chat, methods=["POST"]),
         Route(f"/{VERSIONS}/chat/completions", openai_chat, methods=["POST"]),  # the docs' cached_content base URL

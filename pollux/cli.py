@@ -254,9 +254,9 @@ cmd_projects = _with_store(_projects)
 
 
 async def _delete_project(settings: Settings, store: Store, id_or_name: str) -> int:
-    """Delete a project with its keys (they stop working within a second), its files, open uploads and batches. The
-    default project is a project like any other: once it is gone, `keys create` needs --project; once no project is
-    left, the next `serve` creates a new default project and key, as on a first start."""
+    """Delete a project with its keys (they stop working within a second), its files, open uploads, caches and
+    batches. The default project is a project like any other: once it is gone, `keys create` needs --project; once no
+    project is left, the next `serve` creates a new default project and key, as on a first start."""
     project = await _project(store, id_or_name)
     gone = await store.projects.delete(project.id)
     if gone is None:
@@ -267,6 +267,7 @@ async def _delete_project(settings: Settings, store: Store, id_or_name: str) -> 
     await uploads.discard_parts(gone.uploads)
     await uploads.files.discard_project(project.id)
     await uploads.blobs.delete_prefix(f"batches/{project.id}")  # batch inputs (a running batch stops: its row is gone)
+    await uploads.blobs.delete_prefix(f"caches/{project.id}")  # what its context caches held
     await uploads.blobs.close()
     print(f'Deleted project "{project.name}" ({project.id}): {len(gone.keys)} key(s), '
           f'{len(gone.files)} file(s) and {len(gone.uploads)} open upload(s).')

@@ -97,6 +97,13 @@ class Limits:
     max_live_batches: int = 100
     batches_page_default: int = 10
     batches_page_max: int = 100
+    # Context caches (reference/semantics.md §10): an hour unless the cache's ttl or expireTime says otherwise. The
+    # live caches of one project, and the bytes they hold (their contents and copies of the files they name).
+    cache_ttl_seconds: int = 3600
+    max_caches: int = 1000
+    max_cache_bytes: int = 20 * 1024**3
+    caches_page_default: int = 100
+    caches_page_max: int = 1000
 
 
 @dataclass

@@ -110,14 +110,18 @@ class FileService:
         return record
 
     async def local_path(self, record: FileRecord) -> Path:
-        """The file's bytes as a local file, for decoders and engines that read a path: the blob itself in a local
-        blob store, else a local copy (kept while recently used)."""
+        """The file's bytes as a local file, for decoders and engines that read a path."""
+        return await self.local_blob(record.blob, record.sha256, record.size_bytes)
+
+    async def local_blob(self, key: str, sha256: str, size: int) -> Path:
+        """A blob of file bytes (a file's, or a context cache's copy of one) as a local file: the blob itself in a
+        local blob store, else a local copy (kept while recently used)."""
         if isinstance(self.blobs, LocalBlobs):
-            path = self.blobs.path(record.blob)
+            path = self.blobs.path(key)
             if not path.exists():
-                raise BlobMissing(record.blob)
+                raise BlobMissing(key)
             return path
-        return await self._copies.path(record.blob, record.sha256, record.size_bytes)
+        return await self._copies.path(key, sha256, size)
 
     # Arrival and processing ---------------------------------------------------------------------------------------
     def new_row(self, project_id: str, file_id: str, display_name: str, mime_type: str, size: int, sha256: str,

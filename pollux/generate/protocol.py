@@ -461,6 +461,8 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     if usage.thoughts:
         out["thoughtsTokenCount"] = usage.thoughts
     out["promptTokensDetails"] = details_json(usage.prompt)
+    if usage.cached_by_modality:
+        out["cacheTokensDetails"] = details_json(TokenCount(usage.cached_by_modality))
     if usage.output_by_modality:
         out["candidatesTokensDetails"] = [{"modality": m, "tokenCount": n} for m, n in usage.output_by_modality.items()]
     return out
@@ -471,8 +473,13 @@ def reply_json(reply: Reply) -> dict[str, Any]:
             "modelVersion": reply.model_version, "responseId": reply.response_id}
 
 
-def count_tokens_json(count: TokenCount) -> dict[str, Any]:
+def count_tokens_json(count: TokenCount, cached: TokenCount | None = None) -> dict[str, Any]:
+    """`cached`: the tokens of the prompt that a context cache holds."""
     out: dict[str, Any] = {"totalTokens": count.total}
+    if cached is not None and cached.total:
+        out["cachedContentTokenCount"] = cached.total
     if count.by_modality:
         out["promptTokensDetails"] = details_json(count)
+    if cached is not None and cached.total:
+        out["cacheTokensDetails"] = details_json(cached)
     return out

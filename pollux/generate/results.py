@@ -42,6 +42,7 @@ class Usage:
     thoughts: int
     output_by_modality: dict[str, int] | None = None  # candidatesTokensDetails, when reported
     cached: int = 0  # prompt tokens read from a cache (cachedContentTokenCount); part of `prompt`
+    cached_by_modality: dict[str, int] | None = None  # a context cache's, per modality (cacheTokensDetails)
 
     @property
     def total(self) -> int:

@@ -31,8 +31,8 @@ async def generate_content(request: Request, service: GenerateService, model_nam
 
 async def count_tokens(request: Request, service: GenerateService, model_name: str, body: bytes) -> Response:
     model = service.resolve(model_name, request.path_params["version"], "countTokens")
-    count = await service.count_tokens(model, parse(CountTokensRequest, body), request.state.project_id)
-    return JSONResponse(count_tokens_json(count))
+    count, cached = await service.count_tokens(model, parse(CountTokensRequest, body), request.state.project_id)
+    return JSONResponse(count_tokens_json(count, cached))
 
 
 async def stream_generate_content(request: Request, service: GenerateService, model_name: str,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import patterns
+from ..caches.service import Cached, CacheService
 from ..config import ModelSpec, Settings, find_model
 from ..engines.base import (CallEvent, Engine, Event, Finish, FunctionSpec, GenerateRequest, ImageDelta, Media,
                             ResponseFormat, Sampling, Segment, Text, TextDelta, Thinking, TokenCount, ToolCall,
@@ -35,12 +36,12 @@ from ..merged import END, Merged
 from ..media.probe import MediaInfo, modality_of
 from ..schemas import SchemaMismatch, openapi_to_json_schema, validate_instance
 from ..store.blobs import BlobMissing
-from ..store.records import FileRecord
+from ..store.records import CachedFile
 from .accounting import with_media
 from .protocol import Content, CountTokensRequest, GenerateContentRequest, GenerationConfig, Part
 from .results import Candidate, Chunk, OutPart, Reply, Usage
 from .signatures import Signer
-from .validation import check_contents, check_request, response_modalities
+from .validation import check_contents, check_request, check_system_instruction, check_tools, response_modalities
 
 log = logging.getLogger("pollux.generate")
 
@@ -95,7 +96,8 @@ class Prepared:
     text: bool = True  # whether the answer holds text (responseModalities TEXT, the default)
     picture: Picture | None = None  # the picture it holds too (responseModalities IMAGE)
     response_id: str = field(default_factory=_response_ids.next)
-    cached: int = 0  # prompt tokens the engine read from its prefix cache
+    cached: int = 0  # prompt tokens read from a context cache or the engine's prefix cache
+    cached_count: TokenCount | None = None  # those of a context cache, per modality
 
     def reply(self, candidates: list[Candidate], chunks: list[Chunk]) -> Reply:
         text = sum(c.output_tokens for c in candidates)
@@ -104,19 +106,21 @@ class Prepared:
         # the models that always report them).
         reported = images or self.model.output_details
         details = {m: n for m, n in (("TEXT", text), ("IMAGE", images)) if n} if reported else None
-        usage = Usage(self.prompt, text + images, sum(c.thought_tokens for c in candidates), details, self.cached)
+        usage = Usage(self.prompt, text + images, sum(c.thought_tokens for c in candidates), details, self.cached,
+                      self.cached_count.by_modality if self.cached_count else None)
         return Reply(chunks, usage, f"{self.model.id} (pollux {self.engine.name})", self.response_id)
 
 
 class GenerateService:
     def __init__(self, settings: Settings, engines: dict[str, Engine], signer: Signer, files: FileService,
-                 image_engines: dict[str, ImageEngine] | None = None) -> None:
+                 caches: CacheService, image_engines: dict[str, ImageEngine] | None = None) -> None:
         """`image_engines` paint for the image-output models (keyed by `image_engine_key`); when not given, the
         service starts its own for them."""
         self.settings = settings
         self.engines = engines
         self.signer = signer
         self.files = files
+        self.caches = caches
         self.image_engines = (image_engines if image_engines is not None
                               else build_image_engines(settings, predict=False, generate=True))
 
@@ -240,7 +244,9 @@ class GenerateService:
 
         return replies()
 
-    async def count_tokens(self, model: ModelSpec, req: CountTokensRequest, project_id: str) -> TokenCount:
+    async def count_tokens(self, model: ModelSpec, req: CountTokensRequest, project_id: str
+                           ) -> tuple[TokenCount, TokenCount | None]:
+        """The prompt's tokens, and those of them that a context cache it names holds."""
         if req.contents and req.generate_content_request:
             raise ApiError.invalid("* CountTokensRequest: contents and generate_content_request are mutually exclusive.\n")
         if req.generate_content_request is not None:
@@ -249,8 +255,29 @@ class GenerateService:
         else:
             check_contents(req.contents, "CountTokensRequest")
             inner = GenerateContentRequest(contents=req.contents)
-        request = await self._engine_request(model, inner, project_id, stream=False)
+        cache = await self._cache(model, inner, project_id)
+        request = await self._engine_request(model, inner, project_id, stream=False, cache=cache)
+        return await self._count(self._engine(model), request), cache.tokens if cache else None
+
+    async def count_cache(self, model: ModelSpec, held: GenerateContentRequest, project_id: str) -> TokenCount:
+        """The tokens of what a new context cache holds (contents, system instruction, tools), checked as a
+        request's would be."""
+        if held.contents:
+            check_contents(held.contents, "CachedContent")
+        check_system_instruction(held.system_instruction)
+        check_tools(held.tools, held.tool_config)
+        request = await self._engine_request(model, held, project_id, stream=False)
         return await self._count(self._engine(model), request)
+
+    async def _cache(self, model: ModelSpec, req: GenerateContentRequest, project_id: str) -> Cached | None:
+        """The context cache the request names, if any: the project's, live, and made for this model."""
+        if not req.cached_content:
+            return None
+        cache = await self.caches.use(project_id, req.cached_content)
+        if cache.record.model != model.id:
+            raise ApiError.invalid(f"Model used by GenerateContent request ({model.name}) and CachedContent "
+                                   f"(models/{cache.record.model}) has to be the same.")
+        return cache
 
     @staticmethod
     async def _count(engine: Engine, request: GenerateRequest) -> TokenCount:
@@ -274,10 +301,8 @@ class GenerateService:
                       background: bool = False) -> Prepared:
         check_request(req, model)
         self._check_signatures(req.contents or [], model)
-        if req.cached_content:
-            # No cache can exist yet for any project: the real API's answer to an unknown cache.
-            raise ApiError("PERMISSION_DENIED", "CachedContent not found (or permission denied)")
-        request = await self._engine_request(model, req, project_id, stream)
+        cache = await self._cache(model, req, project_id)
+        request = await self._engine_request(model, req, project_id, stream, cache=cache)
         request.background = background
         engine = self._engine(model)
         if engine.capabilities.reports_usage:
@@ -292,7 +317,8 @@ class GenerateService:
         modalities = response_modalities(cfg, model)
         picture = self._picture(model, cfg, request) if "IMAGE" in modalities else None
         return Prepared(model, engine, request, cfg.candidate_count or 1, request.thinking.include_thoughts, prompt,
-                        sign, text="TEXT" in modalities, picture=picture)
+                        sign, text="TEXT" in modalities, picture=picture,
+                        cached=cache.record.token_count if cache else 0, cached_count=cache.tokens if cache else None)
 
     def _picture(self, model: ModelSpec, cfg: GenerationConfig, request: GenerateRequest) -> Picture:
         """What an image-output model paints: the last user turn's words, at the size imageConfig asks for (without
@@ -350,19 +376,23 @@ class GenerateService:
             raise from_engine(exc) from None
 
     async def _engine_request(self, model: ModelSpec, req: GenerateContentRequest, project_id: str,
-                              stream: bool) -> GenerateRequest:
+                              stream: bool, cache: Cached | None = None) -> GenerateRequest:
+        """The engine's request. With a context cache, the cache's contents come first and its system instruction,
+        tools and tool config are the request's (a request that names a cache sets none of its own)."""
         cfg = req.generation_config or _NO_CONFIG
-        fcc = req.tool_config.function_calling_config if req.tool_config else None
-        inputs = _Inputs(project_id, cfg.media_resolution)
-        contents = req.contents or []
-        if any(p.inline_data is not None or p.file_data is not None for c in contents for p in c.parts or []):
-            await self._find_files(contents, inputs)
-            turns = await asyncio.to_thread(self._turns, contents, inputs)  # decoding media is no work for the loop
-        else:
-            turns = self._turns(contents, inputs)
+        turns = await self._read_turns(req.contents or [], _Inputs(project_id, cfg.media_resolution))
+        held: GenerateContentRequest = req
+        if cache is not None:
+            inputs = _Inputs(project_id, cfg.media_resolution, files={
+                uri: _Readable(f.mime_type, f.info, await self._cached_copy(f))
+                for uri, f in cache.record.files.items()})
+            turns = await self._read_turns(cache.contents, inputs) + turns
+            held = GenerateContentRequest(system_instruction=cache.system_instruction, tools=cache.tools,
+                                          tool_config=cache.tool_config)
+        fcc = held.tool_config.function_calling_config if held.tool_config else None
         return GenerateRequest(
-            model=model.id, turns=turns, system=self._system(req.system_instruction),
-            functions=self._functions(req),
+            model=model.id, turns=turns, system=self._system(held.system_instruction),
+            functions=self._functions(held),
             tool_mode=(fcc.mode if fcc and fcc.mode not in (None, "MODE_UNSPECIFIED") else "AUTO"),
             allowed_functions=(fcc.allowed_function_names or None) if fcc else None,
             sampling=Sampling(
@@ -380,6 +410,19 @@ class GenerateService:
             tenant=self.signer.tenant(project_id),
         )
 
+    async def _read_turns(self, contents: list[Content], inputs: _Inputs) -> list[Turn]:
+        if any(p.inline_data is not None or p.file_data is not None for c in contents for p in c.parts or []):
+            await self._find_files(contents, inputs)
+            return await asyncio.to_thread(self._turns, contents, inputs)  # decoding media is no work for the loop
+        return self._turns(contents, inputs)
+
+    async def _cached_copy(self, copy: CachedFile) -> Path:
+        try:
+            return await self.files.local_blob(copy.blob, copy.sha256, copy.size_bytes)
+        except BlobMissing:
+            raise ApiError("FAILED_PRECONDITION", f"The File {copy.id} of the cached content cannot be read: its bytes "
+                           "are lost.") from None
+
     @staticmethod
     def _for_candidate(prepared: Prepared, index: int) -> GenerateRequest:
         return replace(prepared.request, candidate_index=index) if index else prepared.request
@@ -393,7 +436,8 @@ class GenerateService:
                 if uri is not None and uri not in inputs.files:
                     record = await self.files.usable(inputs.project_id, uri)
                     try:
-                        inputs.files[uri] = (record, await self.files.local_path(record))
+                        inputs.files[uri] = _Readable(record.mime_type, record.info,
+                                                      await self.files.local_path(record))
                     except BlobMissing:
                         raise ApiError("FAILED_PRECONDITION", f"The File {record.id} cannot be read: its bytes are "
                                        "lost.") from None
@@ -430,9 +474,9 @@ class GenerateService:
             data = _b64(blob.data or "", f"{path}.inline_data.data")
             out.append(self._media(part, mime, inputs, data=data))
         elif part.file_data is not None:
-            record, local = inputs.files[part.file_data.file_uri or ""]
-            out.append(self._media(part, record.mime_type, inputs, path=local, info=MediaInfo(**(record.info or {})),
-                                   uri=part.file_data.file_uri))
+            readable = inputs.files[part.file_data.file_uri or ""]
+            out.append(self._media(part, readable.mime_type, inputs, path=readable.path,
+                                   info=MediaInfo(**(readable.info or {})), uri=part.file_data.file_uri))
         elif part.function_call is not None:
             fc = part.function_call
             out.append(ToolCall(fc.name or "", dict(fc.args or {}), fc.id))
@@ -568,7 +612,7 @@ class GenerateService:
         elif isinstance(event, EngineUsage):
             # The engine's own count (an upstream server's `usage`): it replaces what the deltas said.
             prepared.prompt = TokenCount({"TEXT": event.prompt_tokens})
-            prepared.cached = event.cached_tokens
+            prepared.cached = max(prepared.cached, event.cached_tokens)  # a context cache's count stands
             cand.output_tokens = event.output_tokens - event.thought_tokens
             cand.thought_tokens = event.thought_tokens
         elif isinstance(event, ImageDelta):
@@ -610,13 +654,22 @@ def _stop(tasks: list[asyncio.Task[Any]]) -> None:
 
 
 @dataclass(frozen=True)
+class _Readable:
+    """An uploaded file as a part reads it: its type, what probing measured, and its bytes as a local file."""
+
+    mime_type: str
+    info: dict[str, Any] | None
+    path: Path
+
+
+@dataclass(frozen=True)
 class _Inputs:
     """What reading a request's parts needs besides the parts: whose files they may name, the default resolution,
-    and the files they name (by URI: the record and a local readable copy)."""
+    and the files they name (by URI)."""
 
     project_id: str
     resolution: str | None
-    files: dict[str, tuple[FileRecord, Path]] = field(default_factory=dict)
+    files: dict[str, _Readable] = field(default_factory=dict)
 
 
 def _fits(answer: list[str], schema: dict[str, Any] | None) -> bool:

@@ -49,6 +49,8 @@ class ModelSpec:
     # Whether usage always lists the output per modality (candidatesTokensDetails): Gemini 2.0 does; later models
     # only when the answer holds a picture.
     output_details: bool = False
+    # The fewest tokens a context cache for this model may hold (implicit caching starts there too).
+    cache_min_tokens: int = 1024
     engine: str = "emulator"
     engine_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -72,11 +74,11 @@ def _gemini(id: str, display: str, description: str, version: str, **kw: Any) ->
 
 
 _FLASH = dict(thinking_budget_range=(0, 24576))
-_PRO = dict(thinking_budget_range=(128, 32768), thinking_can_disable=False)
+_PRO = dict(thinking_budget_range=(128, 32768), thinking_can_disable=False, cache_min_tokens=4096)
 _LITE = dict(thinking_budget_range=(512, 24576), thinks_by_default=False)
 _G3 = dict(thinking_control="level", thinking_can_disable=False, thinking_budget_range=(128, 32768))
-_G3_PRO = dict(_G3, thinking_levels=("LOW", "HIGH"))
-_G31_PRO = dict(_G3, thinking_levels=("LOW", "MEDIUM", "HIGH"))
+_G3_PRO = dict(_G3, thinking_levels=("LOW", "HIGH"), cache_min_tokens=4096)
+_G31_PRO = dict(_G3, thinking_levels=("LOW", "MEDIUM", "HIGH"), cache_min_tokens=4096)
 _G3_FLASH = dict(_G3, thinking_levels=("MINIMAL", "LOW", "MEDIUM", "HIGH"))
 # Nano Banana (Pro): text and images out, at most temperature 1; no caching (`createCachedContent`).
 _IMAGE_OUT = dict(methods=("generateContent", "countTokens", "batchGenerateContent"), max_temperature=1.0,

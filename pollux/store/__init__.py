@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .batches import Batches
+from .caches import Caches, TooManyCaches
 from .db import Database, StoreError, StoreUnavailable
 from .files import Commit, Files, NameTaken, QuotaExceeded, Uploads
 from .jobs import Jobs, job_row
@@ -24,6 +25,7 @@ class Store:
         self.uploads = Uploads(self.db)
         self.jobs = Jobs(self.db)
         self.batches = Batches(self.db)
+        self.caches = Caches(self.db)
         self.secrets = Secrets(self.db)
 
     @classmethod
@@ -40,4 +42,5 @@ class Store:
         await self.db.close()
 
 
-__all__ = ["Commit", "NameTaken", "QuotaExceeded", "Store", "StoreError", "StoreUnavailable", "job_row"]
+__all__ = ["Commit", "NameTaken", "QuotaExceeded", "Store", "StoreError", "StoreUnavailable", "TooManyCaches",
+           "job_row"]

@@ -115,9 +115,9 @@ upload_pieces = Table(
     Column("blob", String, nullable=False),
 )
 
-# Leased background work, shared by every process: housekeeping (expiry, sweeps), file processing, later cache
-# expiry and batches. A job is `queued` until a worker finishes it; a worker holds it while `lease_until` is ahead
-# and renews it by heartbeats; a worker that dies loses it when the lease runs out, and another takes it.
+# Leased background work, shared by every process: housekeeping (expiry, sweeps), file processing and batches. A job
+# is `queued` until a worker finishes it; a worker holds it while `lease_until` is ahead and renews it by heartbeats;
+# a worker that dies loses it when the lease runs out, and another takes it.
 jobs = Table(
     "jobs", metadata,
     Column("id", String, primary_key=True),
@@ -172,6 +172,27 @@ batch_results = Table(
     Column("ok", Integer, nullable=False),     # 1: a response; 0: an error
     Column("body", Text, nullable=False),      # the response or the error, as JSON
 )
+
+# Context caches (`cachedContents`). What a cache holds (contents, system instruction, tools) is a blob written before
+# its row (`caches/{project}/{id}/request`), with a copy of each uploaded file it names beside it (`.../files/{id}`):
+# the cache keeps them readable after the files themselves expire. `files` maps each named file URI to that copy's
+# description; `token_count` is what the model's engine counted at creation (its usage's cachedContentTokenCount).
+cached_contents = Table(
+    "cached_contents", metadata,
+    Column("project_id", String, ForeignKey("projects.id"), primary_key=True),
+    Column("id", String, primary_key=True),
+    Column("model", String, nullable=False),         # the model id, without `models/`
+    Column("display_name", String, nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("token_details", JSON),                   # the count per modality
+    Column("size_bytes", BigInteger, nullable=False),  # the request blob and the file copies
+    Column("files", JSON),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("expire_time", DateTime(timezone=True), nullable=False),
+)
+Index("ix_cached_contents_list", cached_contents.c.project_id, cached_contents.c.create_time)
+Index("ix_cached_contents_expire_time", cached_contents.c.expire_time)
 
 # Server-wide secrets every replica must share (the thought-signature key).
 secrets = Table(

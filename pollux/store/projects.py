@@ -7,7 +7,7 @@ import time
 from sqlalchemy import delete, func, select, update
 
 from ..single_flight import SingleFlight
-from .db import Database, api_keys, aware, batch_results, batches, files, projects, uploads, utcnow
+from .db import Database, api_keys, aware, batch_results, batches, cached_contents, files, projects, uploads, utcnow
 from .records import KeyListing, LiveKey, Project, ProjectDeletion
 
 
@@ -44,14 +44,15 @@ class Projects:
             return (await conn.execute(select(func.count()).select_from(projects))).scalar_one()
 
     async def delete(self, project_id: str) -> ProjectDeletion | None:
-        """Delete a project with its keys, files, uploads and batches, in one transaction; None if there was no such
-        project. The bytes are the caller's to delete (a crash in between leaves orphans the sweep finds)."""
+        """Delete a project with its keys, files, uploads, caches and batches, in one transaction; None if there was no
+        such project. The bytes are the caller's to delete (a crash in between leaves orphans the sweep finds)."""
         async with self.db.begin() as conn:
             gone_uploads = [r[0] for r in await conn.execute(
                 delete(uploads).where(uploads.c.project_id == project_id).returning(uploads.c.id, uploads.c.state))
                 if r[1] == "active"]
             gone_files = [r[0] for r in await conn.execute(
                 delete(files).where(files.c.project_id == project_id).returning(files.c.id))]
+            await conn.execute(delete(cached_contents).where(cached_contents.c.project_id == project_id))
             await conn.execute(delete(batches).where(batches.c.project_id == project_id))  # rows before results
             await conn.execute(delete(batch_results).where(batch_results.c.project_id == project_id))
             gone_keys = [r[0] for r in await conn.execute(

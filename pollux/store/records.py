@@ -143,3 +143,41 @@ class BatchResult:
     idx: int
     ok: bool
     body: str  # JSON
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """An uploaded file a cache names, as the cache keeps it: a copy of its bytes at `blob`, and the file's
+    description when the cache was made."""
+
+    id: str
+    display_name: str
+    mime_type: str
+    size_bytes: int
+    sha256: str
+    info: dict[str, Any] | None
+    blob: str
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    project_id: str
+    id: str
+    model: str  # without `models/`
+    display_name: str
+    token_count: int
+    token_details: dict[str, int]  # per modality
+    size_bytes: int
+    files: dict[str, CachedFile]  # by the URI its parts name
+    create_time: datetime
+    update_time: datetime
+    expire_time: datetime
+
+    @property
+    def prefix(self) -> str:
+        """Where its blobs are: the request (`/request`) and its file copies (`/files/{id}`)."""
+        return cache_prefix(self.project_id, self.id)
+
+
+def cache_prefix(project_id: str, cache_id: str) -> str:
+    return f"caches/{project_id}/{cache_id}"

@@ -1,0 +1,244 @@
+"""Context caches (reference/semantics.md §10): the resources, their rules, and what a request that names one reads.
+
+A cache is immutable but for its expiry. What it holds (contents, system instruction, tools, tool config) is a blob
+written once at creation, with a copy of each uploaded file it names, so that the cache stays usable after those
+files expire or are deleted. Every lookup is by (project, id): another project's cache is answered exactly as a
+missing one. Expired caches are missing at once; the housekeeping job deletes them with their blobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import orjson
+
+from ..config import Limits, ModelSpec
+from ..engines.base import TokenCount
+from ..errors import ApiError
+from ..files.service import FileService
+from ..generate.protocol import Content, GenerateContentRequest, Tool, ToolConfig
+from ..store import Store, TooManyCaches
+from ..store.blobs import BlobMissing, BlobStore
+from ..store.records import CachedFile, CacheRecord, cache_prefix
+from ..wire import page_position, page_token
+from .protocol import CachedContent, expiry
+
+if TYPE_CHECKING:
+    from ..generate.service import GenerateService
+
+log = logging.getLogger("pollux.caches")
+
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+# Parsed caches kept by each process (a cache never changes, so a copy cannot go stale), up to this many bytes of
+# their stored JSON: a request naming a large cache neither reads nor parses it again.
+_PARSED_BYTES = 256 * 1024 * 1024
+
+
+def not_found() -> ApiError:
+    return ApiError("PERMISSION_DENIED", "CachedContent not found (or permission denied)")
+
+
+def cache_id_of(name: str) -> str:
+    return name.strip().rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Cached:
+    """What a request that names a cache reads before its own contents."""
+
+    record: CacheRecord
+    contents: list[Content]
+    system_instruction: Content | None
+    tools: list[Tool] | None
+    tool_config: ToolConfig | None
+
+    @property
+    def tokens(self) -> TokenCount:
+        return TokenCount(dict(self.record.token_details) or {"TEXT": self.record.token_count})
+
+
+class CacheService:
+    def __init__(self, store: Store, blobs: BlobStore, files: FileService, limits: Limits) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.files = files
+        self.limits = limits
+        self._parsed: OrderedDict[tuple[str, str], tuple[int, Cached]] = OrderedDict()
+        self._parsed_bytes = 0
+        self._unowned: set[str] = set()  # blobs without a cache at the last sweep
+
+    # Resources --------------------------------------------------------------------------------------------------
+    async def create(self, project_id: str, model: ModelSpec, body: CachedContent,
+                     generate: GenerateService) -> CacheRecord:
+        now = datetime.now(timezone.utc)
+        expire = expiry(body, now, timedelta(seconds=self.limits.cache_ttl_seconds))
+        assert expire is not None
+        if not body.contents and body.system_instruction is None:
+            raise ApiError.invalid("* CachedContent.contents: a cache needs contents or a system instruction.\n")
+        held = GenerateContentRequest(contents=body.contents, system_instruction=body.system_instruction,
+                                      tools=body.tools, tool_config=body.tool_config)
+        # Counted as the model reads it (which also checks every part and that each file it names is usable).
+        counted = await generate.count_cache(model, held, project_id)
+        if counted.total < model.cache_min_tokens:
+            raise ApiError.invalid(f"Cached content is too small. total_token_count={counted.total}, "
+                                   f"min_total_token_count={model.cache_min_tokens}")
+        cache_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(40))
+        prefix = cache_prefix(project_id, cache_id)
+        try:
+            files, copied = await self._copy_files(project_id, prefix, body.contents or [])
+            request = orjson.dumps(held.model_dump(mode="json", by_alias=True, exclude_none=True))
+            await self.blobs.write(f"{prefix}/request", request)
+            row = {"project_id": project_id, "id": cache_id, "model": model.id,
+                   "display_name": body.display_name or "", "token_count": counted.total,
+                   "token_details": counted.by_modality, "size_bytes": len(request) + copied,
+                   "files": {uri: vars(f) for uri, f in files.items()}, "create_time": now, "update_time": now,
+                   "expire_time": expire}
+            await self.store.caches.create(row, self.limits.max_caches, self.limits.max_cache_bytes)
+        except TooManyCaches:
+            await self.blobs.delete_prefix(prefix)
+            raise ApiError("RESOURCE_EXHAUSTED", f"The project holds as many context caches as it may "
+                           f"({self.limits.max_caches} caches, {self.limits.max_cache_bytes} bytes in all). Delete "
+                           "some, or let them expire.") from None
+        except BaseException:
+            await asyncio.shield(self.blobs.delete_prefix(prefix))  # the sweep would, later
+            raise
+        record = await self.store.caches.get(project_id, cache_id)
+        if record is None:  # expired already (an expireTime in the past), or deleted meanwhile
+            raise not_found()
+        return record
+
+    async def _copy_files(self, project_id: str, prefix: str, contents: list[Content]
+                          ) -> tuple[dict[str, CachedFile], int]:
+        """Copy the bytes of each uploaded file the contents name beside the cache: by URI, and the bytes copied."""
+        files: dict[str, CachedFile] = {}
+        copied = 0
+        for content in contents:
+            for part in content.parts or []:
+                uri = part.file_data.file_uri or "" if part.file_data is not None else None
+                if uri is None or uri in files:
+                    continue
+                record = await self.files.usable(project_id, uri)
+                blob = f"{prefix}/files/{record.id}"
+                try:
+                    written = await self.blobs.write(blob, self.blobs.read(record.blob))
+                except BlobMissing:
+                    raise ApiError("FAILED_PRECONDITION", f"The File {record.id} cannot be read: its bytes are "
+                                   "lost.") from None
+                copied += written.size
+                files[uri] = CachedFile(record.id, record.display_name, record.mime_type, record.size_bytes,
+                                        record.sha256, record.info, blob)
+        return files, copied
+
+    async def get(self, project_id: str, name: str) -> CacheRecord:
+        record = await self.store.caches.get(project_id, cache_id_of(name))
+        if record is None:
+            raise not_found()
+        return record
+
+    async def list(self, project_id: str, page_size: int | None, token: str | None
+                   ) -> tuple[list[CacheRecord], str | None]:
+        if page_size is not None and page_size < 0:
+            raise ApiError.invalid("* ListCachedContentsRequest.page_size: page_size must not be negative\n")
+        size = min(page_size or self.limits.caches_page_default, self.limits.caches_page_max)
+        records = await self.store.caches.list(project_id, size + 1, page_position(token))
+        if len(records) <= size:
+            return records, None
+        last = records[size - 1]
+        return records[:size], page_token(last.create_time, last.id)
+
+    async def update(self, project_id: str, name: str, body: CachedContent, mask: str | None) -> CacheRecord:
+        """Only the expiration changes ("only expiration is updatable"); without an updateMask (the SDKs send
+        none), the fields the body sets are the mask."""
+        fields = {f.strip() for f in mask.split(",") if f.strip()} if mask else None
+        if fields is not None:
+            unknown = fields - {"ttl", "expire_time", "expireTime"}
+            if unknown:
+                raise ApiError.invalid(f"* UpdateCachedContentRequest.update_mask: only the expiration (ttl or "
+                                       f"expire_time) can be updated, not {', '.join(sorted(unknown))}.\n")
+        immutable = [n for n, v in (("model", body.model), ("display_name", body.display_name),
+                                    ("contents", body.contents), ("system_instruction", body.system_instruction),
+                                    ("tools", body.tools), ("tool_config", body.tool_config)) if v is not None]
+        if immutable and fields is None:
+            raise ApiError.invalid(f"* UpdateCachedContentRequest.cached_content: only the expiration (ttl or "
+                                   f"expire_time) can be updated, not {', '.join(immutable)}.\n")
+        expire = expiry(body, datetime.now(timezone.utc), None)
+        if expire is None:
+            raise ApiError.invalid("* UpdateCachedContentRequest.cached_content: set ttl or expire_time.\n")
+        record = await self.store.caches.set_expiry(project_id, cache_id_of(name), expire)
+        if record is None:
+            raise not_found()
+        return record
+
+    async def delete(self, project_id: str, name: str) -> None:
+        cache_id = cache_id_of(name)
+        if not await self.store.caches.delete(project_id, cache_id):
+            raise not_found()
+        self._forget(project_id, cache_id)
+        await self.blobs.delete_prefix(cache_prefix(project_id, cache_id))
+
+    # Use --------------------------------------------------------------------------------------------------------
+    async def use(self, project_id: str, name: str) -> Cached:
+        """The cache a request names, live and the project's; else the real API's 403."""
+        record = await self.store.caches.get(project_id, cache_id_of(name))
+        if record is None:
+            raise not_found()
+        key = (project_id, record.id)
+        hit = self._parsed.get(key)
+        if hit is not None:
+            self._parsed.move_to_end(key)
+            return Cached(record, *_fields(hit[1]))  # with the latest expiry
+        try:
+            raw = b"".join([chunk async for chunk in self.blobs.read(f"{record.prefix}/request")])
+        except BlobMissing:  # deleted meanwhile
+            raise not_found() from None
+        # Large caches are parsed off the event loop (a book's worth of JSON holds it for a while).
+        held = (await asyncio.to_thread(GenerateContentRequest.model_validate_json, raw) if len(raw) > 65536
+                else GenerateContentRequest.model_validate_json(raw))
+        cached = Cached(record, held.contents or [], held.system_instruction, held.tools, held.tool_config)
+        if len(raw) <= _PARSED_BYTES // 4:
+            self._parsed[key] = (len(raw), cached)
+            self._parsed_bytes += len(raw)
+            while self._parsed_bytes > _PARSED_BYTES:
+                _, (size, _) = self._parsed.popitem(last=False)
+                self._parsed_bytes -= size
+        return cached
+
+    def _forget(self, project_id: str, cache_id: str) -> None:
+        hit = self._parsed.pop((project_id, cache_id), None)
+        if hit is not None:
+            self._parsed_bytes -= hit[0]
+
+    # Housekeeping -----------------------------------------------------------------------------------------------
+    async def sweep(self) -> int:
+        """Delete expired caches with what they hold (each by one process: the row's delete decides), and blobs no
+        cache owns (a crash between the two). Returns how many caches went."""
+        gone = 0
+        for record in await self.store.caches.expired():
+            if await self.store.caches.delete(record.project_id, record.id, live_only=False):
+                await self.blobs.delete_prefix(record.prefix)
+                self._forget(record.project_id, record.id)
+                gone += 1
+        # A cache's blobs are written just before its row: blobs without a row are deleted only when they still have
+        # none at this process's next sweep, so a cache being created is never robbed of them.
+        stored = await self.blobs.keys("caches")
+        owned = await self.store.caches.names()
+        unowned = set()
+        for key in stored:
+            parts = key.split("/")
+            if len(parts) < 3 or (parts[1], parts[2]) in owned:
+                continue
+            unowned.add(key)
+            if key in self._unowned:
+                await self.blobs.delete(key)
+        self._unowned = unowned
+        return gone
+
+
+def _fields(cached: Cached) -> tuple[list[Content], Content | None, list[Tool] | None, ToolConfig | None]:
+    return cached.contents, cached.system_instruction, cached.tools, cached.tool_config
