@@ -436,9 +436,11 @@ def build_app(settings: Settings, engines: Engines) -> Starlette:
         services = await open_services(settings, engines)
         app.state.services = services
         await services.jobs.start()
+        services.caches.start()
         try:
             yield
         finally:
+            await services.caches.stop()
             await services.jobs.stop()
             for engine in services.engines.values():
                 await engine.close()

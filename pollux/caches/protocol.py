@@ -48,7 +48,11 @@ def expiry(body: CachedContent, now: datetime, default: timedelta | None) -> dat
         raise ApiError.invalid("Invalid JSON payload received. Oneof field 'expiration' is already set. "
                                "Cannot set 'expireTime'")
     if body.ttl is not None:
-        return now + timedelta(seconds=duration(body.ttl, "ttl"))
+        try:
+            return now + timedelta(seconds=duration(body.ttl, "ttl"))
+        except OverflowError:  # a valid Duration, yet past the last instant a datetime (and a Timestamp) holds
+            raise ApiError.invalid(f"* CachedContent.ttl: a ttl of {body.ttl} expires after "
+                                   "9999-12-31T23:59:59Z, the latest time a cache may expire.\n") from None
     if body.expire_time is not None:
         return parse_timestamp(body.expire_time, "expire_time")
     return now + default if default is not None else None
@@ -71,10 +75,11 @@ def duration(value: str, name: str) -> float:
 
 
 def parse_timestamp(value: str, name: str) -> datetime:
-    """An RFC 3339 time (`Z` or an offset); one without a zone is read as UTC."""
+    """An RFC 3339 time (`Z` or an offset), in UTC; one without a zone is read as UTC. In UTC because SQLite keeps a
+    datetime's wall-clock digits and drops its offset: 09:30+02:00 would be read back as 09:30Z."""
     try:
         parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: an offset that moves it out of years 1 to 9999
         raise ApiError.invalid(f"Invalid value at '{name}' (type.googleapis.com/google.protobuf.Timestamp), "
                                f"\"{value}\"") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)

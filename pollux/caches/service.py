@@ -14,12 +14,12 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..config import Limits, ModelSpec
-from ..engines.base import TokenCount
+from ..engines.base import Engine, GenerateRequest, TokenCount
 from ..errors import ApiError
 from ..files.service import FileService
 from ..generate.protocol import Content, GenerateContentRequest, Tool, ToolConfig
@@ -38,6 +38,10 @@ _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 # Parsed caches kept by each process (a cache never changes, so a copy cannot go stale), up to this many bytes of
 # their stored JSON: a request naming a large cache neither reads nor parses it again.
 _PARSED_BYTES = 256 * 1024 * 1024
+# Prefixes computed ahead at once (each is a long prefill in the engine), and waiting at most.
+_KEEPING, _KEEP_QUEUE = 2, 64
+# How often this process lets go of prefixes its engines keep for caches that expired or that another process deleted.
+_PRUNE_SECONDS = 5.0
 
 
 def not_found() -> ApiError:
@@ -72,6 +76,12 @@ class CacheService:
         self._parsed: OrderedDict[tuple[str, str], tuple[int, Cached]] = OrderedDict()
         self._parsed_bytes = 0
         self._unowned: set[str] = set()  # blobs without a cache at the last sweep
+        # Prefixes this process's engines keep, by key: the engine and the cache's (project, id).
+        self._kept: dict[str, tuple[Engine, tuple[str, str]]] = {}
+        self._keeping = asyncio.Semaphore(_KEEPING)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._computing: set[str] = set()
+        self._pruner: asyncio.Task[None] | None = None
 
     # Resources --------------------------------------------------------------------------------------------------
     async def create(self, project_id: str, model: ModelSpec, body: CachedContent,
@@ -111,6 +121,8 @@ class CacheService:
         record = await self.store.caches.get(project_id, cache_id)
         if record is None:  # expired already (an expireTime in the past), or deleted meanwhile
             raise not_found()
+        await generate.keep_cache(model, Cached(record, held.contents or [], held.system_instruction, held.tools,
+                                                held.tool_config), project_id)
         return record
 
     async def _copy_files(self, project_id: str, prefix: str, contents: list[Content]
@@ -180,6 +192,7 @@ class CacheService:
         if not await self.store.caches.delete(project_id, cache_id):
             raise not_found()
         self._forget(project_id, cache_id)
+        await self._drop(prefix_key(project_id, cache_id))
         await self.blobs.delete_prefix(cache_prefix(project_id, cache_id))
 
     # Use --------------------------------------------------------------------------------------------------------
@@ -208,6 +221,71 @@ class CacheService:
                 _, (size, _) = self._parsed.popitem(last=False)
                 self._parsed_bytes -= size
         return cached
+
+    # Prefixes kept by the engines ------------------------------------------------------------------------------
+    def wants_kept(self, engine: Engine, record: CacheRecord) -> bool:
+        """Whether the engine could keep the cache's prefix and does not now (nor is it being computed). Past
+        `_KEEP_QUEUE` computations waiting, no: the cache's requests then compute its prefix themselves."""
+        key = prefix_key(record.project_id, record.id)
+        keeper: Any = engine
+        return (engine.capabilities.keeps_prefixes and key not in self._computing
+                and len(self._tasks) < _KEEP_QUEUE and not keeper.keeps_prefix(key))
+
+    def keep(self, engine: Engine, request: GenerateRequest, record: CacheRecord) -> None:
+        """Have an engine that keeps prefixes (`PrefixKeeper`) compute the cache's prompt (`request`) now and keep
+        it while the cache lives, in the background."""
+        if not self.wants_kept(engine, record):
+            return
+        key = prefix_key(record.project_id, record.id)
+        keeper: Any = engine
+        self._kept[key] = (engine, (record.project_id, record.id))
+        self._computing.add(key)
+
+        async def compute() -> None:
+            try:
+                async with self._keeping:
+                    tokens = await keeper.keep_prefix(request, key)
+                log.info("context cache %s: %d tokens kept by the engine", record.id, tokens)
+            except Exception:  # noqa: BLE001 - a cache works without it: requests compute its prefix
+                log.exception("computing the prefix of context cache %s failed", record.id)
+            finally:
+                self._computing.discard(key)
+
+        task = asyncio.create_task(compute())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drop(self, key: str) -> None:
+        kept = self._kept.pop(key, None)
+        if kept is not None:
+            keeper: Any = kept[0]
+            await keeper.drop_prefix(key)
+
+    def start(self) -> None:
+        """Begin letting go of kept prefixes whose caches are gone, in this process (each keeps its own)."""
+        self._pruner = asyncio.create_task(self._prune_forever())
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *([self._pruner] if self._pruner else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *([self._pruner] if self._pruner else []), return_exceptions=True)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_PRUNE_SECONDS)
+            try:
+                await self.prune()
+            except Exception:  # noqa: BLE001 - the store may be unreachable a while: try again later
+                log.warning("letting go of kept prefixes failed; trying again", exc_info=True)
+
+    async def prune(self) -> None:
+        """Let go of prefixes kept for caches that expired, or that were deleted (by any process)."""
+        if not self._kept:
+            return
+        live = await self.store.caches.live([owner for _, owner in self._kept.values()])
+        for key, (_, owner) in list(self._kept.items()):
+            if owner not in live:
+                await self._drop(key)
 
     def _forget(self, project_id: str, cache_id: str) -> None:
         hit = self._parsed.pop((project_id, cache_id), None)
@@ -238,6 +316,11 @@ class CacheService:
                 await self.blobs.delete(key)
         self._unowned = unowned
         return gone
+
+
+def prefix_key(project_id: str, cache_id: str) -> str:
+    """A cache's key with the engines that keep its prefix."""
+    return f"{project_id}/{cache_id}"
 
 
 def _fields(cached: Cached) -> tuple[list[Content], Content | None, list[Tool] | None, ToolConfig | None]:

@@ -173,6 +173,7 @@ class Usage:
 @dataclass(frozen=True)
 class Finish:
     reason: str  # a Gemini FinishReason name: STOP, MAX_TOKENS, ...
+    cached_tokens: int = 0  # prompt tokens taken from the engine's prefix cache (engines that report no `Usage`)
 
 
 Event = Union[TextDelta, CallEvent, ImageDelta, Usage, Finish]
@@ -202,6 +203,7 @@ class Capabilities:
     reports_usage: bool = False        # every generation ends with a `Usage` event: no count before it is needed
     counts_media: bool = False         # its counts include the media it reads (else Gemini's media accounting is
                                        # added by the service)
+    keeps_prefixes: bool = False       # a `PrefixKeeper`: a context cache's prefix is computed ahead and kept
 
 
 class Engine(Protocol):
@@ -217,3 +219,20 @@ class Engine(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class PrefixKeeper(Protocol):
+    """An engine that keeps prompt prefixes ready (declared by `Capabilities.keeps_prefixes`): the contents of a
+    context cache are computed when the cache is made, and kept, so that a request starting with them reads them
+    instead of computing them. Keys are the service's; what is kept stays the request's tenant's."""
+
+    async def keep_prefix(self, request: GenerateRequest, key: str) -> int:
+        """Compute `request`'s prompt (no answer) and keep its state under `key` until `drop_prefix(key)`, or until
+        memory is needed; returns the tokens kept (0: none)."""
+        ...
+
+    def keeps_prefix(self, key: str) -> bool:
+        """Whether `key`'s prefix is kept now."""
+        ...
+
+    async def drop_prefix(self, key: str) -> None: ...

@@ -50,6 +50,7 @@ from transformers.generation.continuous_batching.scheduler import SCHEDULER_MAPP
 from transformers.generation.logits_process import LogitsProcessorList
 
 from .errors import Overloaded
+from .prefixes import PIN_PREFIX, Pins, SaltedHashes, fresh_salt
 
 log = logging.getLogger("pollux.engines.batching")
 
@@ -105,6 +106,7 @@ class _Entry:
     step: Step
     ended: Callable[[str | None], None]
     media: MediaTokens | None = None
+    matched: Callable[[int], None] | None = None  # told how many prompt tokens came from the cache, if any
 
 
 class _Scheduler(FIFOScheduler):
@@ -147,8 +149,10 @@ class SharedBatch:
     thread calls back into each request's `step`, and its end is reported on the loop through `ended`."""
 
     def __init__(self, model: Any, *, kv_cache_mb: int | None, max_batch_size: int, max_batch_tokens: int | None,
-                 max_queue: int, end_token: int, context_length: int, images_both_ways: bool = False) -> None:
+                 max_queue: int, end_token: int, context_length: int, images_both_ways: bool = False,
+                 prefix_sharing: bool = True) -> None:
         self.model = model
+        self.prefix_sharing = prefix_sharing  # prompts reuse the cached KV blocks of their tenant's earlier ones
         self.images_both_ways = images_both_ways  # attention within an image runs both ways (Gemma 3)
         self.end_token = end_token
         self.max_batch_size = max_batch_size
@@ -177,6 +181,9 @@ class SharedBatch:
         self._chosen: torch.Tensor | None = None  # `_one_hot`'s buffer, and where it holds zeros
         self._chosen_at: tuple[torch.Tensor, torch.Tensor] | None = None
         self._manager: Any = None
+        self._salts: dict[str, int] = {}  # request id -> where its block hashes start (`prefixes`)
+        self._pins: Pins | None = None
+        self._pinning = threading.Lock()
         self._start()
 
     # The library's loop ---------------------------------------------------------------------------------------------
@@ -184,9 +191,8 @@ class SharedBatch:
         config = ContinuousBatchingConfig(
             page_size=PAGE_SIZE, num_blocks=self.num_blocks, max_batch_tokens=self.max_batch_tokens,
             max_requests_per_batch=self.max_batch_size,
-            # Prefix blocks shared across requests would be shared across projects: never (the caching issue adds
-            # reuse kept apart per tenant).
-            allow_block_sharing=False,
+            # Prefix blocks are shared, but only between requests of one tenant (`prefixes.SaltedHashes`).
+            allow_block_sharing=self.prefix_sharing,
             # Double buffering runs the processor for one step while the next is prepared: Pollux's choice of a
             # token must come before the next step is built from it.
             use_async_batching=False, use_cuda_graph=False, scheduler_type="pollux")
@@ -208,6 +214,13 @@ class SharedBatch:
             raise RuntimeError(f"the continuous batching loop did not start: {error}")
         processor.scheduler.blocks = self._blocks
         cache = processor.cache
+        for stale in [k for k in self._salts if k.startswith(PIN_PREFIX)]:  # pins of a loop that died
+            del self._salts[stale]
+        if cache.use_prefix_sharing:
+            SaltedHashes(cache, self._salts, self._matched)
+            self._pins = Pins(int(cache.num_blocks) // 2)  # explicit caches hold at most half of the KV memory
+        else:
+            self._pins = None  # e.g. a model with sliding-window layers, whose blocks the library does not share
         self.capacity = int(cache.num_blocks) * PAGE_SIZE  # tokens of KV state the whole cache holds
         self.step_tokens = int(cache.max_batch_tokens)  # tokens one step holds
         self._manager = manager
@@ -230,10 +243,12 @@ class SharedBatch:
 
     # Requests ---------------------------------------------------------------------------------------------------
     async def submit(self, prompt_ids: list[int], max_new_tokens: int, step: Step, ended: Callable[[str | None], None],
-                     media: MediaTokens | None = None) -> str:
+                     media: MediaTokens | None = None, salt: int | None = None,
+                     matched: Callable[[int], None] | None = None) -> str:
         """Queue a request for the next step. `step(logits_row, (argmax, max))` picks each token (None: the request is
         over); `ended(error)` comes on this event loop once the library has let it go (not after `cancel`). `media`:
-        the embeddings of the prompt's image tokens."""
+        the embeddings of the prompt's image tokens. `salt`: the tenant's (`prefixes.tenant_salt`), whose cached
+        prefixes the prompt may reuse; `matched(tokens)` is then called on the library's thread when it does."""
         with self._lock:
             if self._in_flight >= self.max_in_flight:
                 raise Overloaded(retry_after=1)
@@ -244,11 +259,13 @@ class SharedBatch:
             if not manager.is_running():
                 manager = await asyncio.to_thread(self._restart)
             self._drop_strays(manager)
-            entry = _Entry(step, ended, media)
+            entry = _Entry(step, ended, media, matched)
             with self._lock:
                 self._entries[rid] = entry
                 if media is not None:
                     self._blocks[rid] = media.blocks
+                # Image placeholders are the same ids whatever the picture: such a request shares no block.
+                self._salts[rid] = fresh_salt() if media is not None or salt is None else salt
 
             def on_output(output: Any) -> None:
                 if output.is_finished() and self._release(rid):
@@ -263,6 +280,7 @@ class SharedBatch:
             with self._lock:
                 self._entries.pop(rid, None)
                 self._blocks.pop(rid, None)
+                self._salts.pop(rid, None)
                 self._in_flight -= 1
             raise
         return rid
@@ -280,6 +298,7 @@ class SharedBatch:
     def _release(self, rid: str) -> bool:
         with self._lock:
             self._blocks.pop(rid, None)
+            self._salts.pop(rid, None)
             if self._entries.pop(rid, None) is None:
                 return False
             self._in_flight -= 1
@@ -296,7 +315,47 @@ class SharedBatch:
             except queue.Empty:
                 return
 
+    # Pinned prefixes (explicit context caches) ------------------------------------------------------------------
+    def pin(self, key: str, salt: int, prompt_ids: list[int]) -> int:
+        """Keep the cached blocks of `prompt_ids` (computed by an earlier request of the tenant whose salt this is)
+        until `unpin(key)`, or until the pins need the room; returns the tokens kept. Blocking: the loop is held still
+        meanwhile."""
+        with self._pinning:
+            if self._pins is None:
+                return 0
+            resume = self.hold()
+            try:
+                return self._pins.pin(self._manager.batch_processor.cache, self._salts, key, salt, prompt_ids)
+            finally:
+                resume()
+
+    def unpin(self, key: str) -> None:
+        """Let a pinned prefix go (its blocks stay cached until memory is short). Blocking, as `pin`."""
+        with self._pinning:
+            if self._pins is None or key not in self._pins:
+                return
+            resume = self.hold()
+            try:
+                self._pins.unpin(self._manager.batch_processor.cache, self._salts, key)
+            finally:
+                resume()
+
+    @property
+    def keeps_prefixes(self) -> bool:
+        """Whether prompts share cached blocks here (the library shares none for models with sliding-window layers)."""
+        return self._pins is not None
+
+    def pinned(self, key: str) -> bool:
+        """Whether `key` is pinned now (and so recently used)."""
+        with self._pinning:
+            return self._pins is not None and self._pins.touch(key)
+
     # The library's thread ---------------------------------------------------------------------------------------
+    def _matched(self, rid: str, tokens: int) -> None:
+        entry = self._entries.get(rid)
+        if entry is not None and entry.matched is not None:
+            entry.matched(tokens)
+
     def post(self, loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
         """`loop.call_soon_threadsafe(callback, *args)`, except during a step, whose calls go to each loop at once
         when the step is over: one wake-up of the loop a step, not one for each token of each request."""
@@ -435,21 +494,30 @@ class SharedBatch:
 
     # Introspection and shutdown ---------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """What the batch holds now: requests in flight (Pollux's count), running and waiting (the library's), and the
-        share of the KV cache that is free."""
+        """What the batch holds now: requests in flight (Pollux's count), running and waiting (the library's), the
+        shares of the KV cache that are free and that hold cached prefixes, and the blocks pinned for context
+        caches."""
         manager = self._manager
         processor = manager.batch_processor if manager is not None else None
         stats: dict[str, Any] = {"in_flight": self._in_flight}
         if processor is not None:
             stats.update(running=len(processor.scheduler.active_requests),
                          waiting=len(processor.scheduler.waiting_requests),
-                         free_kv=float(processor.cache.compute_free_capacity()))
+                         free_kv=float(processor.cache.compute_free_capacity()),
+                         cached_kv=_cached_share(processor.cache),
+                         pinned_blocks=self._pins.blocks if self._pins is not None else 0)
         return stats
 
     async def close(self) -> None:
         manager = self._manager
         if manager is not None and manager.is_running():
             await asyncio.to_thread(manager.stop, block=True, timeout=10, hard_stop=True)
+
+
+def _cached_share(cache: Any) -> float:
+    """The share of the cache held by blocks no request holds, kept for their prefixes (evicted when memory is short)."""
+    cached = sum(len(a.ledger.cached_blocks) * a.bytes_per_block for a in cache.cache_allocators.values())
+    return cached / (cache.num_sectors * cache.bytes_per_sector)
 
 
 def _run_all(calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:

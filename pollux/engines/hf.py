@@ -35,6 +35,7 @@ from ..media.video import sample_frames
 from .base import (Capabilities, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount,
                    ToolCall, ToolResult, Turn)
 from .batching import CacheTooSmall, MediaTokens, SharedBatch
+from .prefixes import tenant_salt
 from .calls import CallIds
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, parameters_grammar,
                         tool_body_grammar, tool_call_grammar)
@@ -67,11 +68,13 @@ class HFOptions:
     threads: int = 0              # torch threads; 0: all cores but one, which stays free for HTTP
     media_workers: int = 4        # requests with images decoded at once beside the batch, taking turns per token
     media_in_batch: bool = True   # requests with images join the shared batch where the model allows it
+    prefix_cache: bool = True     # prompts reuse the KV state of their project's earlier prompts (and context caches)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.media_in_batch, bool):
-            raise ValueError(f"transformers engine option media_in_batch must be true or false, not "
-                             f"{self.media_in_batch!r}")
+        for name in ("media_in_batch", "prefix_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"transformers engine option {name} must be true or false, not "
+                                 f"{getattr(self, name)!r}")
         for name in ("max_batch_size", "kv_cache_mb", "max_batch_tokens", "media_workers"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -380,14 +383,15 @@ class TransformersEngine:
             self._batch = SharedBatch(model, kv_cache_mb=options.kv_cache_mb, max_batch_size=options.max_batch_size,
                                       max_batch_tokens=options.max_batch_tokens, max_queue=options.max_queue,
                                       end_token=self.pad_id, context_length=self.context_length,
-                                      images_both_ways=images == "both ways")
+                                      images_both_ways=images == "both ways", prefix_sharing=options.prefix_cache)
         except CacheTooSmall as exc:
             raise EngineLoadError(str(exc)) from None
         self._rope_3d = images == "3-D positions"
         self._image_token = self._images_in_batch(images is not None)
         # A request's prompt and answer must fit in the KV cache, or the batch could never hold it.
         self.context_length = min(self.context_length, self._batch.capacity)
-        self.capabilities = replace(self.capabilities, context_length=self.context_length)
+        self.capabilities = replace(self.capabilities, context_length=self.context_length,
+                                    keeps_prefixes=self._batch.keeps_prefixes)
         # Requests with images: up to `media_workers` at once beside the batch, each in a thread of its own through
         # `model.generate`, their forward passes taking turns in order, each between two of the batch's steps.
         self._media: queue.Queue[_Job | None] = queue.Queue()
@@ -617,20 +621,27 @@ class TransformersEngine:
         job = await asyncio.to_thread(self._job, request, emit)
         sequence = job.sequence
         rid = None
+        cached = [0]  # prompt tokens the batch took from its prefix cache
+
+        def matched(tokens: int) -> None:
+            cached[0] = tokens
+
         if job.images and job.media is None:
             self._submit_media(job)
         else:
             rid = await self._batch.submit(job.prompt_ids, sequence.params.max_new_tokens,
                                            lambda row, best: _next_token(sequence, row, best),
-                                           lambda error: _ended(sequence, error), job.media)
+                                           lambda error: _ended(sequence, error), job.media,
+                                           tenant_salt(request.tenant), matched)
         try:
             while True:
                 event = await events.get()
                 if isinstance(event, BaseException):
                     raise event
-                yield event
                 if isinstance(event, Finish):
+                    yield replace(event, cached_tokens=cached[0]) if cached[0] else event
                     return
+                yield event
         finally:
             if not sequence.done:
                 sequence.cancel()
@@ -638,6 +649,58 @@ class TransformersEngine:
                 if rid is not None:
                     self._batch.cancel(rid)
                 log.info("generation cancelled: the client went away")
+
+    # Context caches -----------------------------------------------------------------------------------------------
+    async def keep_prefix(self, request: GenerateRequest, key: str) -> int:
+        """Prefill the request's prompt in the shared batch (one token is chosen, so that the library registers the
+        prompt's blocks), then pin those blocks under `key` (`SharedBatch.pin`). Prompts with images are not kept:
+        their blocks are never shared."""
+        if not self._batch.keeps_prefixes:
+            return 0
+        prompt_ids = await asyncio.to_thread(self._text_prompt_ids, request)
+        if prompt_ids is None or len(prompt_ids) >= self.context_length:
+            return 0
+        salt = tenant_salt(request.tenant)
+        done = asyncio.Event()
+        failed: list[str | None] = [None]
+
+        chosen = False
+
+        def step(row: Any, best: tuple[int, float]) -> int | None:
+            nonlocal chosen
+            if chosen:
+                return None
+            chosen = True
+            # Not the end token: a request that ends at its first token has its blocks let go unregistered.
+            return best[0] if best[0] != self.pad_id else (self.pad_id + 1) % self._vocab_size
+
+        def ended(error: str | None) -> None:
+            failed[0] = error
+            done.set()
+
+        rid = await self._batch.submit(prompt_ids, 2, step, ended, None, salt)
+        try:
+            await done.wait()
+        finally:
+            if not done.is_set():
+                self._batch.cancel(rid)
+        if failed[0]:
+            log.warning("computing a context cache's prefix failed: %s", failed[0])
+            return 0
+        return await asyncio.to_thread(self._batch.pin, key, salt, prompt_ids)
+
+    def keeps_prefix(self, key: str) -> bool:
+        return self._batch.pinned(key)
+
+    async def drop_prefix(self, key: str) -> None:
+        await asyncio.to_thread(self._batch.unpin, key)
+
+    def _text_prompt_ids(self, request: GenerateRequest) -> list[int] | None:
+        """The request's prompt as `_job` tokenizes it; None when it holds images."""
+        messages, images = self._messages(request.turns, request.system)
+        if images:
+            return None
+        return self._encode(self._render(messages, _prompt_functions(request), thinking=request.thinking.enabled))
 
     def _job(self, request: GenerateRequest, emit: Callable[[Event | BaseException], None]) -> _Job:
         """The request as the worker decodes it: the rendered prompt's ids, its images, and the sequence's state."""

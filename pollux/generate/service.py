@@ -269,6 +269,14 @@ class GenerateService:
         request = await self._engine_request(model, held, project_id, stream=False)
         return await self._count(self._engine(model), request)
 
+    async def keep_cache(self, model: ModelSpec, cache: Cached, project_id: str) -> None:
+        """Have the model's engine compute the cache's prompt ahead and keep it, if it can (in the background)."""
+        engine = self._engine(model)
+        if self.caches.wants_kept(engine, cache.record):
+            request = await self._engine_request(model, GenerateContentRequest(), project_id, stream=False,
+                                                 cache=cache)
+            self.caches.keep(engine, request, cache.record)
+
     async def _cache(self, model: ModelSpec, req: GenerateContentRequest, project_id: str) -> Cached | None:
         """The context cache the request names, if any: the project's, live, and made for this model."""
         if not req.cached_content:
@@ -305,6 +313,8 @@ class GenerateService:
         request = await self._engine_request(model, req, project_id, stream, cache=cache)
         request.background = background
         engine = self._engine(model)
+        if cache is not None:
+            await self.keep_cache(model, cache, project_id)  # again, if the engine let it go (memory, a restart)
         if engine.capabilities.reports_usage:
             prompt = TokenCount({"TEXT": 0})  # the generation says; the engine enforces its own context length
         else:
@@ -619,6 +629,8 @@ class GenerateService:
             cand.image_tokens += event.tokens
             parts.append(OutPart(data=event.data, mime_type=event.mime_type))
         elif isinstance(event, Finish):
+            # What the engine read from its prefix cache (implicit caching), as upstream servers report it in usage.
+            prepared.cached = max(prepared.cached, event.cached_tokens)
             cand.finish = event.reason
             fmt = prepared.request.response_format
             if fmt.kind == "json" and event.reason == "STOP" and cand.answer and not _fits(cand.answer, fmt.schema):

@@ -18,13 +18,15 @@ from typing import Any, TypeVar
 import orjson
 
 from ...merged import END, Merged
-from ..base import Capabilities, Event, GenerateRequest, TokenCount
+from ..base import Capabilities, Event, GenerateRequest, Thinking, TokenCount, Usage
 from ..errors import EngineError, Failure, Overloaded, Unavailable
 from . import translate
 from .flavors import flavor
 from .pool import Pool, Response, Server, Unreachable, UpstreamOptions, http_error, parse_json
 
 T = TypeVar("T")
+
+_WARMED = 10_000  # context caches remembered as sent ahead (each a key)
 
 
 class UpstreamEngine:
@@ -40,7 +42,9 @@ class UpstreamEngine:
             # Per server once its flavor is known (vLLM and llama.cpp take a budget; others only on or off).
             thinking_budget=options.flavor is None or flavor(options.flavor).budget_field is not None,
             reports_usage=True,
-            counts_media=True)  # the server's own count of what it read: images as its model sees them
+            counts_media=True,  # the server's own count of what it read: images as its model sees them
+            keeps_prefixes=True)  # a context cache's prompt is sent ahead, for the server's prefix cache
+        self._warmed: dict[str, None] = {}  # keys whose prefix was sent, oldest first
 
     # Generation -------------------------------------------------------------------------------------------------
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
@@ -127,6 +131,30 @@ class UpstreamEngine:
             raise Unavailable("The model server closed the stream before the answer ended.")
         for item in _ends(answers, usage):
             yield item
+
+    # Context caches ---------------------------------------------------------------------------------------------
+    async def keep_prefix(self, request: GenerateRequest, key: str) -> int:
+        """Send the cache's prompt ahead, for one token, so that the server's prefix cache (vLLM's and SGLang's, kept
+        apart per project by `cache_salt`; llama.cpp's slots) holds it when the cache's requests come. The server
+        decides how long it stays; later requests keep it warm as they use it. Returns the prompt's tokens."""
+        # No thinking: a budget cannot fit in one token, and only the prompt matters.
+        warm = replace(request, stream=False, thinking=Thinking(enabled=False),
+                       sampling=replace(request.sampling, max_output_tokens=1, logprobs=None))
+        prompt = 0
+        async with aclosing(self._run(warm, 1)) as events:
+            async for _, event in events:
+                if isinstance(event, Usage):
+                    prompt = event.prompt_tokens
+        self._warmed[key] = None
+        while len(self._warmed) > _WARMED:
+            del self._warmed[next(iter(self._warmed))]
+        return prompt
+
+    def keeps_prefix(self, key: str) -> bool:
+        return key in self._warmed
+
+    async def drop_prefix(self, key: str) -> None:
+        self._warmed.pop(key, None)
 
     # Counting ---------------------------------------------------------------------------------------------------
     async def count_tokens(self, request: GenerateRequest) -> TokenCount:
