@@ -270,7 +270,7 @@ async def _delete_project(settings: Settings, store: Store, id_or_name: str) -> 
     await uploads.blobs.delete_prefix(f"caches/{project.id}")  # what its context caches held
     await uploads.blobs.close()
     print(f'Deleted project "{project.name}" ({project.id}): {len(gone.keys)} key(s), '
-          f'{len(gone.files)} file(s) and {len(gone.uploads)} open upload(s).')
+          f'{len(gone.files)} file(s), {len(gone.caches)} context cache(s) and {len(gone.uploads)} open upload(s).')
     if not await store.projects.count():
         print("No project is left: the next `pollux serve` creates a new default project and prints its key.")
     elif project.name == auth.DEFAULT_PROJECT:

@@ -255,7 +255,7 @@ def test_projects_delete_removes_keys_files_and_uploads(server):
 
     deleted = run_cli(server, "projects", "delete", name)
     assert deleted.returncode == 0, deleted.stderr
-    assert "1 key(s), 2 file(s) and 1 open upload(s)" in deleted.stdout, deleted.stdout
+    assert "1 key(s), 2 file(s), 0 context cache(s) and 1 open upload(s)" in deleted.stdout, deleted.stdout
     assert not (server.data_dir / "files" / project_id).exists() and not stored_pieces(server, pending)
     assert name not in server.cli("projects", "list").stdout and project_id not in server.cli("keys", "list").stdout
     assert refused(server, key)

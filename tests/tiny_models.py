@@ -464,7 +464,7 @@ def _gemma_tokenizer(root: Path | str) -> Any:
 
 
 def _save_llama(root: Path | str, out: Path, *, layers: int, hidden: int, heads: int, kv_heads: int,
-                intermediate: int, tie_embeddings: bool) -> None:
+                intermediate: int, tie_embeddings: bool, positions: int = 4096) -> None:
     import torch
     from transformers import (
         AutoTokenizer,
@@ -477,7 +477,7 @@ def _save_llama(root: Path | str, out: Path, *, layers: int, hidden: int, heads:
     eos, pad = tokenizer.convert_tokens_to_ids([IM_END, ENDOFTEXT])
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=positions,
         bos_token_id=pad, eos_token_id=eos, pad_token_id=pad, tie_word_embeddings=tie_embeddings,
     )
     torch.manual_seed(SEED)
@@ -500,6 +500,14 @@ def build_small_llama(root: Path | str) -> Path:
     tokenizer, for benchmarks, in root/small-llama."""
     return _cached_build(root, "small-llama", lambda out: _save_llama(
         root, out, layers=8, hidden=512, heads=8, kv_heads=8, intermediate=1376, tie_embeddings=True))
+
+
+def build_small_llama_long(root: Path | str) -> Path:
+    """`build_small_llama`'s model (the same weights) with a context of 40,960 tokens, for long-context benchmarks,
+    in root/small-llama-long."""
+    return _cached_build(root, "small-llama-long", lambda out: _save_llama(
+        root, out, layers=8, hidden=512, heads=8, kv_heads=8, intermediate=1376, tie_embeddings=True,
+        positions=40960))
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -75,7 +76,8 @@ class CacheService:
         self.limits = limits
         self._parsed: OrderedDict[tuple[str, str], tuple[int, Cached]] = OrderedDict()
         self._parsed_bytes = 0
-        self._unowned: set[str] = set()  # blobs without a cache at the last sweep
+        self._unowned: dict[str, float] = {}  # blobs without a cache at the last sweep: when first seen so
+        self._creating: set[str] = set()  # the blob prefixes of caches this process is making now
         # Prefixes this process's engines keep, by key: the engine and the cache's (project, id).
         self._kept: dict[str, tuple[Engine, tuple[str, str]]] = {}
         self._keeping = asyncio.Semaphore(_KEEPING)
@@ -89,6 +91,9 @@ class CacheService:
         now = datetime.now(timezone.utc)
         expire = expiry(body, now, timedelta(seconds=self.limits.cache_ttl_seconds))
         assert expire is not None
+        if expire <= now:
+            raise ApiError.invalid("* CachedContent.expiration: the cache would expire at once; set a positive ttl or "
+                                   "an expire_time in the future.\n")
         if not body.contents and body.system_instruction is None:
             raise ApiError.invalid("* CachedContent.contents: a cache needs contents or a system instruction.\n")
         held = GenerateContentRequest(contents=body.contents, system_instruction=body.system_instruction,
@@ -100,6 +105,7 @@ class CacheService:
                                    f"min_total_token_count={model.cache_min_tokens}")
         cache_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(40))
         prefix = cache_prefix(project_id, cache_id)
+        self._creating.add(prefix)
         try:
             files, copied = await self._copy_files(project_id, prefix, body.contents or [])
             request = orjson.dumps(held.model_dump(mode="json", by_alias=True, exclude_none=True))
@@ -118,6 +124,8 @@ class CacheService:
         except BaseException:
             await asyncio.shield(self.blobs.delete_prefix(prefix))  # the sweep would, later
             raise
+        finally:
+            self._creating.discard(prefix)
         record = await self.store.caches.get(project_id, cache_id)
         if record is None:  # expired already (an expireTime in the past), or deleted meanwhile
             raise not_found()
@@ -260,6 +268,7 @@ class CacheService:
         if kept is not None:
             keeper: Any = kept[0]
             await keeper.drop_prefix(key)
+            log.info("context cache %s: the engine lets its prefix go", kept[1][1])
 
     def start(self) -> None:
         """Begin letting go of kept prefixes whose caches are gone, in this process (each keeps its own)."""
@@ -302,18 +311,20 @@ class CacheService:
                 await self.blobs.delete_prefix(record.prefix)
                 self._forget(record.project_id, record.id)
                 gone += 1
-        # A cache's blobs are written just before its row: blobs without a row are deleted only when they still have
-        # none at this process's next sweep, so a cache being created is never robbed of them.
+        # A cache's blobs are written before its row (copying its files may take minutes): blobs without a row are
+        # deleted only once they have had none for ten sweep intervals, and never while this process makes them.
         stored = await self.blobs.keys("caches")
         owned = await self.store.caches.names()
-        unowned = set()
+        now, grace = time.monotonic(), 10 * self.limits.housekeeping_seconds
+        unowned: dict[str, float] = {}
         for key in stored:
             parts = key.split("/")
-            if len(parts) < 3 or (parts[1], parts[2]) in owned:
+            if len(parts) < 3 or (parts[1], parts[2]) in owned or "/".join(parts[:3]) in self._creating:
                 continue
-            unowned.add(key)
-            if key in self._unowned:
+            unowned[key] = since = self._unowned.get(key, now)
+            if now - since >= grace:
                 await self.blobs.delete(key)
+                del unowned[key]
         self._unowned = unowned
         return gone
 

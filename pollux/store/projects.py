@@ -52,7 +52,8 @@ class Projects:
                 if r[1] == "active"]
             gone_files = [r[0] for r in await conn.execute(
                 delete(files).where(files.c.project_id == project_id).returning(files.c.id))]
-            await conn.execute(delete(cached_contents).where(cached_contents.c.project_id == project_id))
+            gone_caches = [r[0] for r in await conn.execute(delete(cached_contents).where(
+                cached_contents.c.project_id == project_id).returning(cached_contents.c.id))]
             await conn.execute(delete(batches).where(batches.c.project_id == project_id))  # rows before results
             await conn.execute(delete(batch_results).where(batch_results.c.project_id == project_id))
             gone_keys = [r[0] for r in await conn.execute(
@@ -60,7 +61,7 @@ class Projects:
             if (await conn.execute(delete(projects).where(projects.c.id == project_id))).rowcount != 1:
                 await conn.rollback()
                 return None
-        return ProjectDeletion(gone_keys, gone_files, gone_uploads)
+        return ProjectDeletion(gone_keys, gone_files, gone_uploads, gone_caches)
 
 
 class Keys:

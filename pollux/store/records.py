@@ -40,6 +40,7 @@ class ProjectDeletion:
     keys: list[str]
     files: list[str]
     uploads: list[str]
+    caches: list[str]
 
 
 @dataclass(frozen=True)
