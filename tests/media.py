@@ -79,22 +79,30 @@ def _pdf_string(text: str) -> bytes:
 def text_pdf(title: str, body: str, size: tuple[int, int] = PAGE_SIZE) -> bytes:
     """A one-page PDF, written by hand: `title` in 18 pt Helvetica-Bold, then `body` in 11 pt Helvetica wrapped at
     about 84 characters a line. The title is also the Info dictionary's /Title. Text must be Latin-1."""
+    return pages_pdf(title, [(title, body)], size)
+
+
+def pages_pdf(title: str, pages: list[tuple[str, str]], size: tuple[int, int] = PAGE_SIZE) -> bytes:
+    """A PDF of one page per (heading, body), each laid out as `text_pdf`'s page; `title` is the document's /Title."""
     width, height = size
-    lines = textwrap.wrap(body, 84)
-    ops = [b"BT", b"/F2 18 Tf", b"72 %d Td" % (height - 72), _pdf_string(title) + b" Tj",
-           b"/F1 11 Tf", b"15 TL", b"0 -30 Td"]
-    for line in lines:
-        ops += [_pdf_string(line) + b" Tj", b"T*"]
-    ops.append(b"ET")
-    content = b"\n".join(ops)
+    fonts = (b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+             b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>")
+    # Objects: 1 catalog, 2 pages, 3 and 4 the fonts, 5 the info, then a page and its contents for each page.
+    first = 6
+    kids = b" ".join(b"%d 0 R" % (first + 2 * i) for i in range(len(pages)))
     objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents 4 0 R "
-                b"/Resources << /Font << /F1 5 0 R /F2 6 0 R >> >> >>" % (width, height)),
-               b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>",
+               b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % len(pages), *fonts,
                b"<< /Title " + _pdf_string(title) + b" /Producer (Pollux tests) >>"]
+    for i, (heading, body) in enumerate(pages):
+        ops = [b"BT", b"/F2 18 Tf", b"72 %d Td" % (height - 72), _pdf_string(heading) + b" Tj",
+               b"/F1 11 Tf", b"15 TL", b"0 -30 Td"]
+        for line in textwrap.wrap(body, 84):
+            ops += [_pdf_string(line) + b" Tj", b"T*"]
+        ops.append(b"ET")
+        content = b"\n".join(ops)
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents %d 0 R "
+                       b"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> >>" % (width, height, first + 2 * i + 1))
+        objects.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
@@ -104,8 +112,8 @@ def text_pdf(title: str, body: str, size: tuple[int, int] = PAGE_SIZE) -> bytes:
     xref = out.tell()
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
     out.write(b"".join(b"%010d 00000 n \n" % off for off in offsets))
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n"
-              % (len(objects) + 1, len(objects), xref))
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R /Info 5 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+              % (len(objects) + 1, xref))
     return out.getvalue()
 
 

@@ -20,9 +20,11 @@ from fake_vllm import FakeVLLM
 from google import genai
 from google.genai import types
 
+from pollux.engines.batching import PAGE_SIZE
+
 TINY = "tiny-cache"
 UPSTREAM = "gemini-2.5-flash"
-PAGE = 256  # tokens per KV page of the transformers engine: prefixes are shared by whole pages
+PAGE = PAGE_SIZE  # tokens per KV page of the transformers engine: prefixes are shared by whole pages
 BOOK = " ".join(f"chapter{i % 41} verse{i % 17}" for i in range(400))
 GREEDY = {"temperature": 0, "max_output_tokens": 12, "seed": 7}
 

@@ -66,7 +66,7 @@ _library_log.setLevel(logging.WARNING)
 # GPU the library sizes the cache from the free memory.
 DEFAULT_CPU_KV_CACHE_MB = 1024
 DEFAULT_CPU_BATCH_TOKENS = 512
-PAGE_SIZE = 256  # tokens per cache page: the library's default
+PAGE_SIZE = 16  # tokens per cache page, vLLM's default (the library's is 256): prefixes are shared in whole pages
 
 
 @dataclass(frozen=True)
