@@ -33,6 +33,7 @@ def server(tmp_path_factory, llama):
 [models."{MODEL}"]
 engine = "openai"
 engine_options = {{ base_url = "{llama.base_url}" }}
+cache_min_tokens = 16
 
 [models."gemini-embedding-001"]
 engine = "openai"
@@ -59,6 +60,31 @@ def test_text_usage_and_count_tokens_agree(client, server):
     # The same prompt again: llama.cpp's prompt cache reuses it, and says so.
     again = client.models.generate_content(model=MODEL, contents=question, config=GREEDY)
     assert again.usage_metadata.cached_content_token_count > 0
+
+
+def test_a_context_cache_is_sent_ahead_and_answers_as_the_written_out_request(client, server):
+    """A context cache on a real server: its prompt goes to llama.cpp once when it is made (so the slot's prompt
+    cache holds it), and a request naming it answers as the same request with the cached parts written out."""
+    document = "The museum opens at nine and closes at five. Its garden has three fountains and a maze. " * 4
+    cache = client.caches.create(model=MODEL, config=types.CreateCachedContentConfig(
+        system_instruction="Answer from the notes.", contents=[document], ttl="300s"))
+    cache_id = cache.name.rsplit("/", 1)[-1]
+    assert server.logged(f"context cache {cache_id}:"), server.log()[-2000:]
+    warmed = int(server.log().split(f"context cache {cache_id}: ")[1].split(" tokens")[0])
+    assert warmed >= cache.usage_metadata.total_token_count  # the server's count of the cache's prompt
+    with_cache = client.models.generate_content(
+        model=MODEL, contents="When does it open?",
+        config=types.GenerateContentConfig(temperature=0, max_output_tokens=16, cached_content=cache.name))
+    written_out = client.models.generate_content(
+        model=MODEL, contents=[types.Content(role="user", parts=[types.Part(text=document)]),
+                               types.Content(role="user", parts=[types.Part(text="When does it open?")])],
+        config=types.GenerateContentConfig(temperature=0, max_output_tokens=16,
+                                           system_instruction="Answer from the notes."))
+    assert with_cache.text == written_out.text
+    usage = with_cache.usage_metadata
+    assert usage.prompt_token_count == written_out.usage_metadata.prompt_token_count
+    assert usage.cached_content_token_count == cache.usage_metadata.total_token_count < usage.prompt_token_count
+    client.caches.delete(name=cache.name)
 
 
 def test_stream(client):
