@@ -120,17 +120,21 @@ def measure(args: argparse.Namespace, name: str, proc: Proc, base: str, key: str
     return rows, caches
 
 
-def phase_hf(args: argparse.Namespace, out: Path) -> list[str]:
+def transformers_config(args: argparse.Namespace, kv_cache_mb: int) -> str:
+    """Pollux's config serving MODEL in-process, one torch thread."""
     import tiny_models
     model = tiny_models.build_small_llama_long(Path(args.models_root))
-    config = f"""
+    return f"""
 [models."{MODEL}"]
 base = "gemini-2.0-flash"
 engine = "transformers"
-engine_options = {{ source = "{model}", threads = 1, kv_cache_mb = 3072 }}
+engine_options = {{ source = "{model}", threads = 1, kv_cache_mb = {kv_cache_mb} }}
 cache_min_tokens = 1024
 """
-    proc, base, key = start_pollux("pollux-hf", out, SERVER_CPU, config)
+
+
+def phase_hf(args: argparse.Namespace, out: Path) -> list[str]:
+    proc, base, key = start_pollux("pollux-hf", out, SERVER_CPU, transformers_config(args, 3072))
     try:
         rows, caches = measure(args, "transformers", proc, base, key)
         stored = sum(p.stat().st_size for p in out.glob("pollux-hf-*/caches/*/*/request"))
@@ -176,15 +180,7 @@ cache_min_tokens = 1024
 
 
 def phase_count(args: argparse.Namespace, out: Path) -> list[str]:
-    import tiny_models
-    model = tiny_models.build_small_llama_long(Path(args.models_root))
-    config = f"""
-[models."{MODEL}"]
-base = "gemini-2.0-flash"
-engine = "transformers"
-engine_options = {{ source = "{model}", threads = 1, kv_cache_mb = 64 }}
-"""
-    proc, base, key = start_pollux("pollux-count", out, SERVER_CPU, config)
+    proc, base, key = start_pollux("pollux-count", out, SERVER_CPU, transformers_config(args, 64))
     rows = []
     try:
         with httpx.Client(timeout=300) as client:

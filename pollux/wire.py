@@ -250,6 +250,15 @@ def page_token(created: datetime, key: str) -> str:
     return base64.urlsafe_b64encode(f"{created.isoformat()}|{key}".encode()).decode()
 
 
+def page_of(records: list[Any], size: int) -> tuple[list[Any], str | None]:
+    """A listing's page from the `size + 1` records read for it: the first `size`, and the next page's token when
+    there is more (never an empty page that carries a token). Records have `create_time` and `id`."""
+    if len(records) <= size:
+        return records, None
+    last = records[size - 1]
+    return records[:size], page_token(last.create_time, last.id)
+
+
 def page_position(token: str | None) -> tuple[datetime, str] | None:
     """The (creation time, id) a `page_token` names; None for the first page; a 400 for a token it did not make."""
     if not token:

@@ -45,7 +45,7 @@ from ..store.batches import LIVE, PENDING, RUNNING, TooManyBatches
 from ..store.blobs import BlobStore
 from ..store.db import utcnow
 from ..store.records import BatchCounts, BatchRecord, BatchResult, Job, batch_input_blob, file_blob
-from ..wire import page_position, page_token, parse
+from ..wire import page_of, page_position, parse
 from .inputs import file_lines, inline_lines, openai_lines, read_file
 from .protocol import (CANCELLED, CHAT, EMBED, EMBEDDINGS, ENDED, EXPIRED, FAILED, OPENAI_ENDPOINTS, OPENAI_KINDS,
                        CreateBatchRequest, operation_bytes)
@@ -220,11 +220,7 @@ class BatchService:
         if page_size is not None and page_size < 0:
             raise ApiError.invalid("* ListBatchesRequest.page_size: page_size must not be negative\n")
         size = min(page_size or self.limits.batches_page_default, self.limits.batches_page_max)
-        records = await self.store.batches.list(project_id, size + 1, page_position(token))
-        next_token = None
-        if len(records) > size:
-            records = records[:size]
-            next_token = page_token(records[-1].create_time, records[-1].id)
+        records, next_token = page_of(await self.store.batches.list(project_id, size + 1, page_position(token)), size)
         counts = await self.store.batches.counts(project_id, [r.id for r in records])
         # Listings leave inline results out: a page of large batches would be one enormous response.
         return [operation_bytes(r, counts[r.id], None) for r in records], next_token

@@ -27,7 +27,7 @@ from ..generate.protocol import Content, GenerateContentRequest, Tool, ToolConfi
 from ..store import Store, TooManyCaches
 from ..store.blobs import BlobMissing, BlobStore
 from ..store.records import CachedFile, CacheRecord, cache_prefix
-from ..wire import page_position, page_token
+from ..wire import page_of, page_position
 from .protocol import CachedContent, expiry
 
 if TYPE_CHECKING:
@@ -166,11 +166,7 @@ class CacheService:
         if page_size is not None and page_size < 0:
             raise ApiError.invalid("* ListCachedContentsRequest.page_size: page_size must not be negative\n")
         size = min(page_size or self.limits.caches_page_default, self.limits.caches_page_max)
-        records = await self.store.caches.list(project_id, size + 1, page_position(token))
-        if len(records) <= size:
-            return records, None
-        last = records[size - 1]
-        return records[:size], page_token(last.create_time, last.id)
+        return page_of(await self.store.caches.list(project_id, size + 1, page_position(token)), size)
 
     async def update(self, project_id: str, name: str, body: CachedContent, mask: str | None) -> CacheRecord:
         """Only the expiration changes ("only expiration is updatable"); without an updateMask (the SDKs send

@@ -21,7 +21,7 @@ from ..media import MediaError, inspect
 from ..store import Store, StoreUnavailable
 from ..store.blobs import BlobMissing, BlobStore, BlobUnavailable, LocalBlobs
 from ..store.records import FileRecord, Job, file_blob
-from ..wire import page_position, page_token
+from ..wire import page_of, page_position
 from .local_copies import LocalCopies
 
 log = logging.getLogger("pollux.files")
@@ -87,11 +87,7 @@ class FileService:
         if page_size is not None and page_size < 0:
             raise ApiError.invalid("* ListFilesRequest.page_size: page_size must not be negative\n")
         size = min(page_size or self.limits.files_page_default, self.limits.files_page_max)
-        records = await self.store.files.list(project_id, size + 1, page_position(token))
-        if len(records) <= size:
-            return records, None  # never an empty page that carries a token
-        last = records[size - 1]
-        return records[:size], page_token(last.create_time, last.id)
+        return page_of(await self.store.files.list(project_id, size + 1, page_position(token)), size)
 
     async def delete(self, project_id: str, name: str) -> None:
         file_id = file_id_of(name)
