@@ -319,6 +319,9 @@ def load_config(path: Path | None, settings: Settings) -> Settings:
         for key in ("methods", "thinking_budget_range", "thinking_levels", "output_modalities"):
             if key in entry:
                 entry[key] = tuple(entry[key])
+        minimum = entry.get("cache_min_tokens", 0)
+        if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
+            raise ValueError(f"{path}: model {model_id!r}: cache_min_tokens must be a whole number, not {minimum!r}")
         if "engine" in entry:  # another engine starts from its own defaults, not the options of the one it replaces
             entry.setdefault("engine_options", {})
         if is_pattern(model_id):

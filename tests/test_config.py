@@ -126,6 +126,14 @@ def test_a_bad_store_fails_at_start(tmp_path, store, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("minimum", ['"1024"', "-1", "true"])
+def test_a_bad_cache_minimum_fails_at_start(tmp_path, minimum):
+    result = serve_with(tmp_path, f'[models."gemini-2.5-flash"]\ncache_min_tokens = {minimum}\n', "--port", "0",
+                        timeout=60)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "cache_min_tokens must be a whole number" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("option, message", [
     ("kv_cache_mb = 0", "kv_cache_mb must be a positive whole number"),
     ('max_batch_size = "32"', "max_batch_size must be a positive whole number"),
@@ -133,6 +141,7 @@ def test_a_bad_store_fails_at_start(tmp_path, store, message):
     ("max_queue = -1", "max_queue must be a whole number"),
     ("media_workers = 0", "media_workers must be a positive whole number"),
     ('media_in_batch = "yes"', "media_in_batch must be true or false"),
+    ("prefix_cache = 1", "prefix_cache must be true or false"),
 ])
 def test_bad_transformers_options_fail_at_start(tmp_path, option, message):
     source = tiny_models.build_llama(tiny_models.models_root())

@@ -35,12 +35,12 @@ from ..media.video import sample_frames
 from .base import (Capabilities, Event, Finish, FunctionSpec, GenerateRequest, Media, Segment, Text, TokenCount,
                    ToolCall, ToolResult, Turn)
 from .batching import CacheTooSmall, MediaTokens, SharedBatch
-from .prefixes import tenant_salt
 from .calls import CallIds
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, parameters_grammar,
                         tool_body_grammar, tool_call_grammar)
 from .errors import Failure, InvalidInput, Overloaded, Unsupported
 from .loading import EngineLoadError, device_and_dtype, load_failed, model_name, options_from
+from .prefixes import tenant_salt
 from .decoding import (CLOSE_PROBE_LIMIT, HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat,
                        constrained_thinking_budget)
 
