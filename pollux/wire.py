@@ -250,6 +250,14 @@ def page_token(created: datetime, key: str) -> str:
     return base64.urlsafe_b64encode(f"{created.isoformat()}|{key}".encode()).decode()
 
 
+def page_limit(requested: int | None, default: int, most: int, request: str) -> int:
+    """How many items a list call's page holds: `pageSize` (unset or 0: `default`), at most `most`; negative is
+    the real API's 400, naming the `request` message (ListFilesRequest, ...)."""
+    if requested is not None and requested < 0:
+        raise ApiError.invalid(f"* {request}.page_size: page_size must not be negative\n")
+    return min(requested or default, most)
+
+
 def page_of(records: list[Any], size: int) -> tuple[list[Any], str | None]:
     """A listing's page from the `size + 1` records read for it: the first `size`, and the next page's token when
     there is more (never an empty page that carries a token). Records have `create_time` and `id`."""

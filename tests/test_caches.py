@@ -187,6 +187,20 @@ def gone(server: Server, cache: str, key: str | None = None) -> bool:
     return True
 
 
+def assert_missing_everywhere(server: Server, name: str, key: str, ttl: str) -> None:
+    """Every route that names the cache (get, patch to `ttl`, delete, generate, stream, countTokens) answers the real
+    API's 403 for it with `key`."""
+    assert_error(api(server, "GET", name, key), 403, "PERMISSION_DENIED", NOT_FOUND)
+    assert_error(api(server, "PATCH", name, key, json={"ttl": ttl}), 403, "PERMISSION_DENIED", NOT_FOUND)
+    assert_error(api(server, "DELETE", name, key), 403, "PERMISSION_DENIED", NOT_FOUND)
+    body = {"cachedContent": name, "contents": [user(QUESTION)]}
+    for verb in ("generateContent", "streamGenerateContent"):
+        assert_error(generate(server, body, key, verb=verb), 403, "PERMISSION_DENIED", NOT_FOUND)
+    r = api(server, "POST", f"models/{MODEL}:countTokens", key,
+            json={"generateContentRequest": {"model": f"models/{MODEL}", **body}})
+    assert_error(r, 403, "PERMISSION_DENIED", NOT_FOUND)
+
+
 @pytest.fixture(scope="module")
 def owner(server: Server) -> tuple[str, str]:
     """(project id, key) of a project of its own on the session server, so that what the tests here leave there (a
@@ -603,15 +617,7 @@ def test_a_missing_or_deleted_cache_is_permission_denied(server, owner):
     assert api(server, "DELETE", doomed, key).status_code == 200
     assert rows(server, doomed) == 0 and cache_blobs(server, owner[0], doomed) == []
     for name in ("cachedContents/doesnotexist0123456789", doomed):
-        assert_error(api(server, "GET", name, key), 403, "PERMISSION_DENIED", NOT_FOUND)
-        assert_error(api(server, "PATCH", name, key, json={"ttl": "60s"}), 403, "PERMISSION_DENIED", NOT_FOUND)
-        assert_error(api(server, "DELETE", name, key), 403, "PERMISSION_DENIED", NOT_FOUND)
-        body = {"cachedContent": name, "contents": [user(QUESTION)]}
-        for verb in ("generateContent", "streamGenerateContent"):
-            assert_error(generate(server, body, key, verb=verb), 403, "PERMISSION_DENIED", NOT_FOUND)
-        r = api(server, "POST", f"models/{MODEL}:countTokens", key,
-                json={"generateContentRequest": {"model": f"models/{MODEL}", **body}})
-        assert_error(r, 403, "PERMISSION_DENIED", NOT_FOUND)
+        assert_missing_everywhere(server, name, key, "60s")
     client = client_for(server, key)
     with pytest.raises(errors.ClientError) as err:
         client.caches.delete(name=doomed)
@@ -765,15 +771,7 @@ def test_blobs_no_cache_owns_are_swept(tight):
 def test_another_project_sees_a_cache_as_a_missing_one(server, owner, keeper, stranger):
     other = stranger[1]
     name = keeper["name"]
-    assert_error(api(server, "GET", name, other), 403, "PERMISSION_DENIED", NOT_FOUND)
-    assert_error(api(server, "PATCH", name, other, json={"ttl": "1s"}), 403, "PERMISSION_DENIED", NOT_FOUND)
-    assert_error(api(server, "DELETE", name, other), 403, "PERMISSION_DENIED", NOT_FOUND)
-    body = {"cachedContent": name, "contents": [user(QUESTION)]}
-    for verb in ("generateContent", "streamGenerateContent"):
-        assert_error(generate(server, body, other, verb=verb), 403, "PERMISSION_DENIED", NOT_FOUND)
-    r = api(server, "POST", f"models/{MODEL}:countTokens", other,
-            json={"generateContentRequest": {"model": f"models/{MODEL}", **body}})
-    assert_error(r, 403, "PERMISSION_DENIED", NOT_FOUND)
+    assert_missing_everywhere(server, name, other, "1s")
     client = client_for(server, other)
     with pytest.raises(errors.ClientError) as err:
         client.caches.get(name=name)

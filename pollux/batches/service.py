@@ -45,7 +45,7 @@ from ..store.batches import LIVE, PENDING, RUNNING, TooManyBatches
 from ..store.blobs import BlobStore
 from ..store.db import utcnow
 from ..store.records import BatchCounts, BatchRecord, BatchResult, Job, batch_input_blob, file_blob
-from ..wire import page_of, page_position, parse
+from ..wire import page_limit, page_of, page_position, parse
 from .inputs import file_lines, inline_lines, openai_lines, read_file
 from .protocol import (CANCELLED, CHAT, EMBED, EMBEDDINGS, ENDED, EXPIRED, FAILED, OPENAI_ENDPOINTS, OPENAI_KINDS,
                        CreateBatchRequest, operation_bytes)
@@ -217,9 +217,8 @@ class BatchService:
 
     async def list(self, project_id: str, page_size: int | None, token: str | None
                    ) -> tuple[list[bytes], str | None]:
-        if page_size is not None and page_size < 0:
-            raise ApiError.invalid("* ListBatchesRequest.page_size: page_size must not be negative\n")
-        size = min(page_size or self.limits.batches_page_default, self.limits.batches_page_max)
+        size = page_limit(page_size, self.limits.batches_page_default, self.limits.batches_page_max,
+                              "ListBatchesRequest")
         records, next_token = page_of(await self.store.batches.list(project_id, size + 1, page_position(token)), size)
         counts = await self.store.batches.counts(project_id, [r.id for r in records])
         # Listings leave inline results out: a page of large batches would be one enormous response.

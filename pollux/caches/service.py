@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from ..generate.protocol import Content, GenerateContentRequest, Tool, ToolConfi
 from ..store import Store, TooManyCaches
 from ..store.blobs import BlobMissing, BlobStore
 from ..store.records import CachedFile, CacheRecord, cache_prefix
-from ..wire import page_of, page_position
+from ..wire import page_limit, page_of, page_position
 from .protocol import CachedContent, expiry
 
 if TYPE_CHECKING:
@@ -163,9 +163,8 @@ class CacheService:
 
     async def list(self, project_id: str, page_size: int | None, token: str | None
                    ) -> tuple[list[CacheRecord], str | None]:
-        if page_size is not None and page_size < 0:
-            raise ApiError.invalid("* ListCachedContentsRequest.page_size: page_size must not be negative\n")
-        size = min(page_size or self.limits.caches_page_default, self.limits.caches_page_max)
+        size = page_limit(page_size, self.limits.caches_page_default, self.limits.caches_page_max,
+                              "ListCachedContentsRequest")
         return page_of(await self.store.caches.list(project_id, size + 1, page_position(token)), size)
 
     async def update(self, project_id: str, name: str, body: CachedContent, mask: str | None) -> CacheRecord:
@@ -209,7 +208,7 @@ class CacheService:
         hit = self._parsed.get(key)
         if hit is not None:
             self._parsed.move_to_end(key)
-            return Cached(record, *_fields(hit[1]))  # with the latest expiry
+            return replace(hit[1], record=record)  # with the latest expiry
         try:
             raw = b"".join([chunk async for chunk in self.blobs.read(f"{record.prefix}/request")])
         except BlobMissing:  # deleted meanwhile
@@ -329,6 +328,3 @@ def prefix_key(project_id: str, cache_id: str) -> str:
     """A cache's key with the engines that keep its prefix."""
     return f"{project_id}/{cache_id}"
 
-
-def _fields(cached: Cached) -> tuple[list[Content], Content | None, list[Tool] | None, ToolConfig | None]:
-    return cached.contents, cached.system_instruction, cached.tools, cached.tool_config

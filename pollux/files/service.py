@@ -21,7 +21,7 @@ from ..media import MediaError, inspect
 from ..store import Store, StoreUnavailable
 from ..store.blobs import BlobMissing, BlobStore, BlobUnavailable, LocalBlobs
 from ..store.records import FileRecord, Job, file_blob
-from ..wire import page_of, page_position
+from ..wire import page_limit, page_of, page_position
 from .local_copies import LocalCopies
 
 log = logging.getLogger("pollux.files")
@@ -84,9 +84,8 @@ class FileService:
 
     async def list(self, project_id: str, page_size: int | None, token: str | None
                    ) -> tuple[list[FileRecord], str | None]:
-        if page_size is not None and page_size < 0:
-            raise ApiError.invalid("* ListFilesRequest.page_size: page_size must not be negative\n")
-        size = min(page_size or self.limits.files_page_default, self.limits.files_page_max)
+        size = page_limit(page_size, self.limits.files_page_default, self.limits.files_page_max,
+                              "ListFilesRequest")
         return page_of(await self.store.files.list(project_id, size + 1, page_position(token)), size)
 
     async def delete(self, project_id: str, name: str) -> None:

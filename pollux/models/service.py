@@ -7,6 +7,7 @@ from typing import Any
 
 from ..config import Settings, find_model
 from ..errors import ApiError
+from ..wire import page_limit
 from .protocol import model_json
 
 
@@ -30,9 +31,7 @@ class ModelService:
 
     def list(self, page_size: int | None, page_token: str | None) -> dict[str, Any]:
         limits = self.settings.limits
-        if page_size is not None and page_size < 0:
-            raise ApiError.invalid("* ListModelsRequest.page_size: page_size must not be negative\n")
-        size = min(page_size or limits.models_page_default, limits.models_page_max)
+        size = page_limit(page_size, limits.models_page_default, limits.models_page_max, "ListModelsRequest")
         start = _offset(page_token) if page_token else 0
         models = list(self.settings.models.values())
         page = models[start:start + size]
