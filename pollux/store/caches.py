@@ -13,6 +13,7 @@ from .files import lock_project
 from .records import CachedFile, CacheRecord
 
 _C = cached_contents.c
+_LIVE_GROUP = 200  # caches asked about in one query by `live`
 
 
 class TooManyCaches(Exception):
@@ -91,10 +92,12 @@ class Caches:
             return {(r[0], r[1]) for r in await conn.execute(select(_C.project_id, _C.id))}
 
     async def live(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (project, id) are caches still live."""
-        if not keys:
-            return set()
-        wanted = or_(*(and_(_C.project_id == p, _C.id == i) for p, i in keys))
+        """Which of these (project, id) are caches still live. Asked in groups: SQLite refuses a condition of more than
+        a thousand terms."""
+        found: set[tuple[str, str]] = set()
         async with self.db.connect() as conn:
-            return {(r[0], r[1]) for r in await conn.execute(
-                select(_C.project_id, _C.id).where(wanted, _C.expire_time > utcnow()))}
+            for start in range(0, len(keys), _LIVE_GROUP):
+                wanted = or_(*(and_(_C.project_id == p, _C.id == i) for p, i in keys[start:start + _LIVE_GROUP]))
+                found.update((r[0], r[1]) for r in await conn.execute(
+                    select(_C.project_id, _C.id).where(wanted, _C.expire_time > utcnow())))
+        return found
