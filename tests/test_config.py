@@ -142,6 +142,7 @@ def test_a_bad_cache_minimum_fails_at_start(tmp_path, minimum):
     ("media_workers = 0", "media_workers must be a positive whole number"),
     ('media_in_batch = "yes"', "media_in_batch must be true or false"),
     ("prefix_cache = 1", "prefix_cache must be true or false"),
+    ('decode_attention = "paged"', 'decode_attention must be "per-request" or "library"'),
 ])
 def test_bad_transformers_options_fail_at_start(tmp_path, option, message):
     source = tiny_models.build_llama(tiny_models.models_root())

@@ -49,6 +49,7 @@ from transformers.generation.continuous_batching.requests import RequestStatus
 from transformers.generation.continuous_batching.scheduler import SCHEDULER_MAPPING, FIFOScheduler
 from transformers.generation.logits_process import LogitsProcessorList
 
+from . import decode_attention
 from .errors import Overloaded
 from .prefixes import PIN_PREFIX, Pins, SaltedHashes, fresh_salt
 
@@ -150,8 +151,9 @@ class SharedBatch:
 
     def __init__(self, model: Any, *, kv_cache_mb: int | None, max_batch_size: int, max_batch_tokens: int | None,
                  max_queue: int, end_token: int, context_length: int, images_both_ways: bool = False,
-                 prefix_sharing: bool = True) -> None:
+                 prefix_sharing: bool = True, decode_per_request: bool = True) -> None:
         self.model = model
+        self.decode_per_request = decode_per_request  # `decode_attention`, where the model allows it
         self.prefix_sharing = prefix_sharing  # prompts reuse the cached KV blocks of their tenant's earlier ones
         self.images_both_ways = images_both_ways  # attention within an image runs both ways (Gemma 3)
         self.end_token = end_token
@@ -221,6 +223,8 @@ class SharedBatch:
             self._pins = Pins(int(cache.num_blocks) // 2)  # explicit caches hold at most half of the KV memory
         else:
             self._pins = None  # e.g. a model with sliding-window layers, whose blocks the library does not share
+        if self.decode_per_request and decode_attention.supported(self.model, cache):
+            decode_attention.install(cache)
         self.capacity = int(cache.num_blocks) * PAGE_SIZE  # tokens of KV state the whole cache holds
         self.step_tokens = int(cache.max_batch_tokens)  # tokens one step holds
         self._manager = manager
@@ -515,7 +519,8 @@ class SharedBatch:
 
 
 def _cached_share(cache: Any) -> float:
-    """The share of the cache held by blocks no request holds, kept for their prefixes (evicted when memory is short)."""
+    """The share of the cache held by blocks no request holds, kept for their prefixes (evicted when memory is
+    short)."""
     cached = sum(len(a.ledger.cached_blocks) * a.bytes_per_block for a in cache.cache_allocators.values())
     return cached / (cache.num_sectors * cache.bytes_per_sector)
 

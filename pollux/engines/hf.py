@@ -69,8 +69,12 @@ class HFOptions:
     media_workers: int = 4        # requests with images decoded at once beside the batch, taking turns per token
     media_in_batch: bool = True   # requests with images join the shared batch where the model allows it
     prefix_cache: bool = True     # prompts reuse the KV state of their project's earlier prompts (and context caches)
+    decode_attention: str = "per-request"  # decode steps attend over each request's own keys; "library": the step's
 
     def __post_init__(self) -> None:
+        if self.decode_attention not in ("per-request", "library"):
+            raise ValueError(f"transformers engine option decode_attention must be \"per-request\" or \"library\", "
+                             f"not {self.decode_attention!r}")
         for name in ("media_in_batch", "prefix_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"transformers engine option {name} must be true or false, not "
@@ -383,7 +387,8 @@ class TransformersEngine:
             self._batch = SharedBatch(model, kv_cache_mb=options.kv_cache_mb, max_batch_size=options.max_batch_size,
                                       max_batch_tokens=options.max_batch_tokens, max_queue=options.max_queue,
                                       end_token=self.pad_id, context_length=self.context_length,
-                                      images_both_ways=images == "both ways", prefix_sharing=options.prefix_cache)
+                                      images_both_ways=images == "both ways", prefix_sharing=options.prefix_cache,
+                                      decode_per_request=options.decode_attention == "per-request")
         except CacheTooSmall as exc:
             raise EngineLoadError(str(exc)) from None
         self._rope_3d = images == "3-D positions"

@@ -1,0 +1,111 @@
+"""Attention of the shared batch's decode steps, request by request instead of over the whole step's keys.
+
+In a step of the library's continuous batching, the keys of every request in the step are read from the paged cache
+into one run, and one SDPA call attends the step's queries to that run through a block-diagonal mask. In a decode step
+(one query a request) that is B queries against the keys of all B requests: work quadratic in the batch, of which one
+B-th is kept. Here, in such a step, each request's keys are read into a row of their own (padded to the longest
+request's), and one SDPA call attends each query to its own row with a padding mask: linear in the batch. Measured on
+one CPU core with 16 requests, the decode step takes ~15 % less time (BENCHMARKS.md, issue 14).
+
+Two seams of the library carry it: the paged cache's `update` (wrapped on Pollux's own cache: it reads the padded rows
+instead of the run, through the allocator's own write-then-read) and the `sdpa` entry of transformers'
+`AttentionInterface` (wrapped once per process: it lays the padded rows out as a batch and calls the library's own SDPA
+function; a call that does not come from a wrapped cache's decode step passes unchanged). Prefill and mixed steps,
+and models with other than full attention in every layer, take the library's path as they are.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.generation.continuous_batching.cache_allocators.full_attention import FullAttentionCacheAllocator
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+# The kwarg that tells the attention function that the keys it gets are the padded rows of `Rows`.
+MARK = "pollux_decode_rows"
+
+_install_lock = threading.Lock()
+_library_sdpa: Any = None
+
+
+class Rows:
+    """One decode step's padded layout: `index` reads each request's keys from the cache into a row of `width`
+    (request b's at b * width, the padding repeating its first key), and `mask` [B, 1, 1, width] is True on its own."""
+
+    __slots__ = ("source", "index", "mask", "requests", "width")
+
+    def __init__(self, read_index: torch.Tensor, cu_seq_lens_k: torch.Tensor) -> None:
+        self.source = read_index  # held, so that an identical object means the same step
+        starts = cu_seq_lens_k[:-1].long()
+        lengths = cu_seq_lens_k[1:].long() - starts
+        self.requests = int(lengths.numel())
+        self.width = int(lengths.max())
+        offsets = torch.arange(self.width, device=read_index.device)
+        self.mask = offsets[None, :] < lengths[:, None]
+        positions = torch.where(self.mask, starts[:, None] + offsets[None, :], starts[:, None])
+        self.index = read_index[positions.flatten()]
+        self.mask = self.mask[:, None, None, :]
+
+
+def supported(model: Any, cache: Any) -> bool:
+    """Whether decode steps of this model and cache can take the per-request path: SDPA, and every layer's keys in a
+    full-attention allocator (a sliding window reads a different set of keys)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return (getattr(config, "_attn_implementation", None) == "sdpa"
+            and getattr(cache, "use_block_table", False) is False
+            and all(type(a) is FullAttentionCacheAllocator for a in cache.cache_allocators.values()))
+
+
+def install(cache: Any) -> None:
+    """Wrap `cache.update` (this cache only) so that its decode steps read padded rows, and the process's SDPA entry
+    so that it attends over them. The caller has checked `supported`."""
+    _wrap_sdpa()
+    original = cache.update
+    last: list[Rows | None] = [None]  # this step's layout, shared by its layers (the loop is one thread)
+
+    def update(key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+               kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if kwargs.get("max_length_q") != 1 or kwargs.get("block_table") is not None:
+            return original(key_states, value_states, layer_idx, kwargs=kwargs)
+        allocator = cache.layer_to_allocator[layer_idx]
+        read_index = kwargs["read_index"][allocator.index]
+        if read_index.numel() == 0:
+            return original(key_states, value_states, layer_idx, kwargs=kwargs)
+        rows = last[0]
+        if rows is None or rows.source is not read_index:
+            rows = last[0] = Rows(read_index, kwargs["cu_seq_lens_k"][allocator.layer_type])
+        # What the library's update does, with the padded rows as what is read back after the write.
+        kwargs["cu_seq_lens_k"] = kwargs["cu_seq_lens_k"][allocator.layer_type].to(torch.int32)
+        kwargs["max_length_k"] = kwargs["max_length_k"][allocator.layer_type]
+        keys, values = (x.squeeze(0).transpose(0, 1) for x in (key_states, value_states))
+        keys, values = allocator.update(keys, values, layer_idx, rows.index, kwargs["write_index"][allocator.index])
+        kwargs[MARK] = rows
+        return keys.transpose(0, 1).unsqueeze(0), values.transpose(0, 1).unsqueeze(0)
+
+    cache.update = update
+
+
+def _wrap_sdpa() -> None:
+    global _library_sdpa
+    with _install_lock:
+        if _library_sdpa is not None:
+            return
+        _library_sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        AttentionInterface.register("sdpa", _sdpa)
+
+
+def _sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+          **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    rows: Rows | None = kwargs.pop(MARK, None)
+    if rows is None:
+        return _library_sdpa(module, query, key, value, attention_mask, **kwargs)
+    # query [1, heads, B, dim] -> [B, heads, 1, dim]; keys [1, kv heads, B * width, dim] -> [B, kv heads, width, dim]
+    batch, width = rows.requests, rows.width
+    query = query.transpose(0, 2)
+    key, value = (x[0].unflatten(1, (batch, width)).transpose(0, 1) for x in (key, value))
+    output, weights = _library_sdpa(module, query, key, value, rows.mask, **kwargs)
+    # the library's output is [B, 1, heads, dim]; the model expects [1, B, heads, dim]
+    return output.transpose(0, 1), weights
