@@ -4,8 +4,8 @@ of computing them (and reports how many tokens it read), with the same answer; a
 request with images shares nothing; a context cache's prefix is computed ahead and kept (pinned) while asked, within
 its budget, and let go on request.
 
-Blocks are the library's pages (`batching.PAGE_SIZE` = 256 tokens): only whole pages are shared, so the prompts here
-are a few thousand tokens long.
+Blocks are the library's pages (`batching.PAGE_SIZE` = 16 tokens): only whole pages are shared; the prompts here are a
+few thousand tokens long, so that most of each is shared.
 """
 
 from __future__ import annotations

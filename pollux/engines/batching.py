@@ -20,6 +20,8 @@ What is whose:
   does with `pixel_values` in `generate`), and, for a model that attends within an image both ways (Gemma 3), opens
   each image's square of the step's attention mask. The scheduler is the library's FIFO one, except that a prefill
   chunk never ends inside an image (`_Scheduler`), so that each image is whole in one step.
+- Decode steps attend over each request's own keys (`decode_attention`) instead of the library's one masked attention
+  over the whole step's keys, where the model has full attention in every layer.
 
 A failure in one request's `step` ends that request alone; an exception out of the processor would end the loop and
 fail every request, so none escapes it. If the loop dies anyway (the model's forward pass failed), every live request

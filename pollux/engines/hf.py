@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import queue
-import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -46,7 +45,6 @@ from .decoding import (CLOSE_PROBE_LIMIT, HERMES, LLAMA3, MISTRAL, Sequence, Seq
 
 log = logging.getLogger("pollux.engines.hf")
 
-SWITCH_INTERVAL = 0.0005  # seconds; see TransformersEngine.__init__
 MAX_VIDEO_FRAMES = 32  # frames of one video given to a vision model (each costs the model an image's tokens)
 _END_OF_TURN = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "</s>")
 
@@ -378,10 +376,8 @@ class TransformersEngine:
         self._reads_thinking = not self.multimodal or "enable_thinking" in str(processor.chat_template)
         import torch
         torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 2) - 1))
-        # The batch's thread gives up the interpreter's lock during each torch op; when the op ends, the event loop
-        # may hold it, and Python hands it back only after the switch interval (5 ms by default) unless the loop
-        # waits first. A shorter interval keeps the model's steps from waiting on HTTP work (BENCHMARKS.md).
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        # Python's switch interval stays at its default (5 ms): a shorter one (0.5 ms) made the batch's thread and the
+        # event loop trade the interpreter's lock more often, and cost 1-15 % of the tokens a second (BENCHMARKS.md).
         images = _IMAGES_IN_BATCH.get(getattr(model.config, "model_type", ""))
         try:
             self._batch = SharedBatch(model, kv_cache_mb=options.kv_cache_mb, max_batch_size=options.max_batch_size,
