@@ -5,7 +5,7 @@ into one run, and one SDPA call attends the step's queries to that run through a
 (one query a request) that is B queries against the keys of all B requests: work quadratic in the batch, of which one
 B-th is kept. Here, in such a step, each request's keys are read into a row of their own (padded to the longest
 request's), and one SDPA call attends each query to its own row with a padding mask: linear in the batch. Measured on
-one CPU core with 16 requests, the decode step takes ~15 % less time (BENCHMARKS.md, issue 14).
+one CPU core with 16 requests of a 27 M-parameter Llama: ~10 % more tokens a second (BENCHMARKS.md, issue 14).
 
 Two seams of the library carry it: the paged cache's `update` (wrapped on Pollux's own cache: it reads the padded rows
 instead of the run, through the allocator's own write-then-read) and the `sdpa` entry of transformers'
