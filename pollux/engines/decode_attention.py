@@ -44,10 +44,9 @@ class Rows:
         self.requests = int(lengths.numel())
         self.width = int(lengths.max())
         offsets = torch.arange(self.width, device=read_index.device)
-        self.mask = offsets[None, :] < lengths[:, None]
-        positions = torch.where(self.mask, starts[:, None] + offsets[None, :], starts[:, None])
-        self.index = read_index[positions.flatten()]
-        self.mask = self.mask[:, None, None, :]
+        own = offsets[None, :] < lengths[:, None]
+        self.index = read_index[torch.where(own, starts[:, None] + offsets[None, :], starts[:, None]).flatten()]
+        self.mask = own[:, None, None, :]
 
 
 def supported(model: Any, cache: Any) -> bool:
@@ -68,22 +67,18 @@ def install(cache: Any) -> None:
 
     def update(key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
                kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        if kwargs.get("max_length_q") != 1 or kwargs.get("block_table") is not None:
-            return original(key_states, value_states, layer_idx, kwargs=kwargs)
         allocator = cache.layer_to_allocator[layer_idx]
         read_index = kwargs["read_index"][allocator.index]
-        if read_index.numel() == 0:
-            return original(key_states, value_states, layer_idx, kwargs=kwargs)
-        rows = last[0]
-        if rows is None or rows.source is not read_index:
-            rows = last[0] = Rows(read_index, kwargs["cu_seq_lens_k"][allocator.layer_type])
-        # What the library's update does, with the padded rows as what is read back after the write.
-        kwargs["cu_seq_lens_k"] = kwargs["cu_seq_lens_k"][allocator.layer_type].to(torch.int32)
-        kwargs["max_length_k"] = kwargs["max_length_k"][allocator.layer_type]
-        keys, values = (x.squeeze(0).transpose(0, 1) for x in (key_states, value_states))
-        keys, values = allocator.update(keys, values, layer_idx, rows.index, kwargs["write_index"][allocator.index])
-        kwargs[MARK] = rows
-        return keys.transpose(0, 1).unsqueeze(0), values.transpose(0, 1).unsqueeze(0)
+        if kwargs.get("max_length_q") == 1 and read_index.numel():
+            rows = last[0]
+            if rows is None or rows.source is not read_index:
+                rows = last[0] = Rows(read_index, kwargs["cu_seq_lens_k"][allocator.layer_type])
+            # The library's own update, reading back the padded rows instead of the run. `kwargs` is this layer's
+            # own dict (the model passes `**kwargs` on), so the swap stays here.
+            kwargs["read_index"] = [rows.index if i == allocator.index else index
+                                    for i, index in enumerate(kwargs["read_index"])]
+            kwargs[MARK] = rows
+        return original(key_states, value_states, layer_idx, kwargs=kwargs)
 
     cache.update = update
 
