@@ -2,6 +2,7 @@
 """The continuous-batching engine in-process against transformers' own manager alone, in one run (a diagnostic).
 
     taskset -c 0 .venv/bin/python bench/cb_inprocess.py            # 6 alternating rounds of 16 x 64 tokens
+    taskset -c 0 .venv/bin/python bench/cb_inprocess.py --requests 2  # small batches: the step's fixed cost
 
 Same model (`build_small_llama` of tests/tiny_models.py), same 16 prompts (the chat template's rendering of
 "Request <i>: tell me a story about the sea."), greedy, 64 tokens each, one torch thread. `pollux`: 16 concurrent
@@ -44,7 +45,9 @@ def request(i: int) -> GenerateRequest:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--requests", type=int, default=REQUESTS, help="requests a round (all at once)")
     args = ap.parse_args()
+    n = args.requests
     source = tiny_models.build_small_llama(tiny_models.models_root())
     engine = TransformersEngine(HFOptions(source=str(source), threads=1))
     manager = engine.model.init_continuous_batching(
@@ -54,7 +57,7 @@ async def main() -> None:
             allow_block_sharing=False))
     with torch.inference_mode():
         manager.start()
-    prompts = [engine._job(request(i), lambda event: None).prompt_ids for i in range(REQUESTS)]
+    prompts = [engine._job(request(i), lambda event: None).prompt_ids for i in range(n)]
 
     async def one(i: int) -> None:
         async for _ in engine.generate(request(i)):
@@ -62,18 +65,18 @@ async def main() -> None:
 
     async def pollux() -> tuple[float, float]:
         start, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(one(i) for i in range(REQUESTS)))
-        return REQUESTS * TOKENS / (time.perf_counter() - start), REQUESTS * TOKENS / (time.process_time() - cpu)
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return n * TOKENS / (time.perf_counter() - start), n * TOKENS / (time.process_time() - cpu)
 
     def library(round_: int) -> tuple[float, float]:
         start, cpu = time.perf_counter(), time.process_time()
         for i, ids in enumerate(prompts):
             manager.add_request(ids, request_id=f"r{round_}-{i}", max_new_tokens=TOKENS)
         finished = 0
-        while finished < REQUESTS:
+        while finished < n:
             if manager.get_result(timeout=120).is_finished():
                 finished += 1
-        return REQUESTS * TOKENS / (time.perf_counter() - start), REQUESTS * TOKENS / (time.process_time() - cpu)
+        return n * TOKENS / (time.perf_counter() - start), n * TOKENS / (time.process_time() - cpu)
 
     results: dict[str, list[tuple[float, float]]] = {"pollux": [], "library": []}
     try:

@@ -112,6 +112,22 @@ async def main() -> None:
                   f"{statistics.median(decode_ms(p) for p, _ in runs):.1f} | "
                   f"{statistics.median(1e6 * p.server_cpu_s / p.tokens for p, _ in runs):.0f} | "
                   f"{max(idle for _, idle in runs):.2f} s at most |")
+        print("\nwhere the wall time ends (medians over rounds): the last answer's end after the last send; the "
+              "request that ends last (its send time, TTFT, first to last text, last text to end of stream); last "
+              "text to end of stream over all requests")
+        for name in ("pollux", "peer"):
+            tails = []
+            for phase, _ in results[(mode, name)]:
+                first = min(r.start for r in phase.requests)
+                last_end = max(r.end for r in phase.requests) - first
+                last_sent = max(r.start for r in phase.requests) - first
+                r = max(phase.requests, key=lambda q: q.end)
+                tails.append((last_end - last_sent, r.start - first, r.ttft or 0, r.last - r.start - (r.ttft or 0),
+                              r.end - r.last, statistics.median(q.end - q.last for q in phase.requests)))
+            med = [statistics.median(t[k] for t in tails) for k in range(6)]
+            print(f"  {name:7} after last send {1000 * med[0]:6.0f} ms; last to end: sent at {med[1]:5.2f} s, "
+                  f"TTFT {1000 * med[2]:4.0f} ms, decode {1000 * med[3]:5.0f} ms, close {1000 * med[4]:4.1f} ms; "
+                  f"close over all {1000 * med[5]:4.1f} ms")
         ratios = [a.tok_s / b.tok_s for (a, _), (b, _) in zip(results[(mode, "pollux")], results[(mode, "peer")],
                                                              strict=True)]
         print(f"tok/s Pollux ÷ peer per round: {' '.join(f'{r:.3f}' for r in ratios)}")

@@ -102,6 +102,7 @@ class Request:
     scheduled: float | None = None  # poisson: its send time from the phase start (s)
     ttft: float | None = None
     end: float = 0.0
+    last: float = 0.0          # when its last text arrived (perf_counter)
     tokens: int = 0            # as the server counts them (candidatesTokenCount / usage.completion_tokens)
     prompt_tokens: int = 0     # as the server reports them (promptTokenCount / usage.prompt_tokens)
     events: int = 0            # SSE events with text
@@ -225,6 +226,7 @@ async def pollux_stream(http: httpx.AsyncClient, base: str, key: str, i: int, to
                     if req.ttft is None:
                         req.ttft = time.perf_counter() - req.start
                     req.events += 1
+                    req.last = time.perf_counter()
                     texts.append(text)
                 if cand.get("finishReason"):
                     req.finish = cand["finishReason"]
@@ -266,6 +268,7 @@ async def openai_stream(http: httpx.AsyncClient, base: str, model: str, i: int, 
                         if req.ttft is None:
                             req.ttft = time.perf_counter() - req.start
                         req.events += 1
+                        req.last = time.perf_counter()
                         texts.append(text)
                     if choice.get("finish_reason"):
                         req.finish = choice["finish_reason"]

@@ -5,7 +5,8 @@ into one run, and one SDPA call attends the step's queries to that run through a
 (one query a request) that is B queries against the keys of all B requests: work quadratic in the batch, of which one
 B-th is kept. Here, in such a step, each request's keys are read into a row of their own (padded to the longest
 request's), and one SDPA call attends each query to its own row with a padding mask: linear in the batch. Measured on
-one CPU core with 16 requests of a 27 M-parameter Llama: ~10 % more tokens a second (BENCHMARKS.md, issue 14).
+one CPU core with 16 requests of a 27 M-parameter Llama: ~10 % more tokens a second (BENCHMARKS.md, issue 14). Steps
+of fewer than `MIN_REQUESTS` requests keep the library's attention.
 
 Two seams of the library carry it: the paged cache's `update` (wrapped on Pollux's own cache: it reads the padded rows
 instead of the run, through the allocator's own write-then-read) and the `sdpa` entry of transformers'
@@ -26,6 +27,9 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 # The kwarg that tells the attention function that the keys it gets are the padded rows of `Rows`.
 MARK = "pollux_decode_rows"
+# Steps of fewer requests take the library's path: its one masked attention is then as cheap, and in steps of 2 or 3
+# requests of a 27 M-parameter Llama the padded layout's own ops made the step ~5 % slower (BENCHMARKS.md, issue 14).
+MIN_REQUESTS = 4
 
 _install_lock = threading.Lock()
 _library_sdpa: Any = None
@@ -35,10 +39,9 @@ class Rows:
     """One decode step's padded layout: `index` reads each request's keys from the cache into a row of `width`
     (request b's at b * width, the padding repeating its first key), and `mask` [B, 1, 1, width] is True on its own."""
 
-    __slots__ = ("source", "index", "mask", "requests", "width")
+    __slots__ = ("index", "mask", "requests", "width")
 
     def __init__(self, read_index: torch.Tensor, cu_seq_lens_k: torch.Tensor) -> None:
-        self.source = read_index  # held, so that an identical object means the same step
         starts = cu_seq_lens_k[:-1].long()
         lengths = cu_seq_lens_k[1:].long() - starts
         self.requests = int(lengths.numel())
@@ -63,16 +66,22 @@ def install(cache: Any) -> None:
     so that it attends over them. The caller has checked `supported`."""
     _wrap_sdpa()
     original = cache.update
-    last: list[Rows | None] = [None]  # this step's layout, shared by its layers (the loop is one thread)
+    # This step's layout (None: the library's path), shared by its layers, and the read index it was made for: the
+    # same object means the same step (the loop is one thread).
+    last: list[Any] = [None, None]
 
     def update(key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
                kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         allocator = cache.layer_to_allocator[layer_idx]
         read_index = kwargs["read_index"][allocator.index]
         if kwargs.get("max_length_q") == 1 and read_index.numel():
-            rows = last[0]
-            if rows is None or rows.source is not read_index:
-                rows = last[0] = Rows(read_index, kwargs["cu_seq_lens_k"][allocator.layer_type])
+            if last[0] is not read_index:
+                cu_seq_lens_k = kwargs["cu_seq_lens_k"][allocator.layer_type]
+                last[:] = read_index, (Rows(read_index, cu_seq_lens_k) if len(cu_seq_lens_k) > MIN_REQUESTS else None)
+            rows = last[1]
+        else:
+            rows = None
+        if rows is not None:
             # The library's own update, reading back the padded rows instead of the run. `kwargs` is this layer's
             # own dict (the model passes `**kwargs` on), so the swap stays here.
             kwargs["read_index"] = [rows.index if i == allocator.index else index
