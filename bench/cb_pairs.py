@@ -9,7 +9,9 @@ minutes (the same server's runs minutes apart differ by up to 8 %), which can fa
 servers run at once, each on CPU 0 with one torch thread (this client on CPU 1), on the same model and prompts as
 hf_bench.py (27.4 M-parameter random Llama, greedy, 64 tokens, streaming: Pollux's native SSE, the peer's
 /v1/chat/completions); each round runs a phase on one and straight after on the other, the order swapped every
-round, so that drift falls on both alike. The idle server's CPU during the other's phase is reported ("idle CPU").
+round, so that drift falls on both alike. The server whose turn it is not is stopped (SIGSTOP) for the other's phase,
+so that its own background work (Pollux's job polls, the peer's loop) takes nothing from the other on their shared
+core; `--no-stop` leaves it running, and the CPU it used meanwhile is reported ("idle CPU").
 Phases: `poisson` (32 requests at the seeded Poisson schedule of hf_bench.py, mean gap 120 ms) and `concurrent` (16 at
 once). Printed per phase: the medians of tok/s, TTFT p50/p90 and decode ms/token of each server, and per round the ratio
 Pollux ÷ peer of tok/s, with their median and the rounds in which Pollux's throughput was ≥ the peer's.
@@ -24,6 +26,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -50,6 +53,8 @@ async def main() -> None:
     ap.add_argument("--phases", default="poisson,concurrent")
     ap.add_argument("--pollux-options", default="", help="extra engine_options, e.g. 'decode_attention = \"library\"'")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--no-stop", dest="stop", action="store_false",
+                    help="leave the other server running (idle) during a server's phase")
     args = ap.parse_args()
     phases = args.phases.split(",")
     model_dir = tiny_models.build_small_llama(tiny_models.models_root())
@@ -87,7 +92,13 @@ async def main() -> None:
                         idle = targets["peer" if name == "pollux" else "pollux"][0]
                         idle0 = proc_cpu_s(idle.pid)
                         n = 32 if mode == "poisson" else 16
-                        phase = await hf_bench.run_phase(name, mode, rnd, one, n, mode, server, schedule=schedule)
+                        if args.stop:
+                            os.kill(idle.pid, signal.SIGSTOP)
+                        try:
+                            phase = await hf_bench.run_phase(name, mode, rnd, one, n, mode, server, schedule=schedule)
+                        finally:
+                            if args.stop:
+                                os.kill(idle.pid, signal.SIGCONT)
                         errors = [r.error for r in phase.requests if r.error]
                         if errors:
                             raise RuntimeError(f"{name} {mode}: {errors[:2]}")
@@ -97,8 +108,8 @@ async def main() -> None:
         peer.stop()
         shutil.rmtree(data, ignore_errors=True)
 
-    print(f"\n{args.rounds} rounds, both servers on CPU 0 (one torch thread), client on CPU 1; "
-          f"Pollux options: {options}")
+    print(f"\n{args.rounds} rounds, both servers on CPU 0 (one torch thread), client on CPU 1; the other server "
+          f"{'stopped' if args.stop else 'idle'} during a phase; Pollux options: {options}")
     for mode in phases:
         print(f"\n{mode} ({32 if mode == 'poisson' else 16} × 64 tokens):")
         print("| server | tok/s | TTFT p50 ms | TTFT p90 ms | decode ms/token | server CPU µs/token | "

@@ -33,6 +33,14 @@ class _Kind:
     slots: asyncio.Semaphore  # the jobs of this process it shares its bound with
 
 
+def next_wait(wait: float, found: bool, poll: float, lease: float) -> float:
+    """The claim loop's next wait: `poll` after a claim that found a job, else twice the last, up to 8 polls or a
+    third of a lease (whichever is less, but never under `poll`)."""
+    if found:
+        return poll
+    return min(2 * wait, max(poll, min(8 * poll, lease / 3)))
+
+
 class LeaseLost(Exception):
     """This process no longer holds the job (it stalled past its lease); another worker has it."""
 
@@ -136,9 +144,9 @@ class JobRunner:
 
     async def _claim_forever(self) -> None:
         # A claim costs a few ms of CPU (this machine: ~4 ms, most of it building the query), taken from requests on
-        # a busy core; while none finds work the wait doubles, up to 8 polls or a third of a lease (a job whose
-        # holder died is taken soon after its lease runs out). Jobs this process creates run at once (`run_soon`).
-        idle_cap = max(self.poll, min(8 * self.poll, self.lease / 3))
+        # a busy core; while none finds work the wait grows (`next_wait`), staying within a third of a lease so that
+        # a job whose holder died is taken soon after its lease runs out. Jobs this process creates run at once
+        # (`run_soon`).
         wait = self.poll
         while True:
             # Jittered, so that processes started together do not poll in step.
@@ -151,10 +159,9 @@ class JobRunner:
             except Exception:  # noqa: BLE001 - the database is down: try again later
                 log.warning("claiming jobs failed", exc_info=True)
                 continue
+            wait = next_wait(wait, job is not None, self.poll, self.lease)
             if job is None:
-                wait = min(2 * wait, idle_cap)
                 continue
-            wait = self.poll
             slots = self._kinds[job.kind].slots
             await slots.acquire()  # free: only this loop takes them, and it saw room for this kind
             self.run_soon(job, slots)

@@ -38,7 +38,8 @@ from .calls import CallIds
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, parameters_grammar,
                         tool_body_grammar, tool_call_grammar)
 from .errors import Failure, InvalidInput, Overloaded, Unsupported
-from .loading import EngineLoadError, device_and_dtype, load_failed, model_name, options_from
+from .loading import (EngineLoadError, device_and_dtype, keep_freed_memory, load_failed, model_name, options_from,
+                      own_memory)
 from .prefixes import tenant_salt
 from .decoding import (CLOSE_PROBE_LIMIT, HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat,
                        constrained_thinking_budget)
@@ -131,6 +132,9 @@ def _load(options: HFOptions) -> tuple[Any, Any, Any | None]:
     except OSError as exc:
         raise load_failed(name, exc) from None
     model.to(device).eval()
+    if device == "cpu":
+        own_memory(model)
+        keep_freed_memory()
     tokenizer.padding_side = "left"
     return model, tokenizer, processor
 

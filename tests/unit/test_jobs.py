@@ -10,7 +10,7 @@ import pytest
 from conftest import ON_POSTGRES, postgres
 from sqlalchemy import update
 
-from pollux.jobs import JobRunner, LeaseLost
+from pollux.jobs import JobRunner, LeaseLost, next_wait
 from pollux.store import Store, job_row
 from pollux.store.db import jobs, utcnow
 from pollux.store.records import Job
@@ -21,6 +21,17 @@ async def store(tmp_path):
     store = await Store.open(postgres().database() if ON_POSTGRES else None, tmp_path)
     yield store
     await store.close()
+
+
+def test_an_idle_claim_loop_waits_longer_up_to_a_bound():
+    waits, wait = [], 1.0
+    for _ in range(6):
+        wait = next_wait(wait, False, poll=1.0, lease=30)
+        waits.append(wait)
+    assert waits == [2, 4, 8, 8, 8, 8]  # up to 8 polls
+    assert next_wait(8, True, poll=1.0, lease=30) == 1.0  # a claim that found work: back to the poll
+    assert next_wait(4, False, poll=1.0, lease=6) == 2  # within a third of a short lease, so a dead holder's job
+    assert next_wait(1, False, poll=1.0, lease=2) == 1  # is taken soon; never under the poll
 
 
 async def test_a_job_has_one_holder_at_a_time(store):
