@@ -74,5 +74,5 @@ def test_freed_blocks_are_reused_instead_of_mapped_again():
         done = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         faults[mode] = int(done.stdout.split()[-1])
-    # 100 x 2 blocks of 2-4 MB: ~150,000 faults when each is mapped fresh; a few thousand when the heap keeps them
+    # 100 x 2 blocks of 2-4 MB: ~75,000 faults here when each is mapped fresh; ~2,000 when the heap keeps them
     assert faults["kept"] * 10 < faults["default"], faults

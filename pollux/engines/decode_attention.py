@@ -27,8 +27,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 # The kwarg that tells the attention function that the keys it gets are the padded rows of `Rows`.
 MARK = "pollux_decode_rows"
-# Steps of fewer requests take the library's path: its one masked attention is then as cheap, and in steps of 2 or 3
-# requests of a 27 M-parameter Llama the padded layout's own ops made the step ~5 % slower (BENCHMARKS.md, issue 14).
+# Steps of fewer requests take the library's path: its one masked attention is then as cheap, and steps of 2 or 3
+# requests of a 27 M-parameter Llama were ~5 % slower with the padded rows (BENCHMARKS.md, issue 14).
 MIN_REQUESTS = 4
 
 _install_lock = threading.Lock()
