@@ -114,22 +114,42 @@ BUDGET = MemoryBudget(4096 * MB, 5.0)
 
 def configure(capacity_bytes: int, wait_seconds: float) -> MemoryBudget:
     BUDGET.capacity, BUDGET.wait_seconds = capacity_bytes, wait_seconds
-    _return_large_blocks_to_the_system()
+    _set_malloc_thresholds()
     return BUDGET
 
 
-def _return_large_blocks_to_the_system() -> None:
-    """glibc serves a block from its heap, where a freed one stays in the process, once a block of that size has
-    been freed (its mmap threshold rises up to 32 MB): after a wave of decoded images the process would keep their
-    memory for ever. A fixed threshold keeps every block of 1 MB or more in its own mapping, given back on free."""
+def keep_step_blocks() -> bool:
+    """A CPU model decodes in this process: from now on glibc keeps freed blocks up to 32 MB in its heap (see
+    `_set_malloc_thresholds`). Whichever of this and `configure` comes first, the process ends with this policy.
+    False where the C library is not glibc."""
+    global _step_blocks
+    _step_blocks = True
+    return _set_malloc_thresholds()
+
+
+def _set_malloc_thresholds() -> bool:
+    """The process's one malloc policy (glibc's are process-wide).
+
+    By default glibc serves a block from its heap, where a freed one stays in the process, once a block of that size
+    has been freed (its mmap threshold rises up to 32 MB): after a wave of decoded images the process would keep their
+    memory for ever. A fixed threshold keeps every block of 1 MB or more in its own mapping, given back on free.
+
+    A CPU model's decode steps allocate and free blocks of a few MB every step (the keys and values read back from the
+    paged cache, activations); in their own mappings each step page-faults through megabytes of fresh zeroed pages:
+    ~4,600 faults and ~14 % of the batch thread's CPU time in the kernel per step of a 27 M-parameter Llama
+    (BENCHMARKS.md, issue 14). With such a model (`keep_step_blocks`) the threshold is 32 MB instead, and the heap
+    gives back what is free at its top past 256 MB: decoded images under 32 MB may then stay in the heap."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc: its allocator has its own ways
-        pass
+        return False
+    if _step_blocks:
+        return bool(mallopt(_M_MMAP_THRESHOLD, 32 * MB)) and bool(mallopt(_M_TRIM_THRESHOLD, 256 * MB))
+    return bool(mallopt(_M_MMAP_THRESHOLD, 1 * MB))
 
 
-_M_MMAP_THRESHOLD = -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+_step_blocks = False  # set by `keep_step_blocks`
 
 
 class AdmitLargeBodies:

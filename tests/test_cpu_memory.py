@@ -1,6 +1,7 @@
-"""How the transformers engine holds a CPU model's memory (`engines/loading.py`): the weights copied out of the
-checkpoint's file mapping into the process's own memory (tied weights still one tensor), and glibc's malloc set to
-keep the blocks of a few MB that every step allocates and frees, instead of mapping each one fresh from the kernel."""
+"""How the transformers engine holds a CPU model's memory: the weights copied out of the checkpoint's file mapping
+into the process's own memory (`engines/loading.own_memory`; tied weights still one tensor), and glibc's malloc set to
+keep the blocks of a few MB that every step allocates and frees instead of mapping each one fresh from the kernel
+(`admission.keep_step_blocks`), whatever the app's own malloc policy set before or after."""
 
 from __future__ import annotations
 
@@ -46,13 +47,17 @@ def test_cpu_weights_live_in_the_processs_own_memory():
 
 
 # A thread allocating and freeing blocks of a few MB, growing as a step's keys do, as a fresh process: the page
-# faults it takes with malloc's defaults and after `keep_freed_memory`.
+# faults it takes under the server's malloc policy without a CPU model (`admission.configure` alone), and with one,
+# whichever of `keep_step_blocks` (the engine's load) and `configure` (the app's build) comes first.
 FAULTS = textwrap.dedent("""
     import resource, sys, threading
     import torch
-    from pollux.engines.loading import keep_freed_memory
-    if sys.argv[1] == "kept":
-        assert keep_freed_memory()
+    from pollux import admission
+    if sys.argv[1] == "model":  # the server's order: engines load before the app is built
+        assert admission.keep_step_blocks()
+    admission.configure(4096 * admission.MB, 5.0)
+    if sys.argv[1] == "model-late":
+        assert admission.keep_step_blocks()
     source = torch.zeros(4096, 512)
     def work():
         before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
@@ -68,11 +73,12 @@ FAULTS = textwrap.dedent("""
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc")
-def test_freed_blocks_are_reused_instead_of_mapped_again():
+def test_with_a_cpu_model_freed_blocks_are_reused_instead_of_mapped_again():
     faults = {}
-    for mode in ("default", "kept"):
+    for mode in ("no-model", "model", "model-late"):
         done = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         faults[mode] = int(done.stdout.split()[-1])
-    # 100 x 2 blocks of 2-4 MB: ~75,000 faults here when each is mapped fresh; ~2,000 when the heap keeps them
-    assert faults["kept"] * 10 < faults["default"], faults
+    # 100 x 2 blocks of 2-4 MB: ~75,000 faults here when each has its own mapping; ~2,000 when the heap keeps them
+    assert faults["model"] * 10 < faults["no-model"], faults
+    assert faults["model-late"] * 10 < faults["no-model"], faults

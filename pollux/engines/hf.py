@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..admission import BUDGET
+from ..admission import BUDGET, keep_step_blocks
 from ..media import MediaError
 from ..media.documents import DEFAULT_MAX_SIDE, PdfDocument
 from ..media.probe import register_heif
@@ -38,8 +38,7 @@ from .calls import CallIds
 from .constrain import (GrammarError, TokenizerGrammars, choice_grammar, json_grammar, parameters_grammar,
                         tool_body_grammar, tool_call_grammar)
 from .errors import Failure, InvalidInput, Overloaded, Unsupported
-from .loading import (EngineLoadError, device_and_dtype, keep_freed_memory, load_failed, model_name, options_from,
-                      own_memory)
+from .loading import EngineLoadError, device_and_dtype, load_failed, model_name, options_from, own_memory
 from .prefixes import tenant_salt
 from .decoding import (CLOSE_PROBE_LIMIT, HERMES, LLAMA3, MISTRAL, Sequence, SequenceParams, SpecialTokens, ToolFormat,
                        constrained_thinking_budget)
@@ -134,7 +133,7 @@ def _load(options: HFOptions) -> tuple[Any, Any, Any | None]:
     model.to(device).eval()
     if device == "cpu":
         own_memory(model)
-        keep_freed_memory()
+        keep_step_blocks()
     tokenizer.padding_side = "left"
     return model, tokenizer, processor
 

@@ -159,26 +159,6 @@ def own_memory(model: Any) -> None:
                 parameter.data = parameter.data.clone()
 
 
-def keep_freed_memory() -> bool:
-    """Have glibc's malloc keep freed memory for reuse instead of handing blocks of a few MB back to the kernel. A CPU
-    model's steps allocate such blocks every step (the keys and values read back from the paged cache, activations);
-    by default malloc maps each one fresh from the kernel (its threshold only rises to the largest size freed so
-    far, and the sizes grow step after step) and unmaps it when freed, so every step page-faults through megabytes
-    of new zeroed pages: 4,600 faults and ~14 % of the batch thread's CPU time in the kernel per step of a
-    27 M-parameter Llama (BENCHMARKS.md, issue 14). Process-wide; blocks past 32 MB are still mapped apart. False
-    where the C library is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
-
-
 def load_failed(name: str, exc: Exception) -> EngineLoadError:
     return EngineLoadError(
         f"cannot load model {name!r}: {exc}\nIf this machine is offline, set HF_HUB_OFFLINE=1, download the model "
